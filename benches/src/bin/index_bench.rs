@@ -1,0 +1,290 @@
+//! IVF-PQ index benchmark on synthetic CLIP-like data.
+//!
+//! Builds the data itself (deterministic), builds the index (train + add,
+//! all cores), then for several nprobe/refine settings measures recall@10
+//! against exact search, single-thread QPS and p50/p99 latency; exact brute
+//! force is measured in the same run as the baseline. With `--out DIR` it
+//! also writes `base.npy`, `queries.npy` and `glimpse_results.json` there
+//! for `benches/faiss_compare.sh`.
+//!
+//! Usage: `index_bench [--n 200000] [--dim 512] [--queries 1000]
+//!   [--bits 4|8] [--nlist N] [--m M] [--settings 8:10,16:10,...] [--out DIR]`
+
+use std::time::Instant;
+
+use glimpse_index::synthetic::{SyntheticSpec, generate, to_npy};
+use glimpse_index::{
+    IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, PqBits, SearchParams, exact_search,
+};
+use rayon::prelude::*;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn ctx<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> Result<T> {
+    r.map_err(|e| format!("{what}: {e}").into())
+}
+
+struct Args {
+    n: usize,
+    dim: usize,
+    queries: usize,
+    bits: PqBits,
+    nlist: Option<usize>,
+    m: Option<usize>,
+    settings: Vec<(usize, usize)>,
+    out: Option<String>,
+    exact_queries: usize,
+    seed: u64,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        n: 200_000,
+        dim: 512,
+        queries: 1000,
+        bits: PqBits::Auto,
+        nlist: None,
+        m: None,
+        settings: Vec::new(),
+        out: None,
+        exact_queries: 100,
+        seed: 2024,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let key = argv[i].as_str();
+        let val = argv
+            .get(i + 1)
+            .ok_or_else(|| format!("missing value for {key}"))?;
+        match key {
+            "--n" => a.n = val.parse()?,
+            "--dim" => a.dim = val.parse()?,
+            "--queries" => a.queries = val.parse()?,
+            "--exact-queries" => a.exact_queries = val.parse()?,
+            "--seed" => a.seed = val.parse()?,
+            "--nlist" => a.nlist = Some(val.parse()?),
+            "--m" => a.m = Some(val.parse()?),
+            "--bits" => {
+                a.bits = match val.as_str() {
+                    "4" => PqBits::Four,
+                    "8" => PqBits::Eight,
+                    "auto" => PqBits::Auto,
+                    x => return Err(format!("--bits must be 4, 8 or auto, not {x}").into()),
+                }
+            }
+            "--settings" => {
+                for s in val.split(',') {
+                    let (p, r) = s.split_once(':').ok_or("settings are nprobe:refine")?;
+                    a.settings.push((p.parse()?, r.parse()?));
+                }
+            }
+            "--out" => a.out = Some(val.clone()),
+            x => return Err(format!("unknown flag {x}").into()),
+        }
+        i += 2;
+    }
+    Ok(a)
+}
+
+/// CPU time of the calling thread, in seconds. Reported beside wall time
+/// because the shared bench machine is often loaded by other processes.
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// CPU time of the whole process (all threads), in seconds.
+fn process_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn recall(got: &[Neighbor], want: &[Neighbor]) -> f64 {
+    let hits = got.iter().filter(|g| want.iter().any(|w| w.row == g.row)).count();
+    hits as f64 / want.len().max(1) as f64
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let (n, dim) = (args.n, args.dim);
+    let metric = Metric::Cosine;
+    let k = 10;
+    println!("# index_bench: N={n} d={dim} queries={} metric={metric}", args.queries);
+    println!("# cores: {} (build uses all; search single-threaded)", rayon::current_num_threads());
+
+    let t = Instant::now();
+    let data = generate(&SyntheticSpec::clip_like(n, args.queries, dim, args.seed));
+    println!("data generated in {:.1}s", t.elapsed().as_secs_f64());
+
+    if let Some(dir) = &args.out {
+        ctx(std::fs::create_dir_all(dir), &format!("creating {dir}"))?;
+        let p = format!("{dir}/base.npy");
+        ctx(std::fs::write(&p, to_npy(&data.vectors, n, dim)), &format!("writing {p}"))?;
+        let p = format!("{dir}/queries.npy");
+        ctx(
+            std::fs::write(&p, to_npy(&data.queries, args.queries, dim)),
+            &format!("writing {p}"),
+        )?;
+        println!("wrote {dir}/base.npy and {dir}/queries.npy");
+    }
+
+    // Ground truth (parallel), then single-thread exact timing on a subset.
+    let t = Instant::now();
+    let truth: Vec<Vec<Neighbor>> = (0..args.queries)
+        .into_par_iter()
+        .map(|i| exact_search(&data.vectors, dim, metric, data.query(i), k, None))
+        .collect();
+    println!("ground truth in {:.1}s", t.elapsed().as_secs_f64());
+    let ne = args.exact_queries.min(args.queries);
+    let t = Instant::now();
+    let c = thread_cpu_s();
+    for i in 0..ne {
+        std::hint::black_box(exact_search(&data.vectors, dim, metric, data.query(i), k, None));
+    }
+    let exact_qps = ne as f64 / t.elapsed().as_secs_f64();
+    let exact_cpu_qps = ne as f64 / (thread_cpu_s() - c);
+
+    let params = IndexParams {
+        nlist: args.nlist,
+        m: args.m,
+        bits: args.bits,
+        ..IndexParams::default()
+    };
+    let build_cpu = process_cpu_s();
+    let t = Instant::now();
+    let index = IvfPqIndex::train(&data.vectors, dim, metric, &params)?;
+    let train_s = t.elapsed().as_secs_f64();
+    let mut index = index;
+    let t = Instant::now();
+    index.add(&data.vectors, 0)?;
+    let add_s = t.elapsed().as_secs_f64();
+    let build_cpu = process_cpu_s() - build_cpu;
+    let bytes = index.to_bytes();
+    let bpv = bytes.len() as f64 / n as f64;
+    let view = IvfPqView::from_bytes(&bytes)?;
+    let sizes = index.list_sizes();
+    let max_list = sizes.iter().copied().max().unwrap_or(0);
+    println!(
+        "build: train {train_s:.2}s + add {add_s:.2}s = {:.2}s wall, {build_cpu:.1}s CPU; nlist={} m={} bits={:?}; \
+         index {:.1} bytes/vector (raw f32: {} bytes/vector); largest list {max_list} (mean {:.0})",
+        train_s + add_s,
+        index.nlist(),
+        index.m(),
+        index.bits(),
+        bpv,
+        dim * 4,
+        n as f64 / index.nlist() as f64
+    );
+
+    let settings = if args.settings.is_empty() {
+        let base = glimpse_index::default_nprobe(index.nlist());
+        vec![
+            (base / 4, 10),
+            (base / 2, 10),
+            (base, 5),
+            (base, 10),
+            (base * 2, 10),
+            (base * 4, 20),
+        ]
+    } else {
+        args.settings.clone()
+    };
+
+    println!();
+    println!(
+        "{:<22} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10}",
+        "config", "recall@10", "QPS wall", "QPS cpu", "p50 us", "p99 us", "vs exact"
+    );
+    println!(
+        "{:<22} {:>9.4} {:>10.1} {:>10.1} {:>9.0} {:>9.0} {:>10}",
+        "exact brute force",
+        1.0,
+        exact_qps,
+        exact_cpu_qps,
+        1e6 / exact_qps,
+        1e6 / exact_qps,
+        "1.0x"
+    );
+    let mut rows = Vec::new();
+    let default_label = "default params";
+    let mut all: Vec<(String, SearchParams)> = vec![(default_label.to_string(), SearchParams::default())];
+    for &(p, r) in &settings {
+        all.push((
+            format!("nprobe={} refine={r}", p.max(1)),
+            SearchParams {
+                k,
+                nprobe: Some(p.max(1)),
+                refine: Some(r),
+            },
+        ));
+    }
+    for (label, sp) in &all {
+        // Warm-up pass (also measures recall), then timed pass.
+        let mut rec = 0.0;
+        for (i, want) in truth.iter().enumerate() {
+            let got = view.search(data.query(i), &data.vectors, sp, None);
+            rec += recall(&got, want);
+        }
+        rec /= args.queries as f64;
+        let mut lat = Vec::with_capacity(args.queries);
+        let t = Instant::now();
+        let c = thread_cpu_s();
+        for i in 0..args.queries {
+            let s = Instant::now();
+            std::hint::black_box(view.search(data.query(i), &data.vectors, sp, None));
+            lat.push(s.elapsed().as_secs_f64() * 1e6);
+        }
+        let qps = args.queries as f64 / t.elapsed().as_secs_f64();
+        let cpu_qps = args.queries as f64 / (thread_cpu_s() - c);
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+        println!(
+            "{label:<22} {rec:>9.4} {qps:>10.1} {cpu_qps:>10.1} {p50:>9.0} {p99:>9.0} {:>9.1}x",
+            cpu_qps / exact_cpu_qps
+        );
+        rows.push(format!(
+            "    {{\"config\": \"{label}\", \"nprobe\": {}, \"refine\": {}, \"recall\": {rec:.5}, \
+             \"qps\": {qps:.2}, \"cpu_qps\": {cpu_qps:.2}, \"p50_us\": {p50:.1}, \"p99_us\": {p99:.1}}}",
+            sp.nprobe.unwrap_or(glimpse_index::default_nprobe(index.nlist())),
+            sp.refine.unwrap_or(glimpse_index::DEFAULT_REFINE),
+        ));
+    }
+
+    if let Some(dir) = &args.out {
+        let json = format!(
+            "{{\"n\": {n}, \"dim\": {dim}, \"queries\": {}, \"k\": {k}, \"nlist\": {}, \
+             \"m\": {}, \"bits\": \"{:?}\", \"train_s\": {train_s:.3}, \"add_s\": {add_s:.3}, \
+             \"build_s\": {:.3}, \"build_cpu_s\": {build_cpu:.3}, \"bytes_per_vector\": {bpv:.2}, \"exact_qps\": {exact_qps:.2}, \"exact_cpu_qps\": {exact_cpu_qps:.2}, \
+             \"configs\": [\n{}\n]}}\n",
+            args.queries,
+            index.nlist(),
+            index.m(),
+            index.bits(),
+            train_s + add_s,
+            rows.join(",\n")
+        );
+        let p = format!("{dir}/glimpse_results.json");
+        ctx(std::fs::write(&p, json), &format!("writing {p}"))?;
+        println!("wrote {p}");
+    }
+    Ok(())
+}

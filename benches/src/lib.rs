@@ -1,0 +1,4 @@
+//! Shared benchmark helpers.
+
+pub mod http;
+pub mod npy;

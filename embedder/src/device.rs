@@ -1,0 +1,92 @@
+//! Choice of compute device.
+
+use candle_core::{DType, Device};
+
+use crate::error::{EmbedderError, Result};
+
+/// Where the towers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA when built with the `cuda` feature and a GPU is present, else CPU.
+    #[default]
+    Auto,
+    /// Always the CPU (all cores).
+    Cpu,
+    /// CUDA GPU 0; an error if the crate was built without `cuda` or no GPU is present.
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = EmbedderError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda),
+            other => Err(EmbedderError::Device(format!(
+                "unknown device `{other}` (expected auto, cpu or cuda)"
+            ))),
+        }
+    }
+}
+
+/// A resolved device and the dtype the weights are kept in there.
+#[derive(Debug, Clone)]
+pub(crate) struct Placement {
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl DeviceChoice {
+    pub(crate) fn place(self) -> Result<Placement> {
+        match self {
+            Self::Cpu => Ok(cpu()),
+            Self::Cuda => cuda(),
+            Self::Auto => Ok(cuda().unwrap_or_else(|_| cpu())),
+        }
+    }
+}
+
+fn cpu() -> Placement {
+    Placement {
+        device: Device::Cpu,
+        dtype: DType::F32,
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda() -> Result<Placement> {
+    let device = Device::new_cuda(0)
+        .map_err(|e| EmbedderError::Device(format!("CUDA device 0 unavailable: {e}")))?;
+    // Half precision on the GPU; attention softmax and the final normalisation stay in f32.
+    Ok(Placement {
+        device,
+        dtype: DType::F16,
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda() -> Result<Placement> {
+    Err(EmbedderError::Device(
+        "this build has no CUDA support; rebuild with `--features cuda` or use the CPU".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_place() {
+        assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert!("tpu".parse::<DeviceChoice>().is_err());
+        assert!(DeviceChoice::Cpu.place().unwrap().device.is_cpu());
+        #[cfg(not(feature = "cuda"))]
+        {
+            let err = DeviceChoice::Cuda.place().unwrap_err().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+            assert!(DeviceChoice::Auto.place().unwrap().device.is_cpu());
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Decoding to RGB8 as transformers' `convert_to_rgb` does with PIL: images with transparency
+//! are alpha-composited onto opaque white with Pillow's integer arithmetic (`AlphaMode::
+//! CompositeWhite`, the reference), or have alpha dropped like a bare `convert("RGB")`
+//! (`AlphaMode::Drop`, OpenAI's original preprocessing); grey and palettes are expanded,
+//! 16-bit samples reduced to their high byte, animations give their first frame, EXIF
+//! orientation is ignored (CLIPImageProcessor ignores it too).
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageFormat, ImageReader, Limits};
+
+use super::resize::Rgb8;
+use crate::error::ImageError;
+
+/// Largest accepted side, a guard against decompression bombs.
+pub const MAX_SIDE: u32 = 16_384;
+
+/// What happens to transparency when converting to RGB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlphaMode {
+    /// Composite onto opaque white (transformers' `convert_to_rgb`; the reference).
+    #[default]
+    CompositeWhite,
+    /// Drop the alpha channel (`PIL.Image.convert("RGB")`, OpenAI's `clip` package).
+    Drop,
+}
+
+/// Pillow's `alpha_composite` of `(v, a)` over opaque white, for one channel
+/// (`libImaging/AlphaComposite.c`, 7 extra bits of precision, rounded divisions by 255).
+fn over_white(v: u8, a: u8) -> u8 {
+    if a == 0 {
+        return 255;
+    }
+    const P: u32 = 7;
+    let (v, a) = (u32::from(v), u32::from(a));
+    let outa255 = a * 255 + 255 * (255 - a);
+    let coef1 = a * 255 * 255 * (1 << P) / outa255;
+    let coef2 = 255 * (1 << P) - coef1;
+    let t = v * coef1 + 255 * coef2 + (0x80 << P);
+    ((((t >> 8) + t) >> 8) >> P) as u8
+}
+
+/// Decodes JPEG, PNG, WebP or GIF bytes into RGB8, compositing transparency onto white.
+pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb8, ImageError> {
+    decode_rgb_with(bytes, AlphaMode::CompositeWhite)
+}
+
+/// Decodes JPEG, PNG, WebP or GIF bytes into RGB8 with the given alpha handling.
+pub fn decode_rgb_with(bytes: &[u8], alpha: AlphaMode) -> Result<Rgb8, ImageError> {
+    let format = image::guess_format(bytes).map_err(|_| ImageError::UnsupportedFormat)?;
+    if !matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif
+    ) {
+        return Err(ImageError::UnsupportedFormat);
+    }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| ImageError::Decode(e.to_string()))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(ImageError::Invalid("zero-sized image".into()));
+    }
+    Ok(to_rgb8(img, alpha))
+}
+
+fn to_rgb8(img: DynamicImage, alpha: AlphaMode) -> Rgb8 {
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let px = |r: u8, g: u8, b: u8, a: u8| match alpha {
+        AlphaMode::CompositeWhite => [over_white(r, a), over_white(g, a), over_white(b, a)],
+        AlphaMode::Drop => [r, g, b],
+    };
+    let hi = |v: u16| (v >> 8) as u8;
+    let data: Vec<u8> = match img {
+        DynamicImage::ImageRgb8(buf) => buf.into_raw(),
+        DynamicImage::ImageRgba8(buf) => buf
+            .into_raw()
+            .chunks_exact(4)
+            .flat_map(|p| px(p[0], p[1], p[2], p[3]))
+            .collect(),
+        DynamicImage::ImageLuma8(buf) => buf.into_raw().iter().flat_map(|&l| [l, l, l]).collect(),
+        DynamicImage::ImageLumaA8(buf) => buf
+            .into_raw()
+            .chunks_exact(2)
+            .flat_map(|p| px(p[0], p[0], p[0], p[1]))
+            .collect(),
+        DynamicImage::ImageRgb16(buf) => buf.into_raw().iter().map(|&v| hi(v)).collect(),
+        DynamicImage::ImageRgba16(buf) => buf
+            .into_raw()
+            .chunks_exact(4)
+            .flat_map(|p| px(hi(p[0]), hi(p[1]), hi(p[2]), hi(p[3])))
+            .collect(),
+        DynamicImage::ImageLuma16(buf) => buf.into_raw().iter().flat_map(|&v| [hi(v); 3]).collect(),
+        DynamicImage::ImageLumaA16(buf) => buf
+            .into_raw()
+            .chunks_exact(2)
+            .flat_map(|p| px(hi(p[0]), hi(p[0]), hi(p[0]), hi(p[1])))
+            .collect(),
+        other => other.to_rgb8().into_raw(),
+    };
+    Rgb8 {
+        width,
+        height,
+        data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(matches!(
+            decode_rgb(b"hello"),
+            Err(ImageError::UnsupportedFormat)
+        ));
+        let mut png = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+        png.extend_from_slice(&[0u8; 40]);
+        assert!(matches!(decode_rgb(&png), Err(ImageError::Decode(_))));
+        assert!(decode_rgb(&[]).is_err());
+        // BMP is decodable by `image` in general but not an accepted format here.
+        assert!(matches!(
+            decode_rgb(b"BM\0\0\0\0"),
+            Err(ImageError::UnsupportedFormat)
+        ));
+    }
+
+    #[test]
+    fn alpha_is_composited_on_white_or_dropped() {
+        let img =
+            image::RgbaImage::from_raw(3, 1, vec![200, 100, 50, 0, 10, 20, 30, 255, 0, 0, 0, 128])
+                .unwrap();
+        let mut bytes = Vec::new();
+        DynamicImage::ImageRgba8(img)
+            .write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)
+            .unwrap();
+        // Values from PIL: alpha_composite(white, img).convert("RGB").
+        assert_eq!(
+            decode_rgb(&bytes).unwrap().data,
+            vec![255, 255, 255, 10, 20, 30, 127, 127, 127]
+        );
+        assert_eq!(
+            decode_rgb_with(&bytes, AlphaMode::Drop).unwrap().data,
+            vec![200, 100, 50, 10, 20, 30, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn opaque_composite_is_identity() {
+        for v in 0..=255u8 {
+            assert_eq!(over_white(v, 255), v);
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! CLIP towers written on candle-nn, following `transformers.models.clip.modeling_clip`
+//! (weight names included), with activation and LayerNorm epsilon taken from the config.
+
+mod layers;
+mod text;
+mod vision;
+
+pub(crate) use layers::l2_normalize_rows;
+pub use text::TextTower;
+pub use vision::VisionTower;

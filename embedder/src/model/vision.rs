@@ -1,0 +1,118 @@
+//! CLIP vision tower (`vision_model.*` + `visual_projection`).
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use super::layers::{Encoder, StackShape, layer_norm, projection};
+use crate::config::ClipConfig;
+
+/// ViT with class token and projection; input `(b, 3, s, s)` pixels, output projected features.
+pub struct VisionTower {
+    /// Patch embedding as a matrix `(3*p*p, hidden)`; a stride-p convolution is exactly this
+    /// matmul over non-overlapping patches.
+    patch_weight: Tensor,
+    class_embedding: Tensor,
+    position_embedding: Tensor,
+    pre_layrnorm: LayerNorm,
+    encoder: Encoder,
+    post_layernorm: LayerNorm,
+    projection: Linear,
+    image_size: usize,
+    patch: usize,
+    hidden: usize,
+    device: Device,
+    dtype: DType,
+}
+
+impl VisionTower {
+    /// Builds the tower from weights named as in `transformers.CLIPModel`.
+    pub fn new(cfg: &ClipConfig, vb: VarBuilder) -> Result<Self> {
+        let v = &cfg.vision_config;
+        let shape = StackShape {
+            hidden: v.hidden_size,
+            intermediate: v.intermediate_size,
+            heads: v.num_attention_heads,
+            layers: v.num_hidden_layers,
+            act: v.hidden_act,
+            eps: v.layer_norm_eps,
+        };
+        let vm = vb.pp("vision_model");
+        let emb = vm.pp("embeddings");
+        let p = v.patch_size;
+        let conv = emb
+            .pp("patch_embedding")
+            .get((v.hidden_size, v.num_channels, p, p), "weight")?;
+        let patch_weight = conv
+            .reshape((v.hidden_size, v.num_channels * p * p))?
+            .t()?
+            .contiguous()?;
+        let n_pos = v.grid() * v.grid() + 1;
+        Ok(Self {
+            patch_weight,
+            class_embedding: emb.get(v.hidden_size, "class_embedding")?,
+            position_embedding: emb
+                .pp("position_embedding")
+                .get((n_pos, v.hidden_size), "weight")?,
+            pre_layrnorm: layer_norm(v.hidden_size, v.layer_norm_eps, vm.pp("pre_layrnorm"))?,
+            encoder: Encoder::new(&shape, vm.pp("encoder"))?,
+            post_layernorm: layer_norm(v.hidden_size, v.layer_norm_eps, vm.pp("post_layernorm"))?,
+            projection: projection(
+                v.hidden_size,
+                cfg.projection_dim,
+                vb.pp("visual_projection"),
+            )?,
+            image_size: v.image_size,
+            patch: p,
+            hidden: v.hidden_size,
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+        })
+    }
+
+    /// Side of the square input the tower expects.
+    pub fn image_size(&self) -> usize {
+        self.image_size
+    }
+
+    /// Device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// `pixels`: f32 `(b, 3, image_size, image_size)`.
+    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let (b, c, hgt, wid) = pixels.dims4()?;
+        let p = self.patch;
+        let g = self.image_size / p;
+        if hgt != self.image_size || wid != self.image_size {
+            candle_core::bail!(
+                "pixel tensor {hgt}x{wid}, model expects {}",
+                self.image_size
+            );
+        }
+        // A stride-p convolution ignores the remainder rows/cols when p does not divide s.
+        let pixels = pixels
+            .narrow(2, 0, g * p)?
+            .narrow(3, 0, g * p)?
+            .to_dtype(self.dtype)?;
+        let patches = pixels
+            .reshape((b, c, g, p, g, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b * g * g, c * p * p))?;
+        let tokens = patches
+            .matmul(&self.patch_weight)?
+            .reshape((b, g * g, self.hidden))?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, self.hidden))?
+            .broadcast_as((b, 1, self.hidden))?;
+        let xs = Tensor::cat(&[&cls, &tokens], 1)?;
+        let xs = xs.broadcast_add(&self.position_embedding)?;
+        let xs = self.pre_layrnorm.forward(&xs)?;
+        let xs = self.encoder.forward(&xs, None)?;
+        let pooled = xs.narrow(1, 0, 1)?.squeeze(1)?;
+        let pooled = self.post_layernorm.forward(&pooled)?;
+        self.projection.forward(&pooled)
+    }
+}

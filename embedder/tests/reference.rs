@@ -1,0 +1,263 @@
+//! Agreement with the Python reference (transformers CLIPModel + CLIPImageProcessor, OpenAI's
+//! tokenizer). Fixtures come from `fixtures/make_fixtures.py`; models are written by
+//! `glimpse_embedder::testing` from the same weight formula. Nothing is downloaded.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use glimpse_embedder::testing::{TinyClipSpec, tensor_values, write_tiny_clip};
+use glimpse_embedder::{
+    ClipEmbedder, ClipImageEncoder, ClipTextEncoder, ClipTokenizer, DeviceChoice, ModelDir,
+    PreprocessedImage,
+};
+use serde_json::Value;
+
+const TOL: f32 = 1e-4;
+
+/// JPEG is decoded by zune-jpeg (through `image`), PIL uses libjpeg-turbo: their IDCT and
+/// colour conversion round differently, so decoded pixels may differ by a level or two.
+/// This bound documents the known deviation; every lossless format must be exact.
+const JPEG_MAX_LEVELS: f32 = 2.0;
+const JPEG_EMBEDDING_TOL: f32 = 1e-2;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn load_json(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixtures().join(name)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn tiny_model(spec: &TinyClipSpec) -> (tempfile::TempDir, ModelDir) {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_clip(dir.path(), spec).unwrap();
+    let model = ModelDir::from_dir(dir.path()).unwrap();
+    (dir, model)
+}
+
+#[test]
+fn tokenizer_matches_openai_on_all_captions() {
+    let cases = load_json("tokenizer_ids.json");
+    let cases = cases.as_array().unwrap();
+    assert!(cases.len() >= 300, "fixture too small: {}", cases.len());
+    let tok = ClipTokenizer::builtin().unwrap();
+    let mut failures = Vec::new();
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let got = tok.tokenize(text, 77);
+        if got != want {
+            failures.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} captions differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+fn check_model(fixture: &str, spec: &TinyClipSpec) {
+    let fx = load_json(fixture);
+    // Generator agreement first: a mismatch here explains any embedding mismatch below.
+    let probe = &fx["weight_probe"];
+    let shape: Vec<usize> = probe["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let values = tensor_values(probe["name"].as_str().unwrap(), &shape);
+    assert_eq!(
+        &values[..4],
+        floats(&probe["first"]).as_slice(),
+        "weight formula differs"
+    );
+
+    let (_dir, model) = tiny_model(spec);
+    let text = ClipTextEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+    assert_eq!(text.dim(), spec.projection_dim);
+    let cases = fx["texts"].as_array().unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    // One batch of mixed lengths: also proves padding inside a batch changes nothing.
+    let got = text.embed(&texts).unwrap();
+    for (case, emb) in cases.iter().zip(&got) {
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(text.tokenize(case["text"].as_str().unwrap()), ids);
+        let d = max_abs_diff(emb, &floats(&case["embedding"]));
+        assert!(
+            d <= TOL,
+            "{fixture} text {:?}: max abs diff {d}",
+            case["text"]
+        );
+        let norm: f32 = emb.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+    }
+    // Singly embedded equals batched.
+    let single = text.embed(&[texts[1]]).unwrap();
+    assert!(max_abs_diff(&single[0], &got[1]) < 1e-6);
+
+    let image = ClipImageEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+    let cases = fx["images"].as_array().unwrap();
+    let mut pre: Vec<PreprocessedImage> = Vec::new();
+    let mut failures = Vec::new();
+    for case in cases {
+        let file = case["file"].as_str().unwrap();
+        let bytes = std::fs::read(fixtures().join("images").join(file)).unwrap();
+        let p = image.preprocess(&bytes).unwrap();
+        let is_jpeg = file.ends_with(".jpg");
+        if let Some(px) = case.get("pixels") {
+            let want = floats(px);
+            let d = max_abs_diff(&p.pixels, &want);
+            let min_std = spec.image_std.iter().copied().fold(f64::INFINITY, f64::min) as f32;
+            let levels = d * 255.0 * min_std;
+            if is_jpeg && levels <= JPEG_MAX_LEVELS + 1e-3 {
+                eprintln!("{fixture} {file}: pixels within {levels:.2} levels (decoder rounding)");
+            } else if d > TOL {
+                let n = p
+                    .pixels
+                    .iter()
+                    .zip(&want)
+                    .filter(|(a, b)| (*a - *b).abs() > TOL)
+                    .count();
+                failures.push(format!("image {file}: pixel max abs diff {d} ({n} values)"));
+            }
+        }
+        pre.push(p);
+    }
+    let got = image.embed(&pre).unwrap();
+    for (case, emb) in cases.iter().zip(&got) {
+        let d = max_abs_diff(emb, &floats(&case["embedding"]));
+        let tol = if case["file"].as_str().unwrap().ends_with(".jpg") {
+            JPEG_EMBEDDING_TOL
+        } else {
+            TOL
+        };
+        if d > tol {
+            failures.push(format!(
+                "image {}: embedding max abs diff {d}",
+                case["file"]
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{fixture}:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn small_tiny_clip_matches_transformers() {
+    check_model("tiny_small.json", &TinyClipSpec::small());
+}
+
+#[test]
+fn alternate_tiny_clip_matches_transformers() {
+    check_model("tiny_alternate.json", &TinyClipSpec::alternate());
+}
+
+#[test]
+fn embedder_caches_queries_and_isolates_bad_images() {
+    let (_dir, model) = tiny_model(&TinyClipSpec::small());
+    let emb = ClipEmbedder::load(&model, DeviceChoice::Auto, 2).unwrap();
+    assert_eq!(emb.model_id(), model.id());
+    let (a, hit) = emb.embed_text_cached("a photo of a cat").unwrap();
+    assert!(!hit);
+    let (b, hit) = emb.embed_text_cached("a photo of a cat").unwrap();
+    assert!(hit);
+    assert_eq!(a, b);
+    emb.embed_text_cached("x").unwrap();
+    emb.embed_text_cached("y").unwrap(); // evicts the cat (capacity 2)
+    let (_, hit) = emb.embed_text_cached("a photo of a cat").unwrap();
+    assert!(!hit);
+    let stats = emb.cache_stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.len, stats.capacity),
+        (1, 4, 2, 2)
+    );
+
+    // Corrupt items fail alone; the rest of the batch goes through.
+    let good = std::fs::read(fixtures().join("images/rgba.png")).unwrap();
+    let truncated = &good[..good.len() / 3];
+    let inputs: Vec<&[u8]> = vec![&good, b"not an image", truncated, &[]];
+    let results: Vec<_> = inputs.iter().map(|b| emb.image().preprocess(b)).collect();
+    assert!(results[0].is_ok());
+    assert!(results[1..].iter().all(Result::is_err));
+    let ok: Vec<PreprocessedImage> = results.into_iter().filter_map(Result::ok).collect();
+    assert_eq!(emb.image().embed(&ok).unwrap().len(), 1);
+}
+
+#[test]
+fn padded_to_77_equals_real_length() {
+    let (_dir, model) = tiny_model(&TinyClipSpec::alternate());
+    let text = ClipTextEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+    let ids = text.tokenize("a short query");
+    let real = text
+        .embed_token_ids(std::slice::from_ref(&ids), None)
+        .unwrap();
+    let padded = text.embed_token_ids(&[ids], Some(77)).unwrap();
+    assert!(max_abs_diff(&real[0], &padded[0]) < 1e-5);
+}
+
+#[test]
+fn tokenizer_json_source_gives_same_ids() {
+    // Export the built-in vocabulary as a HF tokenizer.json and load it back through the
+    // tokenizer.json path of ModelDir.
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_clip(dir.path(), &TinyClipSpec::small()).unwrap();
+    glimpse_embedder::tokenizer::write_tokenizer_json(&dir.path().join("tokenizer.json")).unwrap();
+    let model = ModelDir::from_dir(dir.path()).unwrap();
+    assert!(matches!(
+        model.tokenizer(),
+        glimpse_embedder::TokenizerFiles::TokenizerJson(_)
+    ));
+    let from_json = ClipTokenizer::from_files(model.tokenizer()).unwrap();
+    let builtin = ClipTokenizer::builtin().unwrap();
+    for text in ["a photo of a cat", "naïve café 東京 🐱", "x y z 123 !!!"] {
+        assert_eq!(from_json.tokenize(text, 77), builtin.tokenize(text, 77));
+    }
+}
+
+#[test]
+fn rayon_parallel_preprocessing_is_deterministic() {
+    use rayon::prelude::*;
+    let (_dir, model) = tiny_model(&TinyClipSpec::small());
+    let image = ClipImageEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+    let files: Vec<Vec<u8>> = ["rgba.png", "wide.png", "tall_444.jpg", "palette.png"]
+        .iter()
+        .map(|f| std::fs::read(fixtures().join("images").join(f)).unwrap())
+        .collect();
+    let seq: Vec<_> = files.iter().map(|b| image.preprocess(b).unwrap()).collect();
+    let par: Vec<_> = files
+        .par_iter()
+        .map(|b| image.preprocess(b).unwrap())
+        .collect();
+    assert_eq!(seq, par);
+}

@@ -1,0 +1,177 @@
+//! Build and search parameters, with defaults derived from the data size.
+
+use crate::error::IndexError;
+
+/// Bits per PQ code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PqBits {
+    /// 256 centroids per sub-quantizer, float-LUT scan.
+    Eight,
+    /// 16 centroids per sub-quantizer, SIMD "fast scan" with `u8` LUTs.
+    Four,
+    /// Let the index choose (currently 4-bit fast scan, which measured faster
+    /// at equal recall once exact re-ranking is applied).
+    #[default]
+    Auto,
+}
+
+impl PqBits {
+    /// The concrete choice for `Auto`.
+    pub fn resolve(self) -> PqBits {
+        match self {
+            PqBits::Auto => PqBits::Four,
+            b => b,
+        }
+    }
+
+    /// Centroids per sub-quantizer (16 or 256; `Auto` resolves first).
+    pub fn ksub(self) -> usize {
+        match self.resolve() {
+            PqBits::Eight => 256,
+            _ => 16,
+        }
+    }
+}
+
+/// How to build an index. Every `None` is derived from the data size and
+/// dimension (see [`IndexParams::resolve`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexParams {
+    /// Number of inverted lists (coarse centroids). Default `≈ 2·sqrt(N)`,
+    /// at most `N / 16`.
+    pub nlist: Option<usize>,
+    /// Number of PQ sub-quantizers. Default `max(dim / 4, min(dim / 2, 32))`
+    /// for 4-bit codes and `dim / 8` for 8-bit codes (at least 1, at most
+    /// 256 for 4-bit).
+    pub m: Option<usize>,
+    /// Code width.
+    pub bits: PqBits,
+    /// Vectors sampled to train the coarse quantizer; default
+    /// `min(N, 48 * nlist)` and at least 10 000 when available.
+    pub train_sample: Option<usize>,
+    /// Vectors sampled to train the PQ codebooks; default `min(N, 32 768)`.
+    pub pq_train_sample: Option<usize>,
+    /// Lloyd iterations of the coarse k-means.
+    pub kmeans_iters: usize,
+    /// Lloyd iterations of each PQ sub-quantizer k-means.
+    pub pq_iters: usize,
+    /// Seed of every random choice; equal seeds give identical indexes.
+    pub seed: u64,
+}
+
+impl Default for IndexParams {
+    fn default() -> Self {
+        IndexParams {
+            nlist: None,
+            m: None,
+            bits: PqBits::Auto,
+            train_sample: None,
+            pq_train_sample: None,
+            kmeans_iters: 10,
+            pq_iters: 12,
+            seed: 0x5eed_f1df,
+        }
+    }
+}
+
+/// Parameters with every default filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedParams {
+    /// Inverted lists.
+    pub nlist: usize,
+    /// Sub-quantizers.
+    pub m: usize,
+    /// Code width (never `Auto`).
+    pub bits: PqBits,
+    /// Coarse training sample.
+    pub train_sample: usize,
+    /// PQ training sample.
+    pub pq_train_sample: usize,
+}
+
+/// Default number of lists for `n` vectors.
+pub fn default_nlist(n: usize) -> usize {
+    let by_sqrt = (2.0 * (n as f64).sqrt()).round() as usize;
+    by_sqrt.min(n / 16).clamp(1, 65_536)
+}
+
+impl IndexParams {
+    /// Fills in the defaults for `n` training vectors of dimension `dim`
+    /// and checks the explicit values.
+    pub fn resolve(&self, n: usize, dim: usize) -> Result<ResolvedParams, IndexError> {
+        if dim == 0 {
+            return Err(IndexError::InvalidParams("dimension must be > 0".into()));
+        }
+        let bits = self.bits.resolve();
+        let nlist = self.nlist.unwrap_or_else(|| default_nlist(n));
+        if nlist == 0 || nlist > u32::MAX as usize {
+            return Err(IndexError::InvalidParams(format!("nlist {nlist} out of range")));
+        }
+        let m = match self.m {
+            Some(m) => m,
+            None => match bits {
+                PqBits::Eight => (dim / 8).max(1),
+                // 4 dims per sub-quantizer, but at least 32 sub-quantizers
+                // (2 dims each) for small dimensions, where 4-dim codes are
+                // too coarse to rank candidates.
+                _ => (dim / 4).max((dim / 2).min(32)).clamp(1, 256),
+            },
+        };
+        if m == 0 || m > dim {
+            return Err(IndexError::InvalidParams(format!(
+                "m = {m} must be in 1..={dim} (the dimension)"
+            )));
+        }
+        if bits == PqBits::Four && m > 256 {
+            return Err(IndexError::InvalidParams(format!(
+                "m = {m} > 256 overflows the 4-bit fast-scan accumulators"
+            )));
+        }
+        if m > u16::MAX as usize {
+            return Err(IndexError::InvalidParams(format!("m = {m} too large")));
+        }
+        let train_sample = self
+            .train_sample
+            .unwrap_or_else(|| (48 * nlist).max(10_000))
+            .min(n)
+            .max(nlist.min(n));
+        let pq_train_sample = self.pq_train_sample.unwrap_or(32_768).min(n).max(1);
+        Ok(ResolvedParams {
+            nlist,
+            m,
+            bits,
+            train_sample,
+            pq_train_sample,
+        })
+    }
+}
+
+/// Per-query search parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Number of results.
+    pub k: usize,
+    /// Lists to scan; default derived from `nlist` (see [`default_nprobe`]).
+    pub nprobe: Option<usize>,
+    /// Candidates re-ranked exactly = `k * refine`; default 10.
+    pub refine: Option<usize>,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        SearchParams {
+            k: 10,
+            nprobe: None,
+            refine: None,
+        }
+    }
+}
+
+/// Default lists probed for an index of `nlist` lists.
+pub fn default_nprobe(nlist: usize) -> usize {
+    let p = (1.5 * (nlist as f64).sqrt()).round() as usize;
+    p.clamp(8, 256).min(nlist).max(1)
+}
+
+/// Default re-rank multiplier.
+pub const DEFAULT_REFINE: usize = 10;

@@ -1,0 +1,174 @@
+//! Product quantization: `m` sub-quantizers over contiguous slices of the
+//! dimensions, each with `ksub` (16 or 256) centroids.
+//!
+//! Sub-space `q` covers dimensions `q * dim / m .. (q + 1) * dim / m`, so
+//! any `dim >= m` works (sub-spaces differ in width by at most one).
+//! Codebooks are stored as one flat array: sub-space `q` occupies
+//! `ksub * width(q)` floats starting at `ksub * start(q)`.
+
+use rayon::prelude::*;
+
+use crate::kmeans::{self, KMeansParams};
+
+/// Dimension range `[start, end)` of sub-space `q` of `m` over `dim`.
+#[inline]
+pub fn subspace(dim: usize, m: usize, q: usize) -> (usize, usize) {
+    (q * dim / m, (q + 1) * dim / m)
+}
+
+/// Borrowed view of trained PQ codebooks.
+#[derive(Debug, Clone, Copy)]
+pub struct PqCodebooks<'a> {
+    /// Full vector dimension.
+    pub dim: usize,
+    /// Number of sub-quantizers.
+    pub m: usize,
+    /// Centroids per sub-quantizer (16 or 256).
+    pub ksub: usize,
+    /// `ksub * dim` floats (see the module docs for the layout).
+    pub data: &'a [f32],
+}
+
+impl<'a> PqCodebooks<'a> {
+    /// The `ksub x width` centroid block of sub-space `q` and its width.
+    #[inline]
+    pub fn sub(&self, q: usize) -> (&'a [f32], usize, usize) {
+        let (s, e) = subspace(self.dim, self.m, q);
+        let w = e - s;
+        (&self.data[self.ksub * s..self.ksub * e], s, w)
+    }
+
+    /// Encodes one vector: one code (`< ksub`) per sub-space into `out`.
+    pub fn encode(&self, x: &[f32], out: &mut [u8]) {
+        for (q, o) in out.iter_mut().enumerate().take(self.m) {
+            let (cb, s, w) = self.sub(q);
+            let (arg, _) = kmeans::nearest_small(&x[s..s + w], cb, w);
+            *o = arg as u8;
+        }
+    }
+
+    /// Reconstructs the vector from its codes (for error measurements).
+    pub fn decode(&self, codes: &[u8], out: &mut [f32]) {
+        for (q, &c) in codes.iter().enumerate().take(self.m) {
+            let (cb, s, w) = self.sub(q);
+            out[s..s + w].copy_from_slice(&cb[c as usize * w..(c as usize + 1) * w]);
+        }
+    }
+
+    /// Distance table of `y` against every centroid: `m * ksub` floats,
+    /// entry `q * ksub + j`. With `inner_product` the entries are `-<y_q, c_qj>`
+    /// (so lower is better either way), otherwise `||y_q - c_qj||^2`.
+    pub fn lut(&self, y: &[f32], inner_product: bool, out: &mut [f32]) {
+        for q in 0..self.m {
+            let (cb, s, w) = self.sub(q);
+            let ys = &y[s..s + w];
+            let row = &mut out[q * self.ksub..(q + 1) * self.ksub];
+            for (j, o) in row.iter_mut().enumerate() {
+                let c = &cb[j * w..(j + 1) * w];
+                *o = if inner_product {
+                    -ys.iter().zip(c).map(|(a, b)| a * b).sum::<f32>()
+                } else {
+                    ys.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+                };
+            }
+        }
+    }
+}
+
+/// Trains the codebooks on row-major `data` (residuals): one k-means per
+/// sub-space, run in parallel across sub-spaces. Returns `ksub * dim` floats.
+pub fn train(data: &[f32], dim: usize, m: usize, ksub: usize, iters: usize, seed: u64) -> Vec<f32> {
+    let n = data.len() / dim;
+    let blocks: Vec<Vec<f32>> = (0..m)
+        .into_par_iter()
+        .map(|q| {
+            let (s, e) = subspace(dim, m, q);
+            let w = e - s;
+            let mut sub = Vec::with_capacity(n * w);
+            for x in data.chunks_exact(dim) {
+                sub.extend_from_slice(&x[s..e]);
+            }
+            let mut p = KMeansParams::new(ksub, seed.wrapping_add(q as u64 * 7919));
+            p.iters = iters;
+            p.seed_sample_per_centroid = 64;
+            kmeans::train(&sub, w, &p)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(ksub * dim);
+    for b in blocks {
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    #[test]
+    fn subspaces_cover_dims() {
+        for (dim, m) in [(10, 3), (512, 128), (7, 7), (100, 8)] {
+            let mut next = 0;
+            for q in 0..m {
+                let (s, e) = subspace(dim, m, q);
+                assert_eq!(s, next);
+                assert!(e > s);
+                next = e;
+            }
+            assert_eq!(next, dim);
+        }
+    }
+
+    /// Reconstruction error is far below the data variance, shrinks with
+    /// more centroids, and LUT sums equal distances to the reconstruction.
+    #[test]
+    fn encode_decode_error_bounds() {
+        let dim = 32;
+        let x = data(4000, dim, 1);
+        let var: f32 = x.iter().map(|v| v * v).sum::<f32>() / 4000.0; // ~ dim/3
+        let mut errs = Vec::new();
+        for (m, ksub) in [(8, 16), (8, 256)] {
+            let cb = train(&x, dim, m, ksub, 8, 5);
+            let pq = PqCodebooks {
+                dim,
+                m,
+                ksub,
+                data: &cb,
+            };
+            let mut codes = vec![0u8; m];
+            let mut rec = vec![0.0f32; dim];
+            let mut err = 0.0f32;
+            for v in x.chunks(dim) {
+                pq.encode(v, &mut codes);
+                assert!(codes.iter().all(|&c| (c as usize) < ksub));
+                pq.decode(&codes, &mut rec);
+                err += crate::distance::l2sq(v, &rec);
+            }
+            err /= 4000.0;
+            assert!(err < 0.6 * var, "m={m} ksub={ksub} err={err} var={var}");
+            errs.push(err);
+
+            // ADC identity: sum of LUT entries = ||y - decode(x)||^2.
+            let y = &x[..dim];
+            let mut lut = vec![0.0f32; m * ksub];
+            pq.lut(y, false, &mut lut);
+            let v = &x[dim * 10..dim * 11];
+            pq.encode(v, &mut codes);
+            pq.decode(&codes, &mut rec);
+            let adc: f32 = (0..m).map(|q| lut[q * ksub + codes[q] as usize]).sum();
+            assert!((adc - crate::distance::l2sq(y, &rec)).abs() < 1e-3);
+            pq.lut(y, true, &mut lut);
+            let adc: f32 = (0..m).map(|q| lut[q * ksub + codes[q] as usize]).sum();
+            assert!((adc + crate::distance::dot(y, &rec)).abs() < 1e-3);
+        }
+        assert!(errs[1] < errs[0] * 0.8, "256 centroids beat 16: {errs:?}");
+    }
+}

@@ -1,0 +1,455 @@
+//! The query path shared by the in-memory index and the zero-copy view:
+//! coarse probe, per-query LUTs, ADC scan with a bounded candidate heap and
+//! the row filter applied during the scan, then exact re-ranking.
+
+use crate::coarse::{self, CoarseI8};
+use crate::distance;
+use crate::fastscan::{self, BLOCK};
+use crate::metric::{Metric, Neighbor};
+use crate::params::{DEFAULT_REFINE, PqBits, SearchParams, default_nprobe};
+use crate::pq::PqCodebooks;
+
+/// One inverted list as borrowed slices.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListRef<'a> {
+    /// Row numbers of the entries.
+    pub ids: &'a [u32],
+    /// `1 / ||v||` of each entry's raw vector (cosine only, else empty).
+    pub inv_norms: &'a [f32],
+    /// Codes: row-major `m` bytes per entry (8-bit) or packed blocks (4-bit).
+    pub codes: &'a [u8],
+}
+
+/// The trained, list-independent parts of an index.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Core<'a> {
+    pub dim: usize,
+    pub metric: Metric,
+    pub nlist: usize,
+    pub m: usize,
+    pub bits: PqBits,
+    pub centroids: &'a [f32],
+    pub coarse: &'a CoarseI8,
+    pub codebooks: &'a [f32],
+}
+
+/// Access to inverted lists, implemented by the index and the view.
+pub(crate) trait Lists {
+    fn list(&self, l: usize) -> ListRef<'_>;
+}
+
+/// A scanned candidate: approximate distance (lower is better).
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    dist: f32,
+    row: u32,
+    inv_norm: f32,
+}
+
+/// Bounded max-heap on `dist` keeping the `cap` smallest.
+struct TopHeap {
+    cap: usize,
+    items: Vec<Cand>,
+}
+
+impl TopHeap {
+    fn new(cap: usize) -> Self {
+        TopHeap {
+            cap,
+            // `cap` comes from the caller's k; grow lazily beyond a sane size.
+            items: Vec::with_capacity(cap.min(4096) + 1),
+        }
+    }
+    #[inline]
+    fn full(&self) -> bool {
+        self.items.len() >= self.cap
+    }
+    #[inline]
+    fn worst(&self) -> f32 {
+        if self.full() {
+            self.items[0].dist
+        } else {
+            f32::INFINITY
+        }
+    }
+    #[inline]
+    fn push(&mut self, c: Cand) {
+        if !self.full() {
+            self.items.push(c);
+            let mut i = self.items.len() - 1;
+            while i > 0 {
+                let p = (i - 1) / 2;
+                if self.items[p].dist >= self.items[i].dist {
+                    break;
+                }
+                self.items.swap(p, i);
+                i = p;
+            }
+        } else if c.dist < self.items[0].dist {
+            self.items[0] = c;
+            let n = self.items.len();
+            let mut i = 0;
+            loop {
+                let l = 2 * i + 1;
+                if l >= n {
+                    break;
+                }
+                let r = l + 1;
+                let big = if r < n && self.items[r].dist > self.items[l].dist {
+                    r
+                } else {
+                    l
+                };
+                if self.items[i].dist >= self.items[big].dist {
+                    break;
+                }
+                self.items.swap(i, big);
+                i = big;
+            }
+        }
+    }
+}
+
+/// The query as the index sees it (unit length for cosine).
+fn internal_query(metric: Metric, query: &[f32]) -> Vec<f32> {
+    let mut q = query.to_vec();
+    if metric == Metric::Cosine {
+        distance::normalize_in_place(&mut q);
+    }
+    q
+}
+
+/// Lists ordered by coarse distance (lower is better): the first `nprobe`
+/// are sorted exactly; the rest follow in sorted order too, computed only
+/// when needed (`order_rest`).
+struct Probe {
+    scored: Vec<(f32, u32)>,
+    sorted_upto: usize,
+}
+
+impl Probe {
+    fn new(core: &Core<'_>, q: &[f32], nprobe: usize) -> Probe {
+        let ip = core.metric != Metric::L2;
+        let scored = coarse::rank(q, core.centroids, core.coarse, core.dim, ip, nprobe);
+        let np = nprobe.min(scored.len());
+        Probe {
+            scored,
+            sorted_upto: np,
+        }
+    }
+
+    fn order_rest(&mut self) {
+        let cmp = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        self.scored[self.sorted_upto..].sort_unstable_by(cmp);
+        self.sorted_upto = self.scored.len();
+    }
+}
+
+/// Searches `lists` for the `params.k` best rows for `query`, re-ranking
+/// against the caller's raw `vectors` (`core.dim` floats a row).
+pub(crate) fn search<L: Lists + ?Sized>(
+    core: &Core<'_>,
+    lists: &L,
+    query: &[f32],
+    vectors: &[f32],
+    params: &SearchParams,
+    filter: Option<&(dyn Fn(u32) -> bool + Sync)>,
+) -> Vec<Neighbor> {
+    let dim = core.dim;
+    if params.k == 0 || query.len() != dim || core.nlist == 0 {
+        return Vec::new();
+    }
+    let nprobe = params
+        .nprobe
+        .unwrap_or_else(|| default_nprobe(core.nlist))
+        .clamp(1, core.nlist);
+    let refine = params.refine.unwrap_or(DEFAULT_REFINE).max(1);
+    let cap = params.k.saturating_mul(refine).max(params.k);
+    let q = internal_query(core.metric, query);
+    let mut probe = Probe::new(core, &q, nprobe);
+    let mut heap = TopHeap::new(cap);
+    let pq = PqCodebooks {
+        dim,
+        m: core.m,
+        ksub: core.bits.ksub(),
+        data: core.codebooks,
+    };
+    let mut scanner = Scanner::new(core, pq, &q);
+    let mut next = 0usize;
+    // Probe `nprobe` lists; if they held fewer than `k * refine` (allowed)
+    // candidates, keep probing in coarse order until the heap is full or
+    // every list was seen, which degenerates into an exact scan over the
+    // allowed rows for very selective filters.
+    while next < probe.scored.len() {
+        if next >= nprobe {
+            if heap.full() {
+                break;
+            }
+            if probe.sorted_upto < probe.scored.len() {
+                probe.order_rest();
+            }
+        }
+        let (coarse, l) = probe.scored[next];
+        next += 1;
+        let list = lists.list(l as usize);
+        if list.ids.is_empty() {
+            continue;
+        }
+        let exact = (next <= nprobe).then_some(coarse);
+        scanner.scan(core, exact, l as usize, list, &mut heap, filter);
+    }
+    rerank(core.metric, dim, query, &q, vectors, heap.items, params.k)
+}
+
+/// Exact scores of the candidates, best `k` first (ties by row).
+fn rerank(
+    metric: Metric,
+    dim: usize,
+    query: &[f32],
+    q_internal: &[f32],
+    vectors: &[f32],
+    cands: Vec<Cand>,
+    k: usize,
+) -> Vec<Neighbor> {
+    let nrows = vectors.len() / dim;
+    prefetch_rows(vectors, dim, &cands);
+    let mut out: Vec<Neighbor> = cands
+        .iter()
+        .filter(|c| (c.row as usize) < nrows)
+        .map(|c| {
+            let v = &vectors[c.row as usize * dim..(c.row as usize + 1) * dim];
+            let score = match metric {
+                Metric::Cosine => distance::dot(q_internal, v) * c.inv_norm,
+                Metric::Dot => distance::dot(query, v),
+                Metric::L2 => distance::l2sq(query, v),
+            };
+            Neighbor { row: c.row, score }
+        })
+        .collect();
+    out.sort_by(|a, b| metric.cmp_best_first(a.score, b.score).then(a.row.cmp(&b.row)));
+    out.dedup_by_key(|n| n.row);
+    out.truncate(k);
+    out
+}
+
+/// Asks the CPU to start loading the first lines of every candidate row, so
+/// the re-rank's random reads overlap instead of stalling one by one.
+fn prefetch_rows(vectors: &[f32], dim: usize, cands: &[Cand]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let nrows = vectors.len() / dim;
+        for c in cands {
+            if (c.row as usize) < nrows {
+                let base = c.row as usize * dim;
+                let mut off = 0;
+                while off < dim {
+                    // SAFETY: prefetch is a hint and never faults; the
+                    // address is inside `vectors` anyway.
+                    unsafe {
+                        _mm_prefetch(vectors.as_ptr().add(base + off) as *const i8, _MM_HINT_T0)
+                    };
+                    off += 16;
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (vectors, dim, cands);
+}
+
+/// Per-query scanning state: float and quantized LUTs.
+struct Scanner<'a> {
+    pq: PqCodebooks<'a>,
+    ip: bool,
+    /// Query in the index's space.
+    q: Vec<f32>,
+    /// Float LUT, `m * ksub` (shared by all lists for inner product).
+    lut: Vec<f32>,
+    /// Residual query buffer (L2).
+    resid: Vec<f32>,
+    // 4-bit state.
+    mins: Vec<f32>,
+    qlut: Vec<u8>,
+    scale: f32,
+    sum_mins: f32,
+    acc: [u16; BLOCK],
+    kernel: fastscan::BlockKernel,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(core: &Core<'a>, pq: PqCodebooks<'a>, q: &[f32]) -> Self {
+        let ip = core.metric != Metric::L2;
+        let mut s = Scanner {
+            pq,
+            ip,
+            q: q.to_vec(),
+            lut: vec![0.0; pq.m * pq.ksub],
+            resid: vec![0.0; core.dim],
+            mins: vec![0.0; pq.m],
+            qlut: vec![0; fastscan::lut_bytes(pq.m)],
+            scale: 1.0,
+            sum_mins: 0.0,
+            acc: [0; BLOCK],
+            kernel: fastscan::kernel(),
+        };
+        if ip {
+            pq.lut(q, true, &mut s.lut);
+            if core.bits == PqBits::Four {
+                s.quantize_shared();
+            }
+        }
+        s
+    }
+
+    /// Row minima and the scale mapping the widest row onto 0..=255.
+    fn quantize_shared(&mut self) {
+        let m = self.pq.m;
+        let mut max_range = 0.0f32;
+        self.sum_mins = 0.0;
+        for q in 0..m {
+            let row = &self.lut[q * 16..q * 16 + 16];
+            let (mn, mx) = row
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            self.mins[q] = mn;
+            self.sum_mins += mn;
+            max_range = max_range.max(mx - mn);
+        }
+        self.scale = if max_range > 0.0 && max_range.is_finite() {
+            255.0 / max_range
+        } else {
+            1.0
+        };
+        fastscan::quantize_lut(&self.lut, m, &self.mins, self.scale, &mut self.qlut);
+    }
+
+    fn scan(
+        &mut self,
+        core: &Core<'_>,
+        exact_coarse: Option<f32>,
+        l: usize,
+        list: ListRef<'_>,
+        heap: &mut TopHeap,
+        filter: Option<&(dyn Fn(u32) -> bool + Sync)>,
+    ) {
+        // Distance = bias + sum of LUT entries. Inner product: bias is the
+        // (negated) query-centroid product, the LUT is shared. L2: the LUT
+        // is built on the query's residual to this list's centroid.
+        let bias = if self.ip {
+            exact_coarse.unwrap_or_else(|| {
+                -distance::dot(&self.q, &core.centroids[l * core.dim..(l + 1) * core.dim])
+            })
+        } else {
+            let c = &core.centroids[l * core.dim..(l + 1) * core.dim];
+            for ((r, &a), &b) in self.resid.iter_mut().zip(&self.q).zip(c) {
+                *r = a - b;
+            }
+            self.pq.lut(&self.resid, false, &mut self.lut);
+            if core.bits == PqBits::Four {
+                self.quantize_shared();
+            }
+            0.0
+        };
+        match core.bits {
+            PqBits::Eight => self.scan8(bias, list, heap, filter),
+            _ => self.scan4(bias, list, heap, filter),
+        }
+    }
+
+    fn scan8(
+        &mut self,
+        bias: f32,
+        list: ListRef<'_>,
+        heap: &mut TopHeap,
+        filter: Option<&(dyn Fn(u32) -> bool + Sync)>,
+    ) {
+        let m = self.pq.m;
+        let n = list.ids.len();
+        let lut = &self.lut;
+        for (i, codes) in list.codes.chunks_exact(m).take(n).enumerate() {
+            let mut acc = [0.0f32; 4];
+            let mut chunks = codes.chunks_exact(4);
+            let mut q = 0;
+            for c in &mut chunks {
+                acc[0] += lut[q * 256 + c[0] as usize];
+                acc[1] += lut[(q + 1) * 256 + c[1] as usize];
+                acc[2] += lut[(q + 2) * 256 + c[2] as usize];
+                acc[3] += lut[(q + 3) * 256 + c[3] as usize];
+                q += 4;
+            }
+            for &c in chunks.remainder() {
+                acc[0] += lut[q * 256 + c as usize];
+                q += 1;
+            }
+            let d = bias + (acc[0] + acc[1]) + (acc[2] + acc[3]);
+            if d < heap.worst() {
+                let row = list.ids[i];
+                if filter.is_none_or(|f| f(row)) {
+                    heap.push(Cand {
+                        dist: d,
+                        row,
+                        inv_norm: list.inv_norms.get(i).copied().unwrap_or(1.0),
+                    });
+                }
+            }
+        }
+    }
+
+    fn scan4(
+        &mut self,
+        bias: f32,
+        list: ListRef<'_>,
+        heap: &mut TopHeap,
+        filter: Option<&(dyn Fn(u32) -> bool + Sync)>,
+    ) {
+        let m = self.pq.m;
+        let pairs = m.div_ceil(2);
+        let bb = fastscan::block_bytes(m);
+        let n = list.ids.len();
+        let offset = bias + self.sum_mins;
+        let inv_scale = 1.0 / self.scale;
+        for (b, block) in list.codes.chunks_exact(bb).enumerate() {
+            let start = b * BLOCK;
+            if start >= n {
+                break;
+            }
+            let worst = heap.worst();
+            let thr = if worst.is_infinite() {
+                u16::MAX
+            } else {
+                let t = (worst - offset) * self.scale;
+                if t < 0.0 {
+                    // Nothing in this list can beat the current worst.
+                    return;
+                }
+                if t >= u16::MAX as f32 {
+                    u16::MAX
+                } else {
+                    t as u16
+                }
+            };
+            let mut mask = (self.kernel)(block, &self.qlut, pairs, thr, &mut self.acc);
+            let valid = n - start;
+            if valid < BLOCK {
+                mask &= (1u32 << valid) - 1;
+            }
+            while mask != 0 {
+                let v = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let d = offset + self.acc[v] as f32 * inv_scale;
+                if d < heap.worst() {
+                    let i = start + v;
+                    let row = list.ids[i];
+                    if filter.is_none_or(|f| f(row)) {
+                        heap.push(Cand {
+                            dist: d,
+                            row,
+                            inv_norm: list.inv_norms.get(i).copied().unwrap_or(1.0),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}

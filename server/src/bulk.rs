@@ -1,0 +1,173 @@
+//! Bulk-loading Parquet shards into a collection: the server's half of
+//! step 2 of the pipeline.
+//!
+//! All shards of one request go into ONE storage bulk writer, so the request
+//! is all-or-nothing: any bad row aborts the writer and nothing becomes
+//! visible. Ids are upserted, so loading a shard twice leaves one copy.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use glimpse_index::Metric;
+use glimpse_storage::{Point, Store};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::ingest::{self, IngestRow};
+use crate::jobs::JobProgress;
+use crate::storage_err::storage_error;
+
+/// The answer of a finished bulk load.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BulkLoadReport {
+    /// Rows read from the shards (duplicates included).
+    pub rows: u64,
+    /// Ids that did not exist before.
+    pub inserted: u64,
+    /// Ids that replaced an existing point.
+    pub replaced: u64,
+    /// Shards read.
+    pub shards: u64,
+    /// Parquet bytes read.
+    pub bytes: u64,
+    /// Wall time from start to durable commit.
+    pub seconds: f64,
+}
+
+/// Converts an ingest row into a storage point.
+pub fn row_to_point(row: IngestRow) -> Point {
+    Point {
+        id: row.id,
+        vector: row.vector,
+        image_path: row.image_path,
+        image_bytes: row.image_bytes,
+        metadata: row
+            .metadata
+            .into_iter()
+            .map(|(k, v)| (k, meta_to_storage(v)))
+            .collect(),
+    }
+}
+
+/// Converts an ingest metadata value into the storage one.
+pub fn meta_to_storage(v: ingest::MetaValue) -> glimpse_storage::MetaValue {
+    use glimpse_storage::MetaValue as S;
+    match v {
+        ingest::MetaValue::Str(s) => S::Str(s),
+        ingest::MetaValue::Int(i) => S::Int(i),
+        ingest::MetaValue::Float(f) => S::Float(f),
+        ingest::MetaValue::Bool(b) => S::Bool(b),
+    }
+}
+
+/// Loads every shard under `paths` into `collection`, creating it (with the
+/// data's dimension and cosine) when missing. Blocking: call it from
+/// `spawn_blocking` or a plain thread.
+pub fn bulk_load(
+    store: &Store,
+    collection: &str,
+    paths: &[PathBuf],
+    progress: &JobProgress,
+) -> Result<BulkLoadReport, ApiError> {
+    let started = Instant::now();
+    let shards = ingest::discover_shards(paths).map_err(ingest_error)?;
+    if shards.is_empty() {
+        return Err(ApiError::invalid(
+            "no_shards",
+            "no Parquet shards found in the given paths",
+        ));
+    }
+    progress
+        .shards_total
+        .store(shards.len() as u64, Ordering::Relaxed);
+
+    // Open every shard first: a malformed file or a dimension mismatch is
+    // reported before anything is written.
+    let mut readers = Vec::with_capacity(shards.len());
+    let mut dim = None;
+    let mut bytes = 0u64;
+    for path in &shards {
+        let reader = ingest::ShardReader::open(path).map_err(ingest_error)?;
+        bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        progress
+            .rows_total
+            .fetch_add(reader.num_rows() as u64, Ordering::Relaxed);
+        if let Some(d) = reader.dim() {
+            match dim {
+                None => dim = Some(d),
+                Some(prev) if prev != d => {
+                    return Err(ApiError::invalid(
+                        "dimension_mismatch",
+                        format!(
+                            "{} has dimension {d} but earlier shards have {prev}",
+                            path.display()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        readers.push(reader);
+    }
+
+    let coll = match store.collection(collection) {
+        Some(c) => c,
+        None => {
+            let Some(d) = dim else {
+                return Err(ApiError::invalid(
+                    "empty_shards",
+                    "the shards hold no rows, so the new collection's dimension is unknown",
+                ));
+            };
+            store
+                .create_collection(collection, d, Metric::Cosine)
+                .map_err(storage_error)?
+        }
+    };
+    if let Some(d) = dim
+        && d != coll.dim()
+    {
+        return Err(ApiError::invalid(
+            "dimension_mismatch",
+            format!(
+                "the shards have dimension {d} but collection {collection:?} has {}",
+                coll.dim()
+            ),
+        ));
+    }
+
+    let mut writer = coll.bulk_writer().map_err(storage_error)?;
+    let mut rows = 0u64;
+    for reader in readers {
+        for batch in reader.batches().map_err(ingest_error)? {
+            let batch = batch.map_err(ingest_error)?;
+            let n = batch.len() as u64;
+            for row in batch {
+                writer.push(row_to_point(row)).map_err(storage_error)?;
+            }
+            rows += n;
+            progress.rows_done.fetch_add(n, Ordering::Relaxed);
+        }
+        progress.shards_done.fetch_add(1, Ordering::Relaxed);
+    }
+    let stats = writer.commit().map_err(storage_error)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let m = &crate::metrics::METRICS;
+    m.bulk_load_rows_total.inc_by(rows);
+    m.bulk_load_bytes_total.inc_by(bytes);
+    m.bulk_load_duration_seconds.observe(seconds);
+    Ok(BulkLoadReport {
+        rows,
+        inserted: stats.inserted as u64,
+        replaced: stats.replaced as u64,
+        shards: shards.len() as u64,
+        bytes,
+        seconds,
+    })
+}
+
+/// Maps an ingest error to a 400 naming the file and the problem.
+pub fn ingest_error(e: ingest::IngestError) -> ApiError {
+    ApiError::invalid("invalid_parquet", e.to_string())
+}

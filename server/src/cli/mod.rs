@@ -1,0 +1,14 @@
+//! The subcommands of the `glimpse` binary. Each is a plain function over
+//! its parsed arguments so tests can call them without a process.
+
+mod client;
+mod embed;
+mod embed_cmds;
+mod query;
+mod serve;
+
+pub use client::{LoadArgs, SearchArgs, load, search};
+pub use embed::{EmbedArgs, SkyLaunchArgs, embed, sky_launch, sky_launch_commands};
+pub use embed_cmds::{EmbedImageArgs, EmbedTextArgs, embed_image, embed_text};
+pub use query::{QueryArgs, query};
+pub use serve::{ServeArgs, serve};

@@ -1,0 +1,144 @@
+//! `glimpse serve`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use glimpse_storage::{Durability, Store, StoreOptions};
+
+use crate::config::ServerConfig;
+use crate::model::{DeviceArg, Model};
+use crate::state::AppState;
+
+/// Arguments of `glimpse serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data directory (created when missing).
+    #[arg(long, default_value = "./glimpse-data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on. Loopback by default; opening it up is a choice.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub bind: String,
+    /// CLIP model: a Hugging Face repo id, a local directory, or `none` for vector search only.
+    #[arg(long, default_value = "openai/clip-vit-base-patch32")]
+    pub model: String,
+    /// Device for the model.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// Serve image files referenced by `image_path` from inside this directory only.
+    #[arg(long)]
+    pub images_dir: Option<PathBuf>,
+    /// Allow bulk-load by server-side path, inside this directory only.
+    #[arg(long)]
+    pub import_root: Option<PathBuf>,
+    /// Bearer token required on write routes.
+    #[arg(long, env = "GLIMPSE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Require the API key on read routes too.
+    #[arg(long)]
+    pub protect_reads: bool,
+    /// Collection used by `/search` and `/health` when several exist.
+    #[arg(long)]
+    pub collection: Option<String>,
+    /// Longest text query in characters.
+    #[arg(long, default_value_t = 2000)]
+    pub max_text_chars: usize,
+    /// Largest k a search may ask for.
+    #[arg(long, default_value_t = 1000)]
+    pub max_k: usize,
+    /// Largest JSON body in bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_json_bytes: usize,
+    /// Largest Parquet upload in bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+    /// Fsync the WAL every N milliseconds instead of on every commit (faster, loses up to N ms on power loss).
+    #[arg(long)]
+    pub fsync_interval_ms: Option<u64>,
+}
+
+/// Resolves when SIGTERM or Ctrl-C arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Opens the store and model and builds the shared state (no listener).
+pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
+    let mut opts = StoreOptions::default();
+    if let Some(ms) = a.fsync_interval_ms {
+        opts.durability = Durability::Periodic(Duration::from_millis(ms.max(1)));
+    }
+    let store = Store::open(&a.data_dir, opts)
+        .with_context(|| format!("opening data dir {}", a.data_dir.display()))?;
+    let model = if a.model.eq_ignore_ascii_case("none") {
+        None
+    } else {
+        Some(Arc::new(Model::load(&a.model, a.device)?))
+    };
+    for (flag, dir) in [("--images-dir", &a.images_dir), ("--import-root", &a.import_root)] {
+        if let Some(d) = dir
+            && !d.is_dir()
+        {
+            bail!("{flag} {} is not a directory", d.display());
+        }
+    }
+    let mut config = ServerConfig::new(a.data_dir.join("spool"));
+    config.import_root = a.import_root.clone();
+    config.images_dir = a.images_dir.clone();
+    config.api_key = a.api_key.clone().filter(|k| !k.is_empty());
+    config.protect_reads = a.protect_reads;
+    config.default_collection = a.collection.clone();
+    config.max_text_chars = a.max_text_chars;
+    config.max_k = a.max_k;
+    config.max_json_bytes = a.max_json_bytes;
+    config.max_upload_bytes = a.max_upload_bytes;
+    // Uploads interrupted by a crash leave spool files; nothing refers to them.
+    let _ = std::fs::remove_dir_all(&config.spool_dir);
+    Ok(Arc::new(AppState {
+        store: Arc::new(store),
+        model,
+        config,
+        jobs: Default::default(),
+    }))
+}
+
+/// Runs `glimpse serve` until SIGTERM/Ctrl-C.
+pub fn serve(a: ServeArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let state = build_state(&a)?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.bind)
+            .await
+            .with_context(|| format!("binding {}", a.bind))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line to find the port when binding :0.
+        println!("glimpse listening on http://{addr}");
+        tracing::info!(%addr, data_dir = %a.data_dir.display(), "serving");
+        crate::http::serve(listener, state, shutdown_signal())
+            .await
+            .context("serving HTTP")
+    })
+}

@@ -1,0 +1,47 @@
+//! Server settings that handlers consult (limits, roots, auth).
+
+use std::path::PathBuf;
+
+/// Settings of a running server, fixed at start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Bulk-load by path only reads inside this directory (`--import-root`);
+    /// `None` refuses every path-based bulk-load.
+    pub import_root: Option<PathBuf>,
+    /// Image files are only served from inside this directory (`--images-dir`).
+    pub images_dir: Option<PathBuf>,
+    /// Bearer token protecting write routes (`--api-key` / `GLIMPSE_API_KEY`).
+    pub api_key: Option<String>,
+    /// Whether read routes need the API key too.
+    pub protect_reads: bool,
+    /// Collection used by `GET /search`, `POST /search` and `/health` when several exist.
+    pub default_collection: Option<String>,
+    /// Longest accepted text query, in characters.
+    pub max_text_chars: usize,
+    /// Largest accepted `k`.
+    pub max_k: usize,
+    /// Largest JSON request body, in bytes.
+    pub max_json_bytes: usize,
+    /// Largest uploaded Parquet or image body, in bytes.
+    pub max_upload_bytes: u64,
+    /// Where uploads are spooled before they are read (inside the data dir).
+    pub spool_dir: PathBuf,
+}
+
+impl ServerConfig {
+    /// Defaults for a data directory: everything closed that can be.
+    pub fn new(spool_dir: PathBuf) -> Self {
+        ServerConfig {
+            import_root: None,
+            images_dir: None,
+            api_key: None,
+            protect_reads: false,
+            default_collection: None,
+            max_text_chars: 2_000,
+            max_k: 1_000,
+            max_json_bytes: 64 * 1024 * 1024,
+            max_upload_bytes: 64 * 1024 * 1024 * 1024,
+            spool_dir,
+        }
+    }
+}

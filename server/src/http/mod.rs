@@ -1,0 +1,153 @@
+//! The HTTP API: routes, auth, request metrics and graceful shutdown.
+//!
+//! The entry point is [`serve`]`(listener, state, shutdown)`: tests bind
+//! `127.0.0.1:0` and hand the listener in.
+
+mod bulk;
+mod collections;
+mod compat;
+mod images;
+mod ops;
+mod points;
+mod search;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+use crate::error::ApiError;
+use crate::metrics::METRICS;
+use crate::state::AppState;
+
+/// Builds the router over shared state.
+pub fn router(state: Arc<AppState>) -> Router {
+    let json_limit = state.config.max_json_bytes;
+    let api = Router::new()
+        .route(
+            "/v1/collections",
+            post(collections::create).get(collections::list),
+        )
+        .route(
+            "/v1/collections/{c}",
+            get(collections::get_one).delete(collections::drop_one),
+        )
+        .route("/v1/collections/{c}/points", post(points::upsert))
+        .route(
+            "/v1/collections/{c}/points/{id}",
+            get(points::get_one).delete(points::delete_one),
+        )
+        .route("/v1/collections/{c}/search", post(search::search_collection))
+        .route("/v1/jobs/{id}", get(bulk::job))
+        .route("/search", get(search::search_get).post(compat::search_post))
+        .route("/images/{c}/{id}", get(images::by_id))
+        .route("/image/{*path}", get(images::by_path))
+        .route("/health", get(compat::health))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/", get(ops::page))
+        .layer(DefaultBodyLimit::max(json_limit));
+    // Bulk-load bodies are streamed to disk under their own (larger) limit.
+    let upload = Router::new()
+        .route("/v1/collections/{c}/bulk-load", post(bulk::bulk_load))
+        .layer(DefaultBodyLimit::disable());
+    api.merge(upload)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves; in-flight requests finish first.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let store = state.store.clone();
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    // Every acknowledged write is already durable; this makes the periodic
+    // durability policy durable too before the process exits.
+    tokio::task::spawn_blocking(move || store.sync())
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+/// Whether a request changes stored data.
+fn is_write(method: &Method, path: &str) -> bool {
+    if path.ends_with("/search") || path == "/search" {
+        return false;
+    }
+    matches!(*method, Method::POST | Method::PUT | Method::DELETE | Method::PATCH)
+}
+
+/// Bearer-token check for write routes (and reads with `--protect-reads`).
+async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(key) = &state.config.api_key {
+        let path = req.uri().path();
+        let open = matches!(path, "/healthz" | "/readyz" | "/health" | "/metrics");
+        let needs = !open && (state.config.protect_reads || is_write(req.method(), path));
+        if needs {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+                return ApiError::unauthorized().into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Counts requests and observes latency by route template.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let secs = started.elapsed().as_secs_f64();
+    METRICS
+        .http_request_duration_seconds
+        .with_label_values(&[&route, &method])
+        .observe(secs);
+    METRICS
+        .http_requests_total
+        .with_label_values(&[&route, &method, resp.status().as_str()])
+        .inc();
+    resp
+}
+
+/// Runs blocking work (storage, embedding, Parquet) off the async threads.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
+}

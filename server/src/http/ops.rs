@@ -1,0 +1,71 @@
+//! Operational routes: liveness, readiness, metrics, OpenAPI, the page.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::metrics::METRICS;
+use crate::state::AppState;
+
+/// The OpenAPI document, kept beside docs/api.md.
+const OPENAPI: &str = include_str!("../../assets/openapi.json");
+/// The search page (self-contained: no CDN, no external font).
+const PAGE: &str = include_str!("../../assets/index.html");
+
+pub(super) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    // The store is opened before the listener exists, and the model is loaded
+    // before serving starts, so a running server is ready; this reports what
+    // it serves so a probe can tell a vector-only server apart.
+    let collections = state.store.list().len();
+    (
+        StatusCode::OK,
+        Json(json!({
+            "status": "ready",
+            "model": state.model.as_ref().map(|m| m.id().to_string()),
+            "collections": collections,
+        })),
+    )
+}
+
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let st = state.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        for info in st.store.list() {
+            if let Some(c) = st.store.collection(&info.name) {
+                let s = c.stats();
+                let l = [info.name.as_str()];
+                METRICS.collection_points.with_label_values(&l).set(s.points as i64);
+                METRICS.collection_segments.with_label_values(&l).set(s.segments as i64);
+                METRICS
+                    .collection_segment_bytes
+                    .with_label_values(&l)
+                    .set(s.segment_bytes as i64);
+                METRICS.collection_wal_bytes.with_label_values(&l).set(s.wal_bytes as i64);
+            }
+        }
+        METRICS.render()
+    })
+    .await
+    .unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+pub(super) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+pub(super) async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}

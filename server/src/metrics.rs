@@ -1,0 +1,218 @@
+//! Prometheus metrics: one registry, names in base units following the
+//! Prometheus conventions (`glimpse_..._seconds`, `_total`, `_bytes`).
+//!
+//! Counters that the request path updates live here; gauges that describe
+//! stored state (points, segments, WAL) are refreshed from the store at
+//! scrape time, so they can never drift from the truth.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets from 100 µs to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Every metric the server exports.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Requests by route template, method and status.
+    pub http_requests_total: IntCounterVec,
+    /// Request latency by route template and method.
+    pub http_request_duration_seconds: HistogramVec,
+    /// Search time split into `embed`, `search` (ANN scan + re-rank in the engine) and `total`.
+    pub search_stage_seconds: HistogramVec,
+    /// Query-embedding cache hits.
+    pub query_cache_hits_total: IntCounter,
+    /// Query-embedding cache misses.
+    pub query_cache_misses_total: IntCounter,
+    /// Rows committed by bulk loads.
+    pub bulk_load_rows_total: IntCounter,
+    /// Parquet bytes read by bulk loads.
+    pub bulk_load_bytes_total: IntCounter,
+    /// Bulk-load duration.
+    pub bulk_load_duration_seconds: Histogram,
+    /// Errors answered, by error code.
+    pub errors_total: IntCounterVec,
+    /// Live points per collection (refreshed at scrape).
+    pub collection_points: IntGaugeVec,
+    /// Segments per collection (refreshed at scrape).
+    pub collection_segments: IntGaugeVec,
+    /// Bytes of segment files per collection (refreshed at scrape).
+    pub collection_segment_bytes: IntGaugeVec,
+    /// Bytes of WAL per collection (refreshed at scrape).
+    pub collection_wal_bytes: IntGaugeVec,
+    /// Resident set size of the process (refreshed at scrape).
+    pub process_resident_memory_bytes: IntGauge,
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let m = Metrics {
+            http_requests_total: counter_vec(
+                "glimpse_http_requests_total",
+                "HTTP requests answered, by route, method and status.",
+                &["route", "method", "status"],
+            ),
+            http_request_duration_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "glimpse_http_request_duration_seconds",
+                    "HTTP request latency by route and method.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["route", "method"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            search_stage_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "glimpse_search_stage_seconds",
+                    "Search time by stage: embed (CLIP), search (ANN scan and exact re-rank), total.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["stage"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            query_cache_hits_total: IntCounter::new(
+                "glimpse_query_cache_hits_total",
+                "Text queries answered from the query-embedding cache.",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            query_cache_misses_total: IntCounter::new(
+                "glimpse_query_cache_misses_total",
+                "Text queries that ran the CLIP text tower.",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            bulk_load_rows_total: IntCounter::new(
+                "glimpse_bulk_load_rows_total",
+                "Rows committed by bulk loads.",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            bulk_load_bytes_total: IntCounter::new(
+                "glimpse_bulk_load_bytes_total",
+                "Parquet bytes read by bulk loads.",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            bulk_load_duration_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "glimpse_bulk_load_duration_seconds",
+                    "Duration of bulk loads, from request to durable commit.",
+                )
+                .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0]),
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            errors_total: counter_vec(
+                "glimpse_errors_total",
+                "Error responses by error code.",
+                &["code"],
+            ),
+            collection_points: gauge_vec(
+                "glimpse_collection_points",
+                "Live points per collection.",
+                &["collection"],
+            ),
+            collection_segments: gauge_vec(
+                "glimpse_collection_segments",
+                "Immutable segments per collection.",
+                &["collection"],
+            ),
+            collection_segment_bytes: gauge_vec(
+                "glimpse_collection_segment_bytes",
+                "Bytes of segment files per collection.",
+                &["collection"],
+            ),
+            collection_wal_bytes: gauge_vec(
+                "glimpse_collection_wal_bytes",
+                "Bytes of write-ahead log per collection.",
+                &["collection"],
+            ),
+            process_resident_memory_bytes: IntGauge::new(
+                "glimpse_process_resident_memory_bytes",
+                "Resident set size of the server process.",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            registry,
+        };
+        let r = &m.registry;
+        let regs: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.http_requests_total.clone()),
+            Box::new(m.http_request_duration_seconds.clone()),
+            Box::new(m.search_stage_seconds.clone()),
+            Box::new(m.query_cache_hits_total.clone()),
+            Box::new(m.query_cache_misses_total.clone()),
+            Box::new(m.bulk_load_rows_total.clone()),
+            Box::new(m.bulk_load_bytes_total.clone()),
+            Box::new(m.bulk_load_duration_seconds.clone()),
+            Box::new(m.errors_total.clone()),
+            Box::new(m.collection_points.clone()),
+            Box::new(m.collection_segments.clone()),
+            Box::new(m.collection_segment_bytes.clone()),
+            Box::new(m.collection_wal_bytes.clone()),
+            Box::new(m.process_resident_memory_bytes.clone()),
+        ];
+        for c in regs {
+            r.register(c)
+                .unwrap_or_else(|e| panic!("register metric: {e}"));
+        }
+        m
+    }
+
+    /// Renders the registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        if let Some(rss) = resident_memory_bytes() {
+            self.process_resident_memory_bytes.set(rss as i64);
+        }
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!("encoding metrics: {e}");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// The process-wide metrics. Static because Prometheus metrics are
+/// process-wide by nature and handlers everywhere update them.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Resident set size from `/proc/self/status` (Linux); `None` elsewhere.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_named_metrics() {
+        METRICS
+            .errors_total
+            .with_label_values(&["bad_request"])
+            .inc();
+        METRICS.query_cache_hits_total.inc();
+        let text = METRICS.render();
+        assert!(text.contains("glimpse_errors_total{code=\"bad_request\"}"));
+        assert!(text.contains("glimpse_query_cache_hits_total"));
+        assert!(text.contains("glimpse_process_resident_memory_bytes"));
+    }
+}

@@ -1,0 +1,114 @@
+//! The one place where segments meet the ANN index crate.
+//!
+//! A segment with at least `StoreOptions::index_min_rows` rows gets an
+//! index file (`index.ivfpq`, written by `IvfPqIndex::to_bytes`) built over
+//! its vector file at flush, bulk commit and compaction. At open the file is
+//! memory-mapped and validated (`IvfPqView::from_bytes`); searches borrow
+//! the mapped sections zero-copy and re-rank exactly against the mapped
+//! vectors. Rows are positions in the segment's vector array, so the
+//! storage row filter (tombstones, shadowing by newer writes, metadata
+//! filter) is passed straight to the index scan.
+
+use std::path::Path;
+
+use glimpse_index::{
+    IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, SearchParams, exact_search,
+};
+use memmap2::Mmap;
+
+use crate::error::{Result, StorageError};
+use crate::mmap_f32::map_file;
+
+/// File name of a segment's index.
+pub(crate) const INDEX_FILE: &str = "index.ivfpq";
+
+/// Whether `build` can produce an index.
+pub(crate) const AVAILABLE: bool = true;
+
+/// Index kind recorded in the segment footer.
+const KIND: &str = "ivfpq-v1";
+
+/// Builds an index over `vectors`. `None` when the data is too small to
+/// train one (the segment is then searched exactly).
+pub(crate) fn build(
+    path: &Path,
+    vectors: &[f32],
+    dim: usize,
+    metric: Metric,
+) -> Result<Option<(String, Vec<u8>)>> {
+    match IvfPqIndex::build(vectors, dim, metric, &IndexParams::default()) {
+        Ok(ix) => Ok(Some((KIND.to_string(), ix.to_bytes()))),
+        Err(e @ (IndexError::NotEnoughData { .. } | IndexError::InvalidParams(_))) => {
+            tracing::warn!(path = %path.display(), error = %e, "segment not indexed; it will be searched exactly");
+            Ok(None)
+        }
+        Err(e) => Err(StorageError::Index {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// A memory-mapped, validated index file.
+pub(crate) struct SegmentIndex {
+    map: Mmap,
+    dim: usize,
+    metric: Metric,
+}
+
+impl SegmentIndex {
+    /// Maps and validates the index file at `path` against its segment.
+    pub(crate) fn open(
+        path: &Path,
+        kind: &str,
+        dim: usize,
+        metric: Metric,
+        rows: u32,
+    ) -> Result<Self> {
+        let err = |detail: String| StorageError::Index {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if kind != KIND {
+            return Err(err(format!(
+                "index kind {kind:?} is not supported by this build"
+            )));
+        }
+        let map =
+            map_file(path)?.ok_or_else(|| StorageError::corrupt(path, 0, "empty index file"))?;
+        let view = IvfPqView::from_bytes(&map)
+            .map_err(|e| StorageError::corrupt(path, 0, e.to_string()))?;
+        if view.dim() != dim || view.metric() != metric || view.len() != rows as usize {
+            return Err(StorageError::corrupt(
+                path,
+                0,
+                format!(
+                    "index describes {} rows of dim {} ({}), segment has {rows} of dim {dim} ({metric})",
+                    view.len(),
+                    view.dim(),
+                    view.metric()
+                ),
+            ));
+        }
+        drop(view);
+        Ok(Self { map, dim, metric })
+    }
+
+    /// Top-`k` rows passing `filter`, exact scores.
+    pub(crate) fn search(
+        &self,
+        query: &[f32],
+        vectors: &[f32],
+        k: usize,
+        nprobe: Option<usize>,
+        refine: Option<usize>,
+        filter: &(dyn Fn(u32) -> bool + Sync),
+    ) -> Vec<Neighbor> {
+        let params = SearchParams { k, nprobe, refine };
+        match IvfPqView::from_bytes(&self.map) {
+            Ok(view) => view.search(query, vectors, &params, Some(filter)),
+            // Validated at open and immutable since; kept as a safe fallback.
+            Err(_) => exact_search(vectors, self.dim, self.metric, query, k, Some(filter)),
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Glimpse storage engine: write-ahead log, memory-mapped immutable
+//! segments, manifest, flush, compaction and crash recovery.
+//!
+//! Data flows like this (see `docs/architecture.md`, "storage crate", and
+//! `docs/format.md` for the byte layouts):
+//!
+//! 1. [`Collection::upsert`] / [`Collection::delete`] validate the batch and
+//!    join a group commit (`group_commit`): one leader appends every
+//!    waiting batch to the WAL (`wal`) with one write and one fsync, then
+//!    applies them to the active memtable (`memtable`) where reads see them.
+//! 2. A full memtable is frozen and the background thread writes it to an
+//!    immutable segment (`segment`), tombstones older versions of its ids,
+//!    and replaces the `manifest` atomically; WAL files behind the new
+//!    checkpoint are then deleted.
+//! 3. Compaction (`compaction`) merges segments in the background.
+//! 4. Reads take a snapshot (an `ArcSwap`ed `Version` plus the
+//!    active memtable) and never wait for a flush or compaction.
+//! 5. [`Store::open`] cleans up interrupted work and replays the WAL past
+//!    the manifest checkpoint.
+
+mod ann;
+mod bulk;
+mod codec;
+mod collection;
+mod compaction;
+pub mod error;
+pub mod filter;
+mod fsutil;
+mod group_commit;
+mod manifest;
+mod memtable;
+mod metrics;
+pub mod mmap_f32;
+mod segment;
+mod store;
+pub mod types;
+mod wal;
+
+pub use bulk::BulkWriter;
+pub use collection::Collection;
+pub use error::{Result, StorageError};
+pub use filter::Filter;
+pub use glimpse_index::Metric;
+pub use segment::{FileSum, SegmentDump, SegmentMeta, dump_segment};
+pub use store::{MAX_DIM, Store, is_valid_collection_name};
+pub use types::*;
+pub use wal::{WalOp, WalRecordSummary, dump_wal};
+
+/// Whether segments above the row threshold get an ANN index in this build
+/// (false while the IVF-PQ index of `glimpse-index` is not wired in).
+pub const ANN_INDEX_AVAILABLE: bool = ann::AVAILABLE;

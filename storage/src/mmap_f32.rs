@@ -1,0 +1,131 @@
+//! Zero-copy `f32` views of memory-mapped files.
+//!
+//! All reinterpretation of mapped bytes as floats goes through
+//! [`MappedF32`], which checks alignment and length once at construction,
+//! so no other module needs `unsafe` casts.
+
+use std::fs::File;
+use std::path::Path;
+
+use memmap2::Mmap;
+
+use crate::error::{IoContext, Result, StorageError};
+
+#[cfg(not(target_endian = "little"))]
+compile_error!(
+    "glimpse-storage stores little-endian f32 and maps it zero-copy; big-endian targets are not supported"
+);
+
+/// Maps a whole file read-only. An empty file gives `None` (zero-length maps
+/// are not portable).
+pub(crate) fn map_file(path: &Path) -> Result<Option<Mmap>> {
+    let f = File::open(path).at(path)?;
+    let len = f.metadata().at(path)?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: segment files are immutable once written (written to a temp
+    // directory, fsynced, renamed, never modified in place), so the mapping
+    // cannot change under us while this process holds it.
+    let m = unsafe { Mmap::map(&f) }.at(path)?;
+    Ok(Some(m))
+}
+
+/// A read-only mapped file seen as row-major little-endian `f32`s.
+pub struct MappedF32 {
+    map: Option<Mmap>,
+    floats: usize,
+}
+
+impl MappedF32 {
+    /// Maps `path`, requiring exactly `expected_floats` floats in it.
+    pub fn open(path: &Path, expected_floats: usize) -> Result<Self> {
+        let map = map_file(path)?;
+        Self::from_map(path, map, expected_floats)
+    }
+
+    fn from_map(path: &Path, map: Option<Mmap>, expected_floats: usize) -> Result<Self> {
+        let len = map.as_ref().map_or(0, |m| m.len());
+        if len != expected_floats * 4 {
+            return Err(StorageError::corrupt(
+                path,
+                len as u64,
+                format!("expected {} bytes of f32, found {len}", expected_floats * 4),
+            ));
+        }
+        if let Some(m) = &map
+            && bytemuck::try_cast_slice::<u8, f32>(&m[..]).is_err()
+        {
+            return Err(StorageError::corrupt(
+                path,
+                0,
+                "mapping is not 4-byte aligned",
+            ));
+        }
+        Ok(Self {
+            map,
+            floats: expected_floats,
+        })
+    }
+
+    /// All floats of the file.
+    pub fn as_slice(&self) -> &[f32] {
+        match &self.map {
+            // Checked in `from_map`: length is a multiple of 4 and the map is
+            // page aligned, so this cast cannot fail.
+            Some(m) => bytemuck::try_cast_slice(&m[..]).unwrap_or(&[]),
+            None => &[],
+        }
+    }
+
+    /// Number of floats.
+    pub fn len(&self) -> usize {
+        self.floats
+    }
+
+    /// Whether the file holds no floats.
+    pub fn is_empty(&self) -> bool {
+        self.floats == 0
+    }
+
+    /// Row `row` of width `dim`, or `None` past the end.
+    pub fn row(&self, row: usize, dim: usize) -> Option<&[f32]> {
+        self.as_slice().get(row * dim..(row + 1) * dim)
+    }
+
+    /// Hints the kernel that the whole mapping will be read soon.
+    pub fn advise_willneed(&self) {
+        if let Some(m) = &self.map {
+            let _ = m.advise(memmap2::Advice::WillNeed);
+        }
+    }
+}
+
+/// Views `floats` as bytes (little endian, the on-disk layout).
+pub(crate) fn f32_bytes(floats: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(floats)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_rows_and_checks_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.f32");
+        let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 1.0).collect();
+        std::fs::write(&p, f32_bytes(&data)).unwrap();
+        let m = MappedF32::open(&p, 12).unwrap();
+        assert_eq!(m.as_slice(), &data[..]);
+        assert_eq!(m.row(1, 4).unwrap(), &data[4..8]);
+        assert!(m.row(3, 4).is_none());
+        assert!(MappedF32::open(&p, 11).is_err());
+        std::fs::write(&p, &f32_bytes(&data)[..47]).unwrap();
+        assert!(MappedF32::open(&p, 12).is_err());
+        std::fs::write(&p, b"").unwrap();
+        let e = MappedF32::open(&p, 0).unwrap();
+        assert!(e.is_empty() && e.as_slice().is_empty());
+    }
+}

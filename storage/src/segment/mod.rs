@@ -1,0 +1,38 @@
+//! Immutable on-disk segments: one directory per segment.
+//!
+//! | file            | content                                                  |
+//! |-----------------|----------------------------------------------------------|
+//! | `vectors.f32`   | rows × dim little-endian f32, row-major, mapped zero-copy |
+//! | `ids.rkyv`      | rkyv `IdTable`: ids in row order + rows sorted by id      |
+//! | `rows.rkyv`     | rkyv `RowTable`: image path, blob ref, metadata per row   |
+//! | `blobs.bin`     | inline image bytes, concatenated (absent when none)       |
+//! | `index.ivfpq`   | ANN index over `vectors.f32` (large segments only)        |
+//! | `del-<gen>.bits`| tombstone bitmap generation `gen` (named in the manifest) |
+//! | `SEGMENT`       | footer: format version, dim, metric, rows, len + crc32 of every file above |
+
+mod format;
+mod reader;
+mod tombstones;
+mod writer;
+
+pub(crate) use format::MetaEntry;
+pub use format::{FileSum, SegmentMeta};
+pub(crate) use reader::SegmentReader;
+pub use reader::{SegmentDump, dump_segment};
+pub(crate) use tombstones::Tombstones;
+pub(crate) use writer::SegmentWriter;
+
+/// Directory name of segment `id`.
+pub(crate) fn dir_name(id: u64) -> String {
+    format!("seg-{id:012}")
+}
+
+/// Parses a segment directory name.
+pub(crate) fn parse_dir_name(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?.parse().ok()
+}
+
+/// Temp directory name used while segment `id` is being written.
+pub(crate) fn tmp_dir_name(id: u64) -> String {
+    format!("tmp-seg-{id:012}")
+}

@@ -1,0 +1,257 @@
+//! Public data types: points, metadata values, options, statistics.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::filter::Filter;
+
+/// Longest id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest metadata key, in bytes.
+pub const MAX_META_KEY_BYTES: usize = 256;
+/// Largest number of results one search may ask for.
+pub const MAX_K: usize = 10_000;
+
+/// A metadata value: flat, typed, comparable.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(untagged)]
+pub enum MetaValue {
+    /// A boolean.
+    Bool(bool),
+    /// A signed 64-bit integer.
+    Int(i64),
+    /// A 64-bit float.
+    Float(f64),
+    /// A UTF-8 string.
+    Str(String),
+}
+
+/// One stored point.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Point {
+    /// Unique id within its collection (1..=256 bytes).
+    pub id: String,
+    /// The vector; its length must equal the collection's dimension.
+    pub vector: Vec<f32>,
+    /// Where the image lives, if it is stored outside the database.
+    pub image_path: Option<String>,
+    /// Inline image bytes, kept in a per-segment blob file.
+    pub image_bytes: Option<Vec<u8>>,
+    /// Flat metadata.
+    pub metadata: BTreeMap<String, MetaValue>,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WriteStats {
+    /// Ids that did not exist before.
+    pub inserted: usize,
+    /// Ids whose previous version was replaced.
+    pub replaced: usize,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// The point id.
+    pub id: String,
+    /// Score under the collection metric (see [`Metric`]).
+    pub score: f32,
+    /// The stored image path, if any.
+    pub image_path: Option<String>,
+    /// The stored metadata.
+    pub metadata: BTreeMap<String, MetaValue>,
+}
+
+/// Parameters of a search.
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    /// Number of results (1..=[`MAX_K`]).
+    pub k: usize,
+    /// IVF lists to probe in indexed segments (index default when `None`).
+    pub nprobe: Option<usize>,
+    /// Candidates re-ranked exactly per indexed segment (index default when `None`).
+    pub refine: Option<usize>,
+    /// Metadata filter evaluated per row inside the scan.
+    pub filter: Option<Filter>,
+}
+
+/// When acknowledged writes reach stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync the WAL before acknowledging each write (group commit shares
+    /// one fsync among concurrent writers). Survives power loss.
+    #[default]
+    EveryCommit,
+    /// fsync the WAL at this interval; a power cut loses at most about this
+    /// much acknowledged data (a process crash loses nothing).
+    Periodic(Duration),
+}
+
+/// How segment files are checked when a store opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyPolicy {
+    /// Files up to this size are crc-checked at open; larger ones (the
+    /// vector, blob and index files of big segments) get a length check at
+    /// open and a full crc check in a background thread.
+    pub max_bytes_at_open: u64,
+    /// Whether large files are verified in the background after open.
+    pub background: bool,
+}
+
+impl Default for VerifyPolicy {
+    fn default() -> Self {
+        Self {
+            max_bytes_at_open: 64 << 20,
+            background: true,
+        }
+    }
+}
+
+/// Size-tiered compaction settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompactionOptions {
+    /// Run compaction automatically in the background.
+    pub enabled: bool,
+    /// Merge when at least this many segments fall in one size tier.
+    pub min_merge: usize,
+    /// Merge at most this many segments at once.
+    pub max_merge: usize,
+    /// Segments whose row counts differ by less than this factor share a tier.
+    pub tier_ratio: f64,
+    /// Rewrite a segment alone once this fraction of its rows is deleted.
+    pub max_deleted_fraction: f64,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_merge: 4,
+            max_merge: 10,
+            tier_ratio: 4.0,
+            max_deleted_fraction: 0.3,
+        }
+    }
+}
+
+/// Options of [`crate::Store::open`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// WAL fsync policy.
+    pub durability: Durability,
+    /// Freeze and flush the memtable at this many rows.
+    pub memtable_flush_rows: usize,
+    /// Freeze and flush the memtable at about this many bytes.
+    pub memtable_flush_bytes: usize,
+    /// Start a new WAL file after this many bytes.
+    pub wal_segment_bytes: u64,
+    /// Compaction settings.
+    pub compaction: CompactionOptions,
+    /// Segments with at least this many rows get an ANN index file.
+    pub index_min_rows: usize,
+    /// Checksum policy at open.
+    pub verify: VerifyPolicy,
+    /// Skip (and truncate) corrupt WAL data and ignore corrupt segments
+    /// instead of refusing to open. Loses data; for disaster recovery only.
+    pub salvage: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::EveryCommit,
+            memtable_flush_rows: 50_000,
+            memtable_flush_bytes: 256 << 20,
+            wal_segment_bytes: 64 << 20,
+            compaction: CompactionOptions::default(),
+            index_min_rows: 20_000,
+            verify: VerifyPolicy::default(),
+            salvage: false,
+        }
+    }
+}
+
+/// Summary of a collection, as listed by [`crate::Store::list`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CollectionInfo {
+    /// Collection name.
+    pub name: String,
+    /// Vector dimension.
+    pub dim: usize,
+    /// Metric name (`cosine`, `dot`, `l2`).
+    pub metric: String,
+    /// Live points.
+    pub points: u64,
+    /// Number of segments.
+    pub segments: usize,
+}
+
+/// Detailed statistics of one collection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CollectionStats {
+    /// Live points (newest version of each id, deletes excluded).
+    pub points: u64,
+    /// Number of segments.
+    pub segments: usize,
+    /// Segments with an ANN index file.
+    pub indexed_segments: usize,
+    /// Bytes of all segment files (tombstone files included).
+    pub segment_bytes: u64,
+    /// Rows in segments, including deleted/shadowed ones.
+    pub segment_rows: u64,
+    /// Rows hidden by tombstones in segments.
+    pub deleted_rows: u64,
+    /// Bytes of WAL files on disk.
+    pub wal_bytes: u64,
+    /// Rows in the active memtable.
+    pub memtable_rows: usize,
+    /// Memtables frozen and waiting to be flushed.
+    pub frozen_memtables: usize,
+    /// Last WAL sequence number contained in segments.
+    pub checkpoint_seq: u64,
+    /// Last WAL sequence number written.
+    pub last_seq: u64,
+    /// Segments that failed background verification and are not served.
+    pub quarantined_segments: usize,
+}
+
+/// Monotonic counters for monitoring (Prometheus counters on the server).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StorageCounters {
+    /// Bytes appended to the WAL.
+    pub wal_bytes_written: u64,
+    /// Records appended to the WAL.
+    pub wal_records_written: u64,
+    /// Write groups committed (one WAL append each).
+    pub wal_groups: u64,
+    /// WAL fsyncs.
+    pub fsyncs: u64,
+    /// Total seconds spent in WAL fsyncs.
+    pub fsync_seconds: f64,
+    /// Memtable flushes.
+    pub flushes: u64,
+    /// Total seconds spent flushing.
+    pub flush_seconds: f64,
+    /// Compactions.
+    pub compactions: u64,
+    /// Total seconds spent compacting.
+    pub compaction_seconds: f64,
+    /// Bulk ingests committed.
+    pub bulk_commits: u64,
+    /// Rows committed by bulk ingests.
+    pub bulk_rows: u64,
+    /// Failed writes (errors returned to callers).
+    pub write_errors: u64,
+}
