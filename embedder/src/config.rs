@@ -168,10 +168,10 @@ impl ClipConfig {
                 return Err(format!("{name} must be positive"));
             }
         }
-        if t.hidden_size % t.num_attention_heads != 0 {
+        if !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return Err("text hidden_size is not a multiple of num_attention_heads".into());
         }
-        if v.hidden_size % v.num_attention_heads != 0 {
+        if !v.hidden_size.is_multiple_of(v.num_attention_heads) {
             return Err("vision hidden_size is not a multiple of num_attention_heads".into());
         }
         if v.patch_size > v.image_size {

@@ -54,7 +54,11 @@ fn dot_i8(a: &[i8], b: &[i8]) -> f32 {
     use simsimd::SpatialSimilarity;
     match <i8 as SpatialSimilarity>::dot(a, b) {
         Some(d) => d as f32,
-        None => a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum::<i32>() as f32,
+        None => a
+            .iter()
+            .zip(b)
+            .map(|(&x, &y)| x as i32 * y as i32)
+            .sum::<i32>() as f32,
     }
 }
 
@@ -124,7 +128,9 @@ mod tests {
     fn matches_exact_ranking() {
         let dim = 48;
         let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let cents: Vec<f32> = (0..300 * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let cents: Vec<f32> = (0..300 * dim)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
         let table = CoarseI8::new(&cents, dim);
         for ip in [true, false] {
             for t in 0..20 {

@@ -72,7 +72,11 @@ pub fn exact_search(
         }
     }
     let mut out: Vec<Neighbor> = heap.into_iter().map(|w| w.n).collect();
-    out.sort_by(|a, b| metric.cmp_best_first(a.score, b.score).then(a.row.cmp(&b.row)));
+    out.sort_by(|a, b| {
+        metric
+            .cmp_best_first(a.score, b.score)
+            .then(a.row.cmp(&b.row))
+    });
     out
 }
 
@@ -83,9 +87,7 @@ mod tests {
     #[test]
     fn finds_nearest_and_respects_filter() {
         let dim = 4;
-        let data: Vec<f32> = (0..100)
-            .flat_map(|i| [i as f32, 0.0, 0.0, 1.0])
-            .collect();
+        let data: Vec<f32> = (0..100).flat_map(|i| [i as f32, 0.0, 0.0, 1.0]).collect();
         let q = [10.2, 0.0, 0.0, 1.0];
         let r = exact_search(&data, dim, Metric::L2, &q, 3, None);
         assert_eq!(r.iter().map(|n| n.row).collect::<Vec<_>>(), vec![10, 11, 9]);

@@ -179,7 +179,13 @@ mod x86 {
 
 /// Safe wrapper over the AVX2 kernel (only handed out when AVX2 is present).
 #[cfg(target_arch = "x86_64")]
-fn scan_block_avx2(block: &[u8], lut: &[u8], pairs: usize, thr: u16, out: &mut [u16; BLOCK]) -> u32 {
+fn scan_block_avx2(
+    block: &[u8],
+    lut: &[u8],
+    pairs: usize,
+    thr: u16,
+    out: &mut [u16; BLOCK],
+) -> u32 {
     assert!(block.len() >= pairs * BLOCK && lut.len() >= pairs * 64);
     // SAFETY: `kernel()` returns this function only when AVX2 was detected;
     // slice lengths are checked above.

@@ -236,7 +236,13 @@ pub fn train(data: &[f32], dim: usize, params: &KMeansParams) -> Vec<f32> {
                 }
             }
         }
-        repair(&mut centroids, dim, counts, params.max_cluster_ratio, &mut rng);
+        repair(
+            &mut centroids,
+            dim,
+            counts,
+            params.max_cluster_ratio,
+            &mut rng,
+        );
     }
     centroids
 }
@@ -285,16 +291,18 @@ fn repair(
     let mean = total as f32 / k as f32;
     const EPS: f32 = 1.0 / 1024.0;
     for _ in 0..k {
-        let (big, &big_n) = match counts.iter().enumerate().max_by_key(|&(i, &c)| (c, usize::MAX - i))
+        let (big, &big_n) = match counts
+            .iter()
+            .enumerate()
+            .max_by_key(|&(i, &c)| (c, usize::MAX - i))
         {
             Some(x) => x,
             None => return,
         };
-        let (small, &small_n) =
-            match counts.iter().enumerate().min_by_key(|&(i, &c)| (c, i)) {
-                Some(x) => x,
-                None => return,
-            };
+        let (small, &small_n) = match counts.iter().enumerate().min_by_key(|&(i, &c)| (c, i)) {
+            Some(x) => x,
+            None => return,
+        };
         let oversized = big_n as f32 > max_ratio * mean && (small_n as f32) < mean / max_ratio;
         if big_n < 2 || (small_n > 0 && !oversized) || big == small {
             return;
@@ -321,7 +329,11 @@ mod tests {
     fn recovers_separable_clusters() {
         let dim = 24;
         let centres: Vec<Vec<f32>> = (0..4)
-            .map(|c| (0..dim).map(|t| if t % 4 == c { 10.0 } else { 0.0 }).collect())
+            .map(|c| {
+                (0..dim)
+                    .map(|t| if t % 4 == c { 10.0 } else { 0.0 })
+                    .collect()
+            })
             .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut data = Vec::new();
@@ -371,7 +383,9 @@ mod tests {
     fn gemm_assignment_matches_direct() {
         let dim = 40;
         let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let data: Vec<f32> = (0..600 * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let data: Vec<f32> = (0..600 * dim)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
         let cents: Vec<f32> = data[..50 * dim].to_vec();
         let (labels, dists) = assign(&data, dim, &cents);
         for (i, x) in data.chunks(dim).enumerate() {

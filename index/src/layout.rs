@@ -81,7 +81,11 @@ impl IvfPqIndex {
                 .flat_map(|l| le_f32(&l.inv_norms))
                 .collect();
         }
-        sections[S_CODES] = self.lists.iter().flat_map(|l| l.codes.iter().copied()).collect();
+        sections[S_CODES] = self
+            .lists
+            .iter()
+            .flat_map(|l| l.codes.iter().copied())
+            .collect();
 
         let mut offsets = [0u64; SECTIONS];
         let mut pos = HEADER_LEN;
@@ -304,7 +308,9 @@ impl<'a> IvfPqView<'a> {
             if let Some(want) = expected[i]
                 && want != slen
             {
-                return Err(corrupt(format!("section {i} has {slen} bytes, expected {want}")));
+                return Err(corrupt(format!(
+                    "section {i} has {slen} bytes, expected {want}"
+                )));
             }
             secs[i] = &bytes[off..end];
             prev_end = end;

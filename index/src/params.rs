@@ -105,7 +105,9 @@ impl IndexParams {
         let bits = self.bits.resolve();
         let nlist = self.nlist.unwrap_or_else(|| default_nlist(n));
         if nlist == 0 || nlist > u32::MAX as usize {
-            return Err(IndexError::InvalidParams(format!("nlist {nlist} out of range")));
+            return Err(IndexError::InvalidParams(format!(
+                "nlist {nlist} out of range"
+            )));
         }
         let m = match self.m {
             Some(m) => m,

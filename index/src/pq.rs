@@ -68,7 +68,10 @@ impl<'a> PqCodebooks<'a> {
                 *o = if inner_product {
                     -ys.iter().zip(c).map(|(a, b)| a * b).sum::<f32>()
                 } else {
-                    ys.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+                    ys.iter()
+                        .zip(c)
+                        .map(|(a, b)| (a - b) * (a - b))
+                        .sum::<f32>()
                 };
             }
         }
@@ -110,7 +113,9 @@ mod tests {
 
     fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        (0..n * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+        (0..n * dim)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect()
     }
 
     #[test]

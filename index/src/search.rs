@@ -226,7 +226,11 @@ fn rerank(
             Neighbor { row: c.row, score }
         })
         .collect();
-    out.sort_by(|a, b| metric.cmp_best_first(a.score, b.score).then(a.row.cmp(&b.row)));
+    out.sort_by(|a, b| {
+        metric
+            .cmp_best_first(a.score, b.score)
+            .then(a.row.cmp(&b.row))
+    });
     out.dedup_by_key(|n| n.row);
     out.truncate(k);
     out
@@ -311,7 +315,9 @@ impl<'a> Scanner<'a> {
             let row = &self.lut[q * 16..q * 16 + 16];
             let (mn, mx) = row
                 .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
             self.mins[q] = mn;
             self.sum_mins += mn;
             max_range = max_range.max(mx - mn);

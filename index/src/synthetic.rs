@@ -181,9 +181,8 @@ pub fn generate(spec: &SyntheticSpec) -> SyntheticData {
 /// Serialises a row-major `f32` matrix as a NumPy `.npy` (format 1.0,
 /// little-endian `<f4`, C order) so Python tools can load it with `np.load`.
 pub fn to_npy(data: &[f32], rows: usize, cols: usize) -> Vec<u8> {
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}"
-    );
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // magic(6) + version(2) + header_len(2) + header + '\n' must be a multiple of 64.
     let unpadded = 10 + header.len() + 1;
     let pad = (64 - unpadded % 64) % 64;

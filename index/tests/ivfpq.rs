@@ -19,12 +19,21 @@ fn data() -> &'static SyntheticData {
 fn cosine_index() -> &'static IvfPqIndex {
     static I: OnceLock<IvfPqIndex> = OnceLock::new();
     I.get_or_init(|| {
-        IvfPqIndex::build(&data().vectors, DIM, Metric::Cosine, &IndexParams::default()).unwrap()
+        IvfPqIndex::build(
+            &data().vectors,
+            DIM,
+            Metric::Cosine,
+            &IndexParams::default(),
+        )
+        .unwrap()
     })
 }
 
 fn recall(got: &[Neighbor], want: &[Neighbor]) -> f64 {
-    let hits = got.iter().filter(|g| want.iter().any(|w| w.row == g.row)).count();
+    let hits = got
+        .iter()
+        .filter(|g| want.iter().any(|w| w.row == g.row))
+        .count();
     hits as f64 / want.len().max(1) as f64
 }
 
@@ -42,7 +51,12 @@ fn mean_recall(index: &IvfPqIndex, vectors: &[f32], metric: Metric, p: &SearchPa
 
 #[test]
 fn recall_at_10_with_default_params() {
-    let r = mean_recall(cosine_index(), &data().vectors, Metric::Cosine, &SearchParams::default());
+    let r = mean_recall(
+        cosine_index(),
+        &data().vectors,
+        Metric::Cosine,
+        &SearchParams::default(),
+    );
     assert!(r >= 0.95, "recall@10 = {r}");
 }
 
@@ -76,8 +90,7 @@ fn cosine_reranks_unnormalised_vectors() {
             v.iter().map(move |x| x * s)
         })
         .collect();
-    let index =
-        IvfPqIndex::build(&scaled, DIM, Metric::Cosine, &IndexParams::default()).unwrap();
+    let index = IvfPqIndex::build(&scaled, DIM, Metric::Cosine, &IndexParams::default()).unwrap();
     let r = mean_recall(&index, &scaled, Metric::Cosine, &SearchParams::default());
     assert!(r >= 0.95, "recall@10 on unnormalised input = {r}");
 }
@@ -146,8 +159,8 @@ fn serialised_view_gives_identical_results() {
 #[test]
 fn corrupt_or_truncated_bytes_are_errors() {
     let small = generate(&SyntheticSpec::clip_like(600, 1, 16, 1));
-    let index = IvfPqIndex::build(&small.vectors, 16, Metric::Cosine, &IndexParams::default())
-        .unwrap();
+    let index =
+        IvfPqIndex::build(&small.vectors, 16, Metric::Cosine, &IndexParams::default()).unwrap();
     let bytes = index.to_bytes();
     assert!(IvfPqView::from_bytes(&bytes).is_ok());
     for cut in [0, 10, 191, 192, 300, bytes.len() / 2, bytes.len() - 1] {
@@ -155,7 +168,10 @@ fn corrupt_or_truncated_bytes_are_errors() {
     }
     let mut bad = bytes.clone();
     bad[0] ^= 1;
-    assert!(matches!(IvfPqView::from_bytes(&bad), Err(IndexError::Corrupt(_))));
+    assert!(matches!(
+        IvfPqView::from_bytes(&bad),
+        Err(IndexError::Corrupt(_))
+    ));
     let mut bad = bytes.clone();
     bad[8] = 9;
     assert!(matches!(
@@ -283,7 +299,11 @@ fn bad_input_is_an_error() {
     ));
     // Tiny data works (fewer points than default lists).
     let tiny = IvfPqIndex::build(&v, 4, Metric::L2, &IndexParams::default()).unwrap();
-    assert_eq!(tiny.search(&[0.5; 4], &v, &SearchParams::default(), None).len(), 10);
+    assert_eq!(
+        tiny.search(&[0.5; 4], &v, &SearchParams::default(), None)
+            .len(),
+        10
+    );
     // Absurd k: every row once, no allocation blow-up.
     let huge = SearchParams {
         k: usize::MAX / 2,
@@ -292,5 +312,8 @@ fn bad_input_is_an_error() {
     };
     assert_eq!(tiny.search(&[0.5; 4], &v, &huge, None).len(), 25);
     // Wrong query length: nothing, no panic.
-    assert!(tiny.search(&[0.5; 3], &v, &SearchParams::default(), None).is_empty());
+    assert!(
+        tiny.search(&[0.5; 3], &v, &SearchParams::default(), None)
+            .is_empty()
+    );
 }

@@ -30,7 +30,9 @@ const MAX_DEPTH: usize = 16;
 
 fn parse_depth(v: &Value, depth: usize) -> Result<Filter, FilterError> {
     if depth > MAX_DEPTH {
-        return Err(FilterError(format!("nested deeper than {MAX_DEPTH} levels")));
+        return Err(FilterError(format!(
+            "nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     let obj = v
         .as_object()
@@ -107,7 +109,11 @@ fn parse_field(field: &str, val: &Value) -> Result<Filter, FilterError> {
                     key: field.to_string(),
                     values,
                 };
-                parts.push(if op == "$in" { f } else { Filter::Not(Box::new(f)) });
+                parts.push(if op == "$in" {
+                    f
+                } else {
+                    Filter::Not(Box::new(f))
+                });
             }
             "$gt" => range.0 = Some(number(field, op, arg)?),
             "$gte" => range.1 = Some(number(field, op, arg)?),
@@ -146,7 +152,9 @@ fn scalar(field: &str, v: &Value) -> Result<MetaValue, FilterError> {
             } else if let Some(f) = n.as_f64() {
                 Ok(MetaValue::Float(f))
             } else {
-                Err(FilterError(format!("field {field:?}: number {n} out of range")))
+                Err(FilterError(format!(
+                    "field {field:?}: number {n} out of range"
+                )))
             }
         }
         other => Err(FilterError(format!(

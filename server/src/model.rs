@@ -46,7 +46,11 @@ impl Model {
         let dir = resolve_model(spec).with_context(|| format!("resolving model {spec:?}"))?;
         let inner = ClipEmbedder::load(&dir, device.into(), DEFAULT_TEXT_CACHE)
             .with_context(|| format!("loading model {spec:?}"))?;
-        tracing::info!(model = inner.model_id(), dim = inner.dim(), "CLIP model loaded");
+        tracing::info!(
+            model = inner.model_id(),
+            dim = inner.dim(),
+            "CLIP model loaded"
+        );
         Ok(Model { inner })
     }
 

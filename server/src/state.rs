@@ -44,7 +44,10 @@ impl AppState {
             _ => Err(ApiError::bad_request(format!(
                 "there are {} collections; name one with `collection=` (one of: {})",
                 all.len(),
-                all.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                all.iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }

@@ -149,8 +149,11 @@ impl ChildServer {
             line.clear();
             let n = reader.read_line(&mut line).unwrap();
             assert!(n > 0, "child server exited before listening");
-            if let Some(url) = line.trim().strip_prefix("glimpse listening on ") {
-                let url = url.to_string();
+            // libtest prints "test NAME ... " on the same line first.
+            if let Some(pos) = line.find("glimpse listening on ") {
+                let url = line[pos + "glimpse listening on ".len()..]
+                    .trim()
+                    .to_string();
                 // Keep draining stdout so the child never blocks on a full pipe.
                 std::thread::spawn(move || {
                     let mut sink = String::new();
@@ -180,8 +183,11 @@ impl ChildServer {
 /// Writes the tiny random-weight CLIP model the e2e tests use into `dir`.
 pub fn tiny_model(dir: &Path) -> PathBuf {
     let model_dir = dir.join("tiny-clip");
-    glimpse_embedder::testing::write_tiny_clip(&model_dir, &glimpse_embedder::testing::TinyClipSpec::small())
-        .unwrap();
+    glimpse_embedder::testing::write_tiny_clip(
+        &model_dir,
+        &glimpse_embedder::testing::TinyClipSpec::small(),
+    )
+    .unwrap();
     model_dir
 }
 
@@ -193,7 +199,10 @@ pub fn tiny_dim() -> usize {
 /// A deterministic unit vector for point `i` (distinct directions).
 pub fn unit_vector(i: u64, dim: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dim)
-        .map(|j| (((i + 1) as f32) * 0.7071 + (j as f32) * 1.3).sin() + if j as u64 == i % dim as u64 { 2.0 } else { 0.0 })
+        .map(|j| {
+            (((i + 1) as f32) * 0.7071 + (j as f32) * 1.3).sin()
+                + if j as u64 == i % dim as u64 { 2.0 } else { 0.0 }
+        })
         .collect();
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.iter_mut().for_each(|x| *x /= n);
@@ -203,11 +212,19 @@ pub fn unit_vector(i: u64, dim: usize) -> Vec<f32> {
 /// Writes a shard in Glimpse's schema with ids `ids`, a `label` (id % 3)
 /// and a `split` column, at `dir/file_name`.
 pub fn write_shard(dir: &Path, file_name: &str, ids: std::ops::Range<i64>, dim: usize) -> PathBuf {
-    use glimpse_server::ingest::{ExtraColumn, MetaKind, MetaValue, ShardRecord, ShardWriterOptions, write_partition_atomic};
+    use glimpse_server::ingest::{
+        ExtraColumn, MetaKind, MetaValue, ShardRecord, ShardWriterOptions, write_partition_atomic,
+    };
     let mut opts = ShardWriterOptions::new("test", dim);
     opts.extra_columns = vec![
-        ExtraColumn { name: "label".into(), kind: MetaKind::Int },
-        ExtraColumn { name: "split".into(), kind: MetaKind::Str },
+        ExtraColumn {
+            name: "label".into(),
+            kind: MetaKind::Int,
+        },
+        ExtraColumn {
+            name: "split".into(),
+            kind: MetaKind::Str,
+        },
     ];
     let records: Vec<ShardRecord> = ids
         .map(|i| ShardRecord {
@@ -216,19 +233,27 @@ pub fn write_shard(dir: &Path, file_name: &str, ids: std::ops::Range<i64>, dim: 
             vector: unit_vector(i as u64, dim),
             extra: [
                 ("label".to_string(), MetaValue::Int(i % 3)),
-                ("split".to_string(), MetaValue::Str(if i % 2 == 0 { "train" } else { "val" }.into())),
+                (
+                    "split".to_string(),
+                    MetaValue::Str(if i % 2 == 0 { "train" } else { "val" }.into()),
+                ),
             ]
             .into_iter()
             .collect(),
         })
         .collect();
+    std::fs::create_dir_all(dir).unwrap();
     write_partition_atomic(dir, file_name, &records, opts).unwrap()
 }
 
 /// A small PNG image (solid colour with a gradient) as bytes.
 pub fn png_bytes(w: u32, h: u32, seed: u8) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x as u8).wrapping_mul(3).wrapping_add(seed), (y as u8).wrapping_mul(5), seed])
+        image::Rgb([
+            (x as u8).wrapping_mul(3).wrapping_add(seed),
+            (y as u8).wrapping_mul(5),
+            seed,
+        ])
     });
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();

@@ -47,7 +47,12 @@ fn sigterm_and_sigkill_keep_acknowledged_writes() {
     srv.wait();
 
     let srv = ChildServer::spawn("sigterm_and_sigkill_keep_acknowledged_writes", &flags);
-    let v: Value = c.get(format!("{}/v1/collections/p", srv.url)).send().unwrap().json().unwrap();
+    let v: Value = c
+        .get(format!("{}/v1/collections/p", srv.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(v["count"], 40, "{v}");
     for i in [0u64, 19, 20, 39] {
         let v: Value = c

@@ -119,7 +119,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn recall(got: &[Neighbor], want: &[Neighbor]) -> f64 {
-    let hits = got.iter().filter(|g| want.iter().any(|w| w.row == g.row)).count();
+    let hits = got
+        .iter()
+        .filter(|g| want.iter().any(|w| w.row == g.row))
+        .count();
     hits as f64 / want.len().max(1) as f64
 }
 
@@ -128,8 +131,14 @@ fn main() -> Result<()> {
     let (n, dim) = (args.n, args.dim);
     let metric = Metric::Cosine;
     let k = 10;
-    println!("# index_bench: N={n} d={dim} queries={} metric={metric}", args.queries);
-    println!("# cores: {} (build uses all; search single-threaded)", rayon::current_num_threads());
+    println!(
+        "# index_bench: N={n} d={dim} queries={} metric={metric}",
+        args.queries
+    );
+    println!(
+        "# cores: {} (build uses all; search single-threaded)",
+        rayon::current_num_threads()
+    );
 
     let t = Instant::now();
     let data = generate(&SyntheticSpec::clip_like(n, args.queries, dim, args.seed));
@@ -138,7 +147,10 @@ fn main() -> Result<()> {
     if let Some(dir) = &args.out {
         ctx(std::fs::create_dir_all(dir), &format!("creating {dir}"))?;
         let p = format!("{dir}/base.npy");
-        ctx(std::fs::write(&p, to_npy(&data.vectors, n, dim)), &format!("writing {p}"))?;
+        ctx(
+            std::fs::write(&p, to_npy(&data.vectors, n, dim)),
+            &format!("writing {p}"),
+        )?;
         let p = format!("{dir}/queries.npy");
         ctx(
             std::fs::write(&p, to_npy(&data.queries, args.queries, dim)),
@@ -158,7 +170,14 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let c = thread_cpu_s();
     for i in 0..ne {
-        std::hint::black_box(exact_search(&data.vectors, dim, metric, data.query(i), k, None));
+        std::hint::black_box(exact_search(
+            &data.vectors,
+            dim,
+            metric,
+            data.query(i),
+            k,
+            None,
+        ));
     }
     let exact_qps = ne as f64 / t.elapsed().as_secs_f64();
     let exact_cpu_qps = ne as f64 / (thread_cpu_s() - c);
@@ -226,7 +245,8 @@ fn main() -> Result<()> {
     );
     let mut rows = Vec::new();
     let default_label = "default params";
-    let mut all: Vec<(String, SearchParams)> = vec![(default_label.to_string(), SearchParams::default())];
+    let mut all: Vec<(String, SearchParams)> =
+        vec![(default_label.to_string(), SearchParams::default())];
     for &(p, r) in &settings {
         all.push((
             format!("nprobe={} refine={r}", p.max(1)),

@@ -225,6 +225,42 @@ impl ClipTokenizer {
     }
 }
 
+/// Writes the built-in vocabulary as a Hugging Face `tokenizer.json` (BPE model with `</w>`
+/// suffix, the two special tokens as added tokens), for model directories that ship none.
+pub fn write_tokenizer_json(path: &std::path::Path) -> Result<()> {
+    let (encoder, merges) = vocab::builtin()?;
+    let mut vocab: Vec<(&String, &u32)> = encoder.iter().collect();
+    vocab.sort_by_key(|(_, id)| **id);
+    let vocab: serde_json::Map<String, serde_json::Value> = vocab
+        .into_iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
+        .collect();
+    let merges: Vec<String> = merges.iter().map(|(a, b)| format!("{a} {b}")).collect();
+    let added: Vec<serde_json::Value> = [START, END]
+        .iter()
+        .map(|t| {
+            serde_json::json!({"id": encoder.get(*t), "content": t, "special": true,
+                "single_word": false, "lstrip": false, "rstrip": false, "normalized": true})
+        })
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0",
+        "added_tokens": added,
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": END, "continuing_subword_prefix": "",
+            "end_of_word_suffix": "</w>", "fuse_unk": false, "vocab": vocab, "merges": merges,
+        },
+    });
+    let text = serde_json::to_string(&json).map_err(|e| crate::error::EmbedderError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(path, text).map_err(|e| crate::error::EmbedderError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,40 +297,4 @@ mod tests {
         assert_eq!(chars.len(), 256);
         assert_eq!(t[0], (b'!', '!'));
     }
-}
-
-/// Writes the built-in vocabulary as a Hugging Face `tokenizer.json` (BPE model with `</w>`
-/// suffix, the two special tokens as added tokens), for model directories that ship none.
-pub fn write_tokenizer_json(path: &std::path::Path) -> Result<()> {
-    let (encoder, merges) = vocab::builtin()?;
-    let mut vocab: Vec<(&String, &u32)> = encoder.iter().collect();
-    vocab.sort_by_key(|(_, id)| **id);
-    let vocab: serde_json::Map<String, serde_json::Value> = vocab
-        .into_iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
-        .collect();
-    let merges: Vec<String> = merges.iter().map(|(a, b)| format!("{a} {b}")).collect();
-    let added: Vec<serde_json::Value> = [START, END]
-        .iter()
-        .map(|t| {
-            serde_json::json!({"id": encoder.get(*t), "content": t, "special": true,
-                "single_word": false, "lstrip": false, "rstrip": false, "normalized": true})
-        })
-        .collect();
-    let json = serde_json::json!({
-        "version": "1.0",
-        "added_tokens": added,
-        "model": {
-            "type": "BPE", "dropout": null, "unk_token": END, "continuing_subword_prefix": "",
-            "end_of_word_suffix": "</w>", "fuse_unk": false, "vocab": vocab, "merges": merges,
-        },
-    });
-    let text = serde_json::to_string(&json).map_err(|e| crate::error::EmbedderError::Write {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    std::fs::write(path, text).map_err(|e| crate::error::EmbedderError::Write {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
 }

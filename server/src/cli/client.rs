@@ -100,8 +100,8 @@ pub fn load(a: LoadArgs) -> Result<()> {
     let (mut rows, mut inserted, mut replaced) = (0u64, 0u64, 0u64);
     for (i, shard) in shards.iter().enumerate() {
         bar.set_message(format!("shard {}/{}", i + 1, shards.len()));
-        let file = std::fs::File::open(shard)
-            .with_context(|| format!("opening {}", shard.display()))?;
+        let file =
+            std::fs::File::open(shard).with_context(|| format!("opening {}", shard.display()))?;
         let len = file.metadata()?.len();
         let body = reqwest::blocking::Body::sized(
             ProgressReader {

@@ -39,7 +39,9 @@ pub struct EmbedImageArgs {
 pub fn embed_text(a: EmbedTextArgs) -> Result<()> {
     let model = Model::load(&a.model, a.device)?;
     for t in &a.texts {
-        let (v, _) = model.embed_text(t).map_err(|e| anyhow::anyhow!("{t:?}: {}", e.message))?;
+        let (v, _) = model
+            .embed_text(t)
+            .map_err(|e| anyhow::anyhow!("{t:?}: {}", e.message))?;
         println!("{}", serde_json::to_string(&*v)?);
     }
     Ok(())

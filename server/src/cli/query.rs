@@ -68,15 +68,14 @@ pub fn query(a: QueryArgs) -> Result<()> {
                 refine: a.refine,
                 filter: None,
             };
-            coll.search(q, &req)
-                .map(|hits| {
-                    let (ids, scores) = hits.into_iter().map(|h| (h.id, h.score)).unzip();
-                    ingest::QueryResult {
-                        query: i as i64,
-                        ids,
-                        scores,
-                    }
-                })
+            coll.search(q, &req).map(|hits| {
+                let (ids, scores) = hits.into_iter().map(|h| (h.id, h.score)).unzip();
+                ingest::QueryResult {
+                    query: i as i64,
+                    ids,
+                    scores,
+                }
+            })
         })
         .collect::<Result<_, _>>()?;
     let mut writer = ingest::QueryResultsWriter::create(&a.out)

@@ -95,7 +95,10 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
     } else {
         Some(Arc::new(Model::load(&a.model, a.device)?))
     };
-    for (flag, dir) in [("--images-dir", &a.images_dir), ("--import-root", &a.import_root)] {
+    for (flag, dir) in [
+        ("--images-dir", &a.images_dir),
+        ("--import-root", &a.import_root),
+    ] {
         if let Some(d) = dir
             && !d.is_dir()
         {

@@ -13,7 +13,6 @@ use super::blocking;
 use crate::error::{ApiError, ApiPath, ApiResult};
 use crate::paths::{PathError, resolve_inside};
 use crate::state::AppState;
-use crate::storage_err::storage_error;
 
 /// Content type from the first bytes of an image.
 pub fn sniff_content_type(bytes: &[u8]) -> &'static str {
@@ -21,7 +20,21 @@ pub fn sniff_content_type(bytes: &[u8]) -> &'static str {
         [0xFF, 0xD8, 0xFF, ..] => "image/jpeg",
         [0x89, b'P', b'N', b'G', ..] => "image/png",
         [b'G', b'I', b'F', b'8', ..] => "image/gif",
-        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => "image/webp",
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => "image/webp",
         [b'B', b'M', ..] => "image/bmp",
         _ => "application/octet-stream",
     }

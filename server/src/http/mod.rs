@@ -44,7 +44,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/collections/{c}/points/{id}",
             get(points::get_one).delete(points::delete_one),
         )
-        .route("/v1/collections/{c}/search", post(search::search_collection))
+        .route(
+            "/v1/collections/{c}/search",
+            post(search::search_collection),
+        )
         .route("/v1/jobs/{id}", get(bulk::job))
         .route("/search", get(search::search_get).post(compat::search_post))
         .route("/images/{c}/{id}", get(images::by_id))
@@ -91,7 +94,10 @@ fn is_write(method: &Method, path: &str) -> bool {
     if path.ends_with("/search") || path == "/search" {
         return false;
     }
-    matches!(*method, Method::POST | Method::PUT | Method::DELETE | Method::PATCH)
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::DELETE | Method::PATCH
+    )
 }
 
 /// Bearer-token check for write routes (and reads with `--protect-reads`).

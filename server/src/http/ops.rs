@@ -42,13 +42,22 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             if let Some(c) = st.store.collection(&info.name) {
                 let s = c.stats();
                 let l = [info.name.as_str()];
-                METRICS.collection_points.with_label_values(&l).set(s.points as i64);
-                METRICS.collection_segments.with_label_values(&l).set(s.segments as i64);
+                METRICS
+                    .collection_points
+                    .with_label_values(&l)
+                    .set(s.points as i64);
+                METRICS
+                    .collection_segments
+                    .with_label_values(&l)
+                    .set(s.segments as i64);
                 METRICS
                     .collection_segment_bytes
                     .with_label_values(&l)
                     .set(s.segment_bytes as i64);
-                METRICS.collection_wal_bytes.with_label_values(&l).set(s.wal_bytes as i64);
+                METRICS
+                    .collection_wal_bytes
+                    .with_label_values(&l)
+                    .set(s.wal_bytes as i64);
             }
         }
         METRICS.render()
@@ -56,7 +65,10 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     .await
     .unwrap_or_default();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()

@@ -52,7 +52,10 @@ pub(crate) fn id_from_json(v: &Value) -> Result<String, ApiError> {
     if id.is_empty() || id.len() > MAX_ID_BYTES {
         return Err(ApiError::invalid(
             "invalid_id",
-            format!("id must be 1 to {MAX_ID_BYTES} bytes, got {} bytes", id.len()),
+            format!(
+                "id must be 1 to {MAX_ID_BYTES} bytes, got {} bytes",
+                id.len()
+            ),
         ));
     }
     Ok(id)
@@ -188,7 +191,9 @@ pub(super) async fn delete_one(
 ) -> ApiResult<Json<Value>> {
     let coll = state.collection(&name)?;
     blocking(move || {
-        let n = coll.delete(std::slice::from_ref(&id)).map_err(storage_error)?;
+        let n = coll
+            .delete(std::slice::from_ref(&id))
+            .map_err(storage_error)?;
         if n == 0 {
             return Err(ApiError::not_found(format!(
                 "point {id:?} not found in {name:?}"

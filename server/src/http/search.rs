@@ -160,12 +160,18 @@ pub async fn run_search(
     if let Some(n) = knobs.nprobe
         && (n == 0 || n > 65_536)
     {
-        return Err(ApiError::invalid("invalid_nprobe", "nprobe must be 1..=65536"));
+        return Err(ApiError::invalid(
+            "invalid_nprobe",
+            "nprobe must be 1..=65536",
+        ));
     }
     if let Some(r) = knobs.refine
         && (r == 0 || r > 1_000)
     {
-        return Err(ApiError::invalid("invalid_refine", "refine must be 1..=1000"));
+        return Err(ApiError::invalid(
+            "invalid_refine",
+            "refine must be 1..=1000",
+        ));
     }
     let mut embed_ms = 0.0;
     let query: Vec<f32> = match input {
@@ -194,7 +200,10 @@ pub async fn run_search(
                 METRICS.query_cache_misses_total.inc();
             }
             let secs = t0.elapsed().as_secs_f64();
-            METRICS.search_stage_seconds.with_label_values(&["embed"]).observe(secs);
+            METRICS
+                .search_stage_seconds
+                .with_label_values(&["embed"])
+                .observe(secs);
             embed_ms = secs * 1e3;
             v.to_vec()
         }
@@ -203,7 +212,10 @@ pub async fn run_search(
             let t0 = Instant::now();
             let v = blocking(move || model.embed_image(&bytes)).await?;
             let secs = t0.elapsed().as_secs_f64();
-            METRICS.search_stage_seconds.with_label_values(&["embed"]).observe(secs);
+            METRICS
+                .search_stage_seconds
+                .with_label_values(&["embed"])
+                .observe(secs);
             embed_ms = secs * 1e3;
             v
         }
@@ -211,11 +223,9 @@ pub async fn run_search(
             let c = coll.clone();
             let name = coll.name().to_string();
             blocking(move || {
-                c.get(&id)
-                    .map(|p| p.vector)
-                    .ok_or_else(|| {
-                        ApiError::not_found(format!("point {id:?} not found in {name:?}"))
-                    })
+                c.get(&id).map(|p| p.vector).ok_or_else(|| {
+                    ApiError::not_found(format!("point {id:?} not found in {name:?}"))
+                })
             })
             .await?
         }
@@ -241,9 +251,15 @@ pub async fn run_search(
     let t1 = Instant::now();
     let hits: Vec<Hit> = blocking(move || c.search(&query, &req).map_err(storage_error)).await?;
     let search_secs = t1.elapsed().as_secs_f64();
-    METRICS.search_stage_seconds.with_label_values(&["search"]).observe(search_secs);
+    METRICS
+        .search_stage_seconds
+        .with_label_values(&["search"])
+        .observe(search_secs);
     let total = started.elapsed().as_secs_f64();
-    METRICS.search_stage_seconds.with_label_values(&["total"]).observe(total);
+    METRICS
+        .search_stage_seconds
+        .with_label_values(&["total"])
+        .observe(total);
     let name = coll.name().to_string();
     let results = hits
         .into_iter()
@@ -358,9 +374,8 @@ pub(super) async fn search_get(
     State(state): State<Arc<AppState>>,
     ApiQuery(qs): ApiQuery<SearchQueryString>,
 ) -> ApiResult<Json<SearchOut>> {
-    let q = qs
-        .q
-        .ok_or_else(|| ApiError::invalid("invalid_text", "missing `q` (the query text)"))?;
+    let q =
+        qs.q.ok_or_else(|| ApiError::invalid("invalid_text", "missing `q` (the query text)"))?;
     let coll = state.default_collection(qs.collection.as_deref())?;
     let knobs = SearchKnobs {
         k: qs.k,
