@@ -92,7 +92,7 @@ pub fn bulk_load(
         bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         progress
             .rows_total
-            .fetch_add(reader.num_rows() as u64, Ordering::Relaxed);
+            .fetch_add(reader.num_rows(), Ordering::Relaxed);
         if let Some(d) = reader.dim() {
             match dim {
                 None => dim = Some(d),
