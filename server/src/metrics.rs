@@ -8,8 +8,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 100 µs to 30 s.
@@ -50,6 +50,10 @@ pub struct Metrics {
     pub collection_wal_bytes: IntGaugeVec,
     /// Resident set size of the process (refreshed at scrape).
     pub process_resident_memory_bytes: IntGauge,
+    /// Engine counters per collection (`name` label), synced from the store at scrape.
+    pub storage_counts: IntCounterVec,
+    /// Engine time counters per collection (`name` label), synced at scrape.
+    pub storage_seconds: CounterVec,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -146,6 +150,20 @@ impl Metrics {
                 "Resident set size of the server process.",
             )
             .unwrap_or_else(|e| panic!("metric: {e}")),
+            storage_counts: counter_vec(
+                "glimpse_storage_events_total",
+                "Storage engine events by collection and kind: wal_bytes (bytes appended to the WAL), \
+                 wal_records, fsyncs, flushes, compactions, bulk_commits, bulk_rows.",
+                &["collection", "kind"],
+            ),
+            storage_seconds: CounterVec::new(
+                Opts::new(
+                    "glimpse_storage_seconds_total",
+                    "Seconds the storage engine spent by collection and kind: fsync, flush, compaction.",
+                ),
+                &["collection", "kind"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
             registry,
         };
         let r = &m.registry;
@@ -164,6 +182,8 @@ impl Metrics {
             Box::new(m.collection_segment_bytes.clone()),
             Box::new(m.collection_wal_bytes.clone()),
             Box::new(m.process_resident_memory_bytes.clone()),
+            Box::new(m.storage_counts.clone()),
+            Box::new(m.storage_seconds.clone()),
         ];
         for c in regs {
             r.register(c)
@@ -183,6 +203,42 @@ impl Metrics {
             tracing::error!("encoding metrics: {e}");
         }
         String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Metrics {
+    /// Brings the storage counters of one collection up to the engine's
+    /// values. The engine's counters only grow (they restart at zero when a
+    /// collection is dropped and created again; such a step back is ignored).
+    pub fn sync_storage_counters(&self, collection: &str, c: &glimpse_storage::StorageCounters) {
+        let counts = [
+            ("wal_bytes", c.wal_bytes_written),
+            ("wal_records", c.wal_records_written),
+            ("fsyncs", c.fsyncs),
+            ("flushes", c.flushes),
+            ("compactions", c.compactions),
+            ("bulk_commits", c.bulk_commits),
+            ("bulk_rows", c.bulk_rows),
+        ];
+        for (kind, value) in counts {
+            let counter = self.storage_counts.with_label_values(&[collection, kind]);
+            let seen = counter.get();
+            if value > seen {
+                counter.inc_by(value - seen);
+            }
+        }
+        let seconds = [
+            ("fsync", c.fsync_seconds),
+            ("flush", c.flush_seconds),
+            ("compaction", c.compaction_seconds),
+        ];
+        for (kind, value) in seconds {
+            let counter = self.storage_seconds.with_label_values(&[collection, kind]);
+            let seen = counter.get();
+            if value > seen {
+                counter.inc_by(value - seen);
+            }
+        }
     }
 }
 

@@ -309,6 +309,12 @@ fn bulk_load_search_every_way_and_restart() {
         "{text}"
     );
     assert!(text.contains("glimpse_search_stage_seconds_bucket"));
+    assert!(
+        text.contains("glimpse_storage_events_total{collection=\"imgs\",kind=\"bulk_rows\"} 220"),
+        "{text}"
+    );
+    assert!(text.contains("glimpse_storage_events_total{collection=\"imgs\",kind=\"fsyncs\"}"));
+    assert_error(get_json(&c, &srv.at("/v2/nothing")), 404, "not_found");
     let (st, v) = get_json(&c, &srv.at("/openapi.json"));
     assert_eq!(st, 200);
     assert!(v["paths"]["/v1/collections/{c}/search"].is_object());

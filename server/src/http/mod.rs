@@ -64,6 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/collections/{c}/bulk-load", post(bulk::bulk_load))
         .layer(DefaultBodyLimit::disable());
     api.merge(upload)
+        .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(track))
         .with_state(state)
@@ -87,6 +88,15 @@ pub async fn serve(
         .map_err(std::io::Error::other)?
         .map_err(std::io::Error::other)?;
     Ok(())
+}
+
+/// Unknown routes answer the same JSON error shape as everything else.
+async fn unknown_route(req: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {} {} (see /openapi.json)",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 /// Whether a request changes stored data.

@@ -58,6 +58,7 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                     .collection_wal_bytes
                     .with_label_values(&l)
                     .set(s.wal_bytes as i64);
+                METRICS.sync_storage_counters(&info.name, &c.counters());
             }
         }
         METRICS.render()
