@@ -1,0 +1,70 @@
+//! The client subcommands against a real server and data dir: `glimpse
+//! load` uploads every shard, `glimpse query` answers a Parquet of queries
+//! offline, in input order.
+
+#![allow(clippy::unwrap_used)]
+
+use glimpse_e2e::{TestServer, write_shard};
+use glimpse_server::cli::{LoadArgs, QueryArgs, load, query};
+use glimpse_server::ingest::read_query_results;
+
+#[test]
+fn load_then_offline_query() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dim = 16;
+    let shards = tmp.path().join("shards");
+    write_shard(
+        &shards.join("e_0_40.parquet_part_0"),
+        "data.parquet",
+        0..40,
+        dim,
+    );
+    write_shard(&shards, "e_40_90.parquet_part_0.parquet", 40..90, dim);
+    let data = tmp.path().join("data");
+    let srv = TestServer::start(&["--data-dir", data.to_str().unwrap(), "--model", "none"]);
+    load(LoadArgs {
+        url: srv.url.clone(),
+        collection: "pics".into(),
+        api_key: None,
+        paths: vec![shards.clone()],
+    })
+    .unwrap();
+    // Loading again is idempotent.
+    load(LoadArgs {
+        url: srv.url.clone(),
+        collection: "pics".into(),
+        api_key: None,
+        paths: vec![shards],
+    })
+    .unwrap();
+    let v: serde_json::Value = reqwest::blocking::get(srv.at("/v1/collections/pics"))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["count"], 90, "{v}");
+    srv.stop();
+
+    // Queries are the stored vectors of ids 70..75: each finds itself first, in input order.
+    let queries = tmp.path().join("q");
+    let qfile = write_shard(&queries, "q.parquet", 70..75, dim);
+    let out = tmp.path().join("results.parquet");
+    query(QueryArgs {
+        data_dir: data,
+        collection: "pics".into(),
+        vectors: qfile,
+        k: 3,
+        nprobe: None,
+        refine: None,
+        out: out.clone(),
+    })
+    .unwrap();
+    let results = read_query_results(&out).unwrap();
+    assert_eq!(results.len(), 5);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.query, i as i64);
+        assert_eq!(r.ids.len(), 3);
+        assert_eq!(r.ids[0], (70 + i).to_string());
+        assert!((r.scores[0] - 1.0).abs() < 1e-4);
+        assert!(r.scores.windows(2).all(|w| w[0] >= w[1]));
+    }
+}
