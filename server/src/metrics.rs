@@ -207,6 +207,26 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Refreshes every per-collection metric from the engine's stats and
+    /// counters (called at scrape time, so gauges never drift).
+    pub fn sync_collection(
+        &self,
+        collection: &str,
+        stats: &glimpse_storage::CollectionStats,
+        counters: &glimpse_storage::StorageCounters,
+    ) {
+        let gauges = [
+            (&self.collection_points, stats.points as i64),
+            (&self.collection_segments, stats.segments as i64),
+            (&self.collection_segment_bytes, stats.segment_bytes as i64),
+            (&self.collection_wal_bytes, stats.wal_bytes as i64),
+        ];
+        for (gauge, value) in gauges {
+            gauge.with_label_values(&[collection]).set(value);
+        }
+        self.sync_storage_counters(collection, counters);
+    }
+
     /// Brings the storage counters of one collection up to the engine's
     /// values. The engine's counters only grow (they restart at zero when a
     /// collection is dropped and created again; such a step back is ignored).

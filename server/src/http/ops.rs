@@ -40,25 +40,7 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = tokio::task::spawn_blocking(move || {
         for info in st.store.list() {
             if let Some(c) = st.store.collection(&info.name) {
-                let s = c.stats();
-                let l = [info.name.as_str()];
-                METRICS
-                    .collection_points
-                    .with_label_values(&l)
-                    .set(s.points as i64);
-                METRICS
-                    .collection_segments
-                    .with_label_values(&l)
-                    .set(s.segments as i64);
-                METRICS
-                    .collection_segment_bytes
-                    .with_label_values(&l)
-                    .set(s.segment_bytes as i64);
-                METRICS
-                    .collection_wal_bytes
-                    .with_label_values(&l)
-                    .set(s.wal_bytes as i64);
-                METRICS.sync_storage_counters(&info.name, &c.counters());
+                METRICS.sync_collection(&info.name, &c.stats(), &c.counters());
             }
         }
         METRICS.render()
