@@ -2,7 +2,7 @@
 //! snapshot reads over memtables and segments, flush, compaction and the
 //! background maintenance thread.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -1066,6 +1066,44 @@ impl Collection {
         v.segments
             .iter()
             .find_map(|s| s.live_row(id).map(|row| s.reader.point(row)))
+    }
+
+    /// Every live id, sorted. Memtables are consulted newest first so that a delete or
+    /// re-insert there hides the older state in segments; O(points) time and memory, meant
+    /// for reconciliation jobs, not for the query path.
+    pub fn ids(&self) -> Vec<String> {
+        if self.inner.check_open().is_err() {
+            return Vec::new();
+        }
+        // One consistent view: the active memtable's lock is held while the version is read,
+        // as in `get`, so a flush cannot move rows between the two halves of the walk.
+        let active = self.inner.active.read();
+        let v = self.inner.version.load();
+        let mut decided: HashMap<&str, bool> = HashMap::new();
+        for m in std::iter::once(&*active).chain(v.frozen.iter().map(|m| &**m)) {
+            for (id, live) in m.id_states() {
+                decided.entry(id).or_insert(live);
+            }
+        }
+        let mut out: Vec<String> = decided
+            .iter()
+            .filter(|(_, live)| **live)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        for s in &v.segments {
+            if s.reader.is_quarantined() {
+                continue;
+            }
+            for (id, row) in s.reader.sorted_ids() {
+                if !s.tombstones.contains(row) && !decided.contains_key(id) {
+                    out.push(id.to_string());
+                }
+            }
+        }
+        drop(active);
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The inline image bytes of `id`, if it exists and has some.

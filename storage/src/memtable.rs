@@ -150,6 +150,14 @@ impl Memtable {
         self.live.iter().filter(|&&l| l).count()
     }
 
+    /// Every id touched with its newest state here: `true` when it holds a live version,
+    /// `false` when deleted.
+    pub(crate) fn id_states(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.entries
+            .iter()
+            .map(|(id, e)| (id.as_str(), matches!(e, MemEntry::Put { .. })))
+    }
+
     /// Every id touched (a flush tombstones them in older segments).
     pub(crate) fn touched_ids(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)

@@ -58,6 +58,8 @@ fn check(store: &Store, model: &BTreeMap<String, Point>) -> Result<(), TestCaseE
         prop_assert_eq!(got.as_ref(), model.get(&id(i)), "get {}", id(i));
     }
     prop_assert_eq!(c.len() as usize, model.len());
+    let want_ids: Vec<String> = model.keys().cloned().collect();
+    prop_assert_eq!(c.ids(), want_ids, "live ids");
     let q = vec_for("query", 0, DIM);
     let hits = c
         .search(
