@@ -1,4 +1,4 @@
-//! Background bulk-load jobs (`?async=true`) and their progress.
+//! Background jobs (`?async=true` bulk loads, `--photos` folder passes) and their progress.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +38,8 @@ pub enum JobState {
 pub struct Job {
     /// Job id (UUID v4).
     pub id: String,
+    /// What the job does: `bulk_load` or `photo_sync`.
+    pub kind: &'static str,
     /// Target collection.
     pub collection: String,
     /// Progress counters.
@@ -47,7 +49,15 @@ pub struct Job {
     outcome: Mutex<(JobState, Option<serde_json::Value>)>,
 }
 
+/// Finished jobs kept for `GET /v1/jobs`; older ones are forgotten.
+pub const MAX_FINISHED_JOBS: usize = 256;
+
 impl Job {
+    /// Whether the job has ended (done or failed).
+    pub fn is_finished(&self) -> bool {
+        self.outcome.lock().0 != JobState::Running
+    }
+
     /// Marks the job finished with its result or error body.
     pub fn finish(&self, state: JobState, body: serde_json::Value) {
         *self.outcome.lock() = (state, Some(body));
@@ -59,6 +69,7 @@ impl Job {
         let p = &self.progress;
         let mut v = serde_json::json!({
             "id": self.id,
+            "kind": self.kind,
             "collection": self.collection,
             "state": state,
             "started_unix": self.started_unix,
@@ -85,11 +96,13 @@ pub struct JobRegistry {
 }
 
 impl JobRegistry {
-    /// Registers a new running job.
-    pub fn start(&self, collection: &str) -> Arc<Job> {
+    /// Registers a new running job of `kind` on `collection`. Beyond [`MAX_FINISHED_JOBS`]
+    /// finished jobs, the oldest finished one is forgotten (running jobs never are).
+    pub fn start(&self, kind: &'static str, collection: &str) -> Arc<Job> {
         let id = uuid::Uuid::new_v4().to_string();
         let job = Arc::new(Job {
             id: id.clone(),
+            kind,
             collection: collection.to_string(),
             progress: Arc::new(JobProgress::default()),
             started: Instant::now(),
@@ -99,8 +112,26 @@ impl JobRegistry {
                 .unwrap_or(0),
             outcome: Mutex::new((JobState::Running, None)),
         });
-        self.jobs.lock().insert(id, job.clone());
+        let mut jobs = self.jobs.lock();
+        let finished = jobs.values().filter(|j| j.is_finished()).count();
+        if finished >= MAX_FINISHED_JOBS
+            && let Some(oldest) = jobs
+                .values()
+                .filter(|j| j.is_finished())
+                .min_by_key(|j| j.started)
+                .map(|j| j.id.clone())
+        {
+            jobs.remove(&oldest);
+        }
+        jobs.insert(id, job.clone());
         job
+    }
+
+    /// Every known job, newest first.
+    pub fn list(&self) -> Vec<Arc<Job>> {
+        let mut all: Vec<Arc<Job>> = self.jobs.lock().values().cloned().collect();
+        all.sort_by_key(|j| std::cmp::Reverse(j.started));
+        all
     }
 
     /// Looks a job up by id.

@@ -14,5 +14,6 @@ pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod paths;
+pub mod photos;
 pub mod state;
 pub mod storage_err;

@@ -42,6 +42,7 @@ impl TestServer {
     pub fn start(flags: &[&str]) -> TestServer {
         let args = serve_args(flags);
         let state = glimpse_server::cli::build_state(&args).unwrap();
+        glimpse_server::cli::start_background(&state, &args).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -64,6 +65,18 @@ impl TestServer {
             shutdown: Some(tx),
             thread: Some(thread),
         }
+    }
+
+    /// `glimpse serve --photos PHOTOS` over data dir `data` with CLIP model directory `model`.
+    pub fn start_photos(data: &Path, model: &Path, photos: &Path) -> TestServer {
+        TestServer::start(&[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--photos",
+            photos.to_str().unwrap(),
+        ])
     }
 
     /// Full URL of a path.
@@ -261,4 +274,37 @@ pub fn png_bytes(w: u32, h: u32, seed: u8) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();
     out.into_inner()
+}
+
+/// Waits (up to two minutes) for the newest `photo_sync` job of `server` to end and returns
+/// its report; panics if it failed.
+pub fn wait_for_photo_sync(server: &TestServer) -> serde_json::Value {
+    let client = reqwest::blocking::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let body: serde_json::Value = client
+            .get(server.at("/v1/jobs"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let job = body["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["kind"] == "photo_sync")
+            .cloned();
+        if let Some(job) = job {
+            match job["state"].as_str().unwrap() {
+                "done" => return job["result"].clone(),
+                "failed" => panic!("photo sync failed: {job}"),
+                _ => {}
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "photo sync did not finish: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -11,4 +11,6 @@ pub use client::{LoadArgs, SearchArgs, load, search};
 pub use embed::{EmbedArgs, SkyLaunchArgs, embed, sky_launch, sky_launch_commands};
 pub use embed_cmds::{EmbedImageArgs, EmbedTextArgs, embed_image, embed_text};
 pub use query::{QueryArgs, query};
-pub use serve::{ServeArgs, build_state, serve, shutdown_signal};
+pub use serve::{
+    DEFAULT_PHOTOS_COLLECTION, ServeArgs, build_state, serve, shutdown_signal, start_background,
+};

@@ -57,7 +57,19 @@ pub struct ServeArgs {
     /// Fsync the WAL every N milliseconds instead of on every commit (faster, loses up to N ms on power loss).
     #[arg(long)]
     pub fsync_interval_ms: Option<u64>,
+    /// A folder of photos to search: new and changed photos are embedded and loaded in the
+    /// background (into `--collection`, default `photos`), removed ones are deleted, and the
+    /// images are served from it. Implies `--images-dir DIR`.
+    #[arg(long)]
+    pub photos: Option<PathBuf>,
+    /// With `--photos`: look for new, changed and removed photos again every N seconds
+    /// (0: only at start).
+    #[arg(long, default_value_t = 0)]
+    pub photos_rescan_secs: u64,
 }
+
+/// Collection `--photos` fills when `--collection` is not given.
+pub const DEFAULT_PHOTOS_COLLECTION: &str = "photos";
 
 /// Resolves when SIGTERM or Ctrl-C arrives.
 pub async fn shutdown_signal() {
@@ -98,6 +110,7 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
     for (flag, dir) in [
         ("--images-dir", &a.images_dir),
         ("--import-root", &a.import_root),
+        ("--photos", &a.photos),
     ] {
         if let Some(d) = dir
             && !d.is_dir()
@@ -105,12 +118,33 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
             bail!("{flag} {} is not a directory", d.display());
         }
     }
+    let mut images_dir = a.images_dir.clone();
+    let mut default_collection = a.collection.clone();
+    if let Some(photos) = &a.photos {
+        let Some(model) = &model else {
+            bail!("--photos needs a CLIP model to embed the photos; drop `--model none`");
+        };
+        if let Some(d) = &images_dir
+            && std::fs::canonicalize(d).ok() != std::fs::canonicalize(photos).ok()
+        {
+            bail!(
+                "--photos serves images from {}; --images-dir must be left out or name the same folder",
+                photos.display()
+            );
+        }
+        images_dir = Some(photos.clone());
+        let name = default_collection
+            .get_or_insert_with(|| DEFAULT_PHOTOS_COLLECTION.to_string())
+            .clone();
+        crate::photos::photo_collection(&store, &name, model)
+            .with_context(|| format!("opening the photo collection {name:?}"))?;
+    }
     let mut config = ServerConfig::new(a.data_dir.join("spool"));
     config.import_root = a.import_root.clone();
-    config.images_dir = a.images_dir.clone();
+    config.images_dir = images_dir;
     config.api_key = a.api_key.clone().filter(|k| !k.is_empty());
     config.protect_reads = a.protect_reads;
-    config.default_collection = a.collection.clone();
+    config.default_collection = default_collection;
     config.max_text_chars = a.max_text_chars;
     config.max_k = a.max_k;
     config.max_json_bytes = a.max_json_bytes;
@@ -125,6 +159,25 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
     }))
 }
 
+/// Starts the background work `a` asks for (the `--photos` folder sync).
+pub fn start_background(state: &Arc<AppState>, a: &ServeArgs) -> Result<()> {
+    let Some(photos) = &a.photos else {
+        return Ok(());
+    };
+    let name = state
+        .config
+        .default_collection
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PHOTOS_COLLECTION.to_string());
+    let collection = state
+        .store
+        .collection(&name)
+        .with_context(|| format!("the photo collection {name:?} is missing"))?;
+    let rescan = (a.photos_rescan_secs > 0).then(|| Duration::from_secs(a.photos_rescan_secs));
+    crate::photos::spawn_sync(state.clone(), photos.clone(), collection, rescan)
+        .context("starting the photo sync thread")
+}
+
 /// Runs `glimpse serve` until SIGTERM/Ctrl-C.
 pub fn serve(a: ServeArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -132,6 +185,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     let state = build_state(&a)?;
+    start_background(&state, &a)?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.bind)
             .await

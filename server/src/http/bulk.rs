@@ -1,4 +1,4 @@
-//! `POST /v1/collections/{c}/bulk-load` and `GET /v1/jobs/{id}`.
+//! `POST /v1/collections/{c}/bulk-load`, `GET /v1/jobs` and `GET /v1/jobs/{id}`.
 //!
 //! The body is either a Parquet file, streamed to a spool file on disk
 //! (never buffered whole in memory), or JSON `{"paths": [...]}` naming files
@@ -132,7 +132,7 @@ pub(super) async fn bulk_load(
     };
 
     if q.run_async {
-        let job = state.jobs.start(&name);
+        let job = state.jobs.start("bulk_load", &name);
         let st = state.clone();
         let j = job.clone();
         tokio::task::spawn_blocking(move || {
@@ -168,4 +168,9 @@ pub(super) async fn job(
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("job {id:?} not found")))?;
     Ok(Json(job.to_json()))
+}
+
+pub(super) async fn jobs(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let jobs: Vec<Value> = state.jobs.list().iter().map(|j| j.to_json()).collect();
+    Json(json!({ "jobs": jobs }))
 }

@@ -48,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/collections/{c}/search",
             post(search::search_collection),
         )
+        .route("/v1/jobs", get(bulk::jobs))
         .route("/v1/jobs/{id}", get(bulk::job))
         .route("/search", get(search::search_get).post(compat::search_post))
         .route("/images/{c}/{id}", get(images::by_id))

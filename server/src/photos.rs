@@ -1,0 +1,324 @@
+//! `glimpse serve --photos DIR`: keeps a collection in step with a folder of photos.
+//!
+//! Each photo's id is its `/`-joined path relative to the folder, so ids stay the same when
+//! photos are added or removed (positions would shift). A pass embeds photos that are new or
+//! whose size or modification time changed, and deletes points whose file is gone. Every
+//! batch is committed on its own, so an interrupted pass keeps its work and the next one
+//! resumes where it stopped.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use glimpse_index::Metric;
+use glimpse_storage::{Collection, MetaValue, Point, Store};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::jobs::{JobProgress, JobState};
+use crate::model::Model;
+use crate::state::AppState;
+
+/// Images embedded per forward pass and per commit.
+const BATCH: usize = 32;
+/// Longest id the storage engine accepts.
+const MAX_ID_BYTES: usize = 256;
+/// Metadata key holding the file size in bytes.
+const META_SIZE: &str = "file_size";
+/// Metadata key holding the modification time in nanoseconds since the Unix epoch.
+const META_MTIME: &str = "file_mtime_ns";
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Image files found in the folder.
+    pub scanned: u64,
+    /// Photos embedded for the first time.
+    pub added: u64,
+    /// Photos embedded again because their size or modification time changed.
+    pub updated: u64,
+    /// Points deleted because their file is gone.
+    pub removed: u64,
+    /// Photos already up to date.
+    pub unchanged: u64,
+    /// Photos that could not be read or decoded (logged; retried on the next pass).
+    pub failed: u64,
+}
+
+/// Errors that end a pass.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The folder could not be listed.
+    #[error("listing {dir}: {reason}")]
+    List {
+        /// The photo folder.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The store refused a write (closed, full disk, mismatched collection).
+    #[error("storing photos: {0}")]
+    Storage(#[from] glimpse_storage::StorageError),
+    /// The model failed on a whole batch.
+    #[error("embedding photos: {0}")]
+    Model(String),
+}
+
+/// One photo file on disk.
+struct PhotoFile {
+    path: PathBuf,
+    id: String,
+    size: i64,
+    mtime_ns: i64,
+}
+
+/// Opens (or creates) the photo collection sized for `model`.
+pub fn photo_collection(
+    store: &Store,
+    name: &str,
+    model: &Model,
+) -> Result<Arc<Collection>, SyncError> {
+    Ok(store.create_collection(name, model.dim(), Metric::Cosine)?)
+}
+
+/// Runs one pass over `dir` into `collection`, counting progress into `progress`.
+pub fn sync_once(
+    dir: &Path,
+    collection: &Collection,
+    model: &Model,
+    progress: &JobProgress,
+) -> Result<SyncReport, SyncError> {
+    let files = list_photos(dir)?;
+    let present: HashSet<String> = files.iter().map(|f| f.id.clone()).collect();
+    let mut report = SyncReport {
+        scanned: files.len() as u64,
+        ..SyncReport::default()
+    };
+    let mut todo: Vec<(PhotoFile, bool)> = Vec::new();
+    for f in files {
+        match collection.get(&f.id) {
+            Some(p) if is_current(&p, &f) => report.unchanged += 1,
+            Some(_) => todo.push((f, true)),
+            None => todo.push((f, false)),
+        }
+    }
+    progress
+        .rows_total
+        .store(todo.len() as u64, Ordering::Relaxed);
+    for chunk in todo.chunks(BATCH) {
+        let (points, failed) = embed_batch(chunk, model)?;
+        report.failed += failed;
+        for (f, existed) in chunk {
+            if points.iter().any(|p| p.id == f.id) {
+                if *existed {
+                    report.updated += 1;
+                } else {
+                    report.added += 1;
+                }
+            }
+        }
+        if !points.is_empty() {
+            collection.upsert(points)?;
+        }
+        progress
+            .rows_done
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    }
+    report.removed = remove_missing(dir, collection, &present)?;
+    Ok(report)
+}
+
+/// Deletes points whose photo is no longer in the folder. An empty listing of a non-empty
+/// collection is taken as an unmounted or mistyped folder, not as "every photo deleted".
+fn remove_missing(
+    dir: &Path,
+    collection: &Collection,
+    present: &HashSet<String>,
+) -> Result<u64, SyncError> {
+    let gone: Vec<String> = collection
+        .ids()
+        .into_iter()
+        .filter(|id| !present.contains(id))
+        .collect();
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    if present.is_empty() {
+        tracing::warn!(
+            dir = %dir.display(),
+            points = gone.len(),
+            "the photo folder is empty; keeping the existing points"
+        );
+        return Ok(0);
+    }
+    for chunk in gone.chunks(1000) {
+        collection.delete(chunk)?;
+    }
+    Ok(gone.len() as u64)
+}
+
+fn is_current(p: &Point, f: &PhotoFile) -> bool {
+    p.metadata.get(META_SIZE) == Some(&MetaValue::Int(f.size))
+        && p.metadata.get(META_MTIME) == Some(&MetaValue::Int(f.mtime_ns))
+}
+
+/// Reads, decodes and embeds one batch; unreadable photos are logged and counted.
+fn embed_batch(chunk: &[(PhotoFile, bool)], model: &Model) -> Result<(Vec<Point>, u64), SyncError> {
+    let image = model.embedder().image();
+    let prepared: Vec<_> = chunk
+        .par_iter()
+        .map(|(f, _)| {
+            let bytes = std::fs::read(&f.path).map_err(|e| e.to_string())?;
+            image.preprocess(&bytes).map_err(|e| e.to_string())
+        })
+        .collect();
+    let mut ok = Vec::new();
+    let mut files = Vec::new();
+    let mut failed = 0;
+    for ((f, _), r) in chunk.iter().zip(prepared) {
+        match r {
+            Ok(p) => {
+                ok.push(p);
+                files.push(f);
+            }
+            Err(reason) => {
+                failed += 1;
+                tracing::warn!(path = %f.path.display(), %reason, "skipping an unreadable photo");
+            }
+        }
+    }
+    if ok.is_empty() {
+        return Ok((Vec::new(), failed));
+    }
+    let vectors = image
+        .embed(&ok)
+        .map_err(|e| SyncError::Model(e.to_string()))?;
+    let points = files
+        .into_iter()
+        .zip(vectors)
+        .map(|(f, vector)| Point {
+            id: f.id.clone(),
+            vector,
+            image_path: Some(f.id.clone()),
+            image_bytes: None,
+            metadata: BTreeMap::from([
+                (META_SIZE.to_string(), MetaValue::Int(f.size)),
+                (META_MTIME.to_string(), MetaValue::Int(f.mtime_ns)),
+            ]),
+        })
+        .collect();
+    Ok((points, failed))
+}
+
+/// Image files under `dir` with their ids, size and modification time.
+fn list_photos(dir: &Path) -> Result<Vec<PhotoFile>, SyncError> {
+    let listed = crate::embed::source::list_folder(dir).map_err(|e| SyncError::List {
+        dir: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut out = Vec::with_capacity(listed.len());
+    for (path, _) in listed {
+        let Some(id) = relative_id(dir, &path) else {
+            tracing::warn!(path = %path.display(), "skipping a photo whose path cannot be an id");
+            continue;
+        };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue; // removed since the listing
+        };
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        out.push(PhotoFile {
+            path,
+            id,
+            size: i64::try_from(meta.len()).unwrap_or(i64::MAX),
+            mtime_ns,
+        });
+    }
+    Ok(out)
+}
+
+/// `a/b.jpg` for `DIR/a/b.jpg`; `None` when it does not fit an id.
+fn relative_id(dir: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(dir).ok()?;
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    let id = parts?.join("/");
+    (!id.is_empty() && id.len() <= MAX_ID_BYTES).then_some(id)
+}
+
+/// Starts the background job that keeps `collection` in step with `dir`: one pass now and,
+/// when `rescan` is set, one every `rescan` after the previous ended. The job is listed at
+/// `GET /v1/jobs`; each pass's report is its result.
+pub fn spawn_sync(
+    state: Arc<AppState>,
+    dir: PathBuf,
+    collection: Arc<Collection>,
+    rescan: Option<Duration>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("glimpse-photos".into())
+        .spawn(move || {
+            let Some(model) = state.model.clone() else {
+                return;
+            };
+            loop {
+                let job = state.jobs.start("photo_sync", collection.name());
+                let started = Instant::now();
+                match sync_once(&dir, &collection, &model, &job.progress) {
+                    Ok(r) => {
+                        tracing::info!(
+                            dir = %dir.display(),
+                            added = r.added,
+                            updated = r.updated,
+                            removed = r.removed,
+                            unchanged = r.unchanged,
+                            failed = r.failed,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "photo folder synced"
+                        );
+                        let body = serde_json::to_value(&r).unwrap_or_default();
+                        job.finish(JobState::Done, body);
+                    }
+                    Err(e) => {
+                        tracing::error!(dir = %dir.display(), error = %e, "photo sync failed");
+                        job.finish(
+                            JobState::Failed,
+                            serde_json::json!({"code": "photo_sync_failed", "message": e.to_string()}),
+                        );
+                        if matches!(
+                            e,
+                            SyncError::Storage(glimpse_storage::StorageError::Closed(_))
+                        ) {
+                            return;
+                        }
+                    }
+                }
+                match rescan {
+                    Some(every) => std::thread::sleep(every),
+                    None => return,
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_relative_slash_paths_within_the_limit() {
+        let dir = Path::new("/photos");
+        assert_eq!(
+            relative_id(dir, Path::new("/photos/2024/a.jpg")).as_deref(),
+            Some("2024/a.jpg")
+        );
+        assert_eq!(relative_id(dir, Path::new("/elsewhere/a.jpg")), None);
+        let long = format!("/photos/{}.jpg", "x".repeat(300));
+        assert_eq!(relative_id(dir, Path::new(&long)), None);
+    }
+}
