@@ -1,4 +1,5 @@
 //! Shared benchmark helpers.
 
+pub mod embed_common;
 pub mod http;
 pub mod npy;

@@ -12,8 +12,12 @@ pub enum DeviceChoice {
     Auto,
     /// Always the CPU (all cores).
     Cpu,
-    /// CUDA GPU 0; an error if the crate was built without `cuda` or no GPU is present.
+    /// CUDA GPU 0 with half-precision weights; an error if the crate was built without
+    /// `cuda` or no GPU is present.
     Cuda,
+    /// CUDA GPU 0 with f32 weights: slower than [`DeviceChoice::Cuda`], but numerically as
+    /// close to the reference as the CPU path.
+    CudaF32,
 }
 
 impl std::str::FromStr for DeviceChoice {
@@ -24,8 +28,9 @@ impl std::str::FromStr for DeviceChoice {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda),
+            "cuda-f32" => Ok(Self::CudaF32),
             other => Err(EmbedderError::Device(format!(
-                "unknown device `{other}` (expected auto, cpu or cuda)"
+                "unknown device `{other}` (expected auto, cpu, cuda or cuda-f32)"
             ))),
         }
     }
@@ -42,8 +47,9 @@ impl DeviceChoice {
     pub(crate) fn place(self) -> Result<Placement> {
         match self {
             Self::Cpu => Ok(cpu()),
-            Self::Cuda => cuda(),
-            Self::Auto => Ok(cuda().unwrap_or_else(|_| cpu())),
+            Self::Cuda => cuda(DType::F16),
+            Self::CudaF32 => cuda(DType::F32),
+            Self::Auto => Ok(cuda(DType::F16).unwrap_or_else(|_| cpu())),
         }
     }
 }
@@ -55,19 +61,17 @@ fn cpu() -> Placement {
     }
 }
 
+/// CUDA device 0 holding weights in `dtype`. In f16, attention softmax and the final
+/// normalisation still run in f32 (see `model::layers`).
 #[cfg(feature = "cuda")]
-fn cuda() -> Result<Placement> {
+fn cuda(dtype: DType) -> Result<Placement> {
     let device = Device::new_cuda(0)
         .map_err(|e| EmbedderError::Device(format!("CUDA device 0 unavailable: {e}")))?;
-    // Half precision on the GPU; attention softmax and the final normalisation stay in f32.
-    Ok(Placement {
-        device,
-        dtype: DType::F16,
-    })
+    Ok(Placement { device, dtype })
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda() -> Result<Placement> {
+fn cuda(_dtype: DType) -> Result<Placement> {
     Err(EmbedderError::Device(
         "this build has no CUDA support; rebuild with `--features cuda` or use the CPU".into(),
     ))
@@ -80,12 +84,17 @@ mod tests {
     #[test]
     fn parse_and_place() {
         assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!(
+            "cuda-f32".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::CudaF32
+        );
         assert!("tpu".parse::<DeviceChoice>().is_err());
         assert!(DeviceChoice::Cpu.place().unwrap().device.is_cpu());
         #[cfg(not(feature = "cuda"))]
         {
             let err = DeviceChoice::Cuda.place().unwrap_err().to_string();
             assert!(err.contains("--features cuda"), "{err}");
+            assert!(DeviceChoice::CudaF32.place().is_err());
             assert!(DeviceChoice::Auto.place().unwrap().device.is_cpu());
         }
     }

@@ -21,8 +21,29 @@ const TOL: f32 = 1e-4;
 const JPEG_MAX_LEVELS: f32 = 2.0;
 const JPEG_EMBEDDING_TOL: f32 = 1e-2;
 
+/// Half-precision weights on the GPU keep about three significant digits (measured on an
+/// H200: at most 9.3e-4 on both tiny models).
+const F16_TOL: f32 = 2e-3;
+
+/// `GLIMPSE_EMBEDDER_FIXTURES` lets a test binary built elsewhere (the GPU machine) find them.
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    match std::env::var_os("GLIMPSE_EMBEDDER_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+    }
+}
+
+/// The device the towers run on (`GLIMPSE_TEST_DEVICE`: `cpu` by default, `cuda-f32` or
+/// `cuda` on a build with the `cuda` feature) and the agreement bound it is held to.
+fn device_under_test() -> (DeviceChoice, f32) {
+    let name = std::env::var("GLIMPSE_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device: DeviceChoice = name.parse().unwrap();
+    let tol = if device == DeviceChoice::Cuda {
+        F16_TOL
+    } else {
+        TOL
+    };
+    (device, tol)
 }
 
 fn load_json(name: &str) -> Value {
@@ -99,9 +120,11 @@ fn check_model(fixture: &str, spec: &TinyClipSpec) {
         "weight formula differs"
     );
 
+    let (device, tol) = device_under_test();
     let (_dir, model) = tiny_model(spec);
-    let text = ClipTextEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+    let text = ClipTextEncoder::load(&model, device).unwrap();
     assert_eq!(text.dim(), spec.projection_dim);
+    let mut worst_text = 0.0f32;
     let cases = fx["texts"].as_array().unwrap();
     let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
     // One batch of mixed lengths: also proves padding inside a batch changes nothing.
@@ -115,19 +138,21 @@ fn check_model(fixture: &str, spec: &TinyClipSpec) {
             .collect();
         assert_eq!(text.tokenize(case["text"].as_str().unwrap()), ids);
         let d = max_abs_diff(emb, &floats(&case["embedding"]));
+        worst_text = worst_text.max(d);
         assert!(
-            d <= TOL,
-            "{fixture} text {:?}: max abs diff {d}",
+            d <= tol,
+            "{fixture} text {:?}: max abs diff {d} on {device:?}",
             case["text"]
         );
         let norm: f32 = emb.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5);
     }
-    // Singly embedded equals batched.
+    eprintln!("{fixture} on {device:?}: text max abs diff {worst_text:e}");
+    // Singly embedded equals batched (to rounding: GEMM blocking may differ by batch size).
     let single = text.embed(&[texts[1]]).unwrap();
-    assert!(max_abs_diff(&single[0], &got[1]) < 1e-6);
+    assert!(max_abs_diff(&single[0], &got[1]) < tol / 100.0);
 
-    let image = ClipImageEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+    let image = ClipImageEncoder::load(&model, device).unwrap();
     let cases = fx["images"].as_array().unwrap();
     let mut pre: Vec<PreprocessedImage> = Vec::new();
     let mut failures = Vec::new();
@@ -156,12 +181,14 @@ fn check_model(fixture: &str, spec: &TinyClipSpec) {
         pre.push(p);
     }
     let got = image.embed(&pre).unwrap();
+    let mut worst_image = 0.0f32;
     for (case, emb) in cases.iter().zip(&got) {
         let d = max_abs_diff(emb, &floats(&case["embedding"]));
         let tol = if case["file"].as_str().unwrap().ends_with(".jpg") {
-            JPEG_EMBEDDING_TOL
+            JPEG_EMBEDDING_TOL.max(tol)
         } else {
-            TOL
+            worst_image = worst_image.max(d);
+            tol
         };
         if d > tol {
             failures.push(format!(
@@ -170,6 +197,7 @@ fn check_model(fixture: &str, spec: &TinyClipSpec) {
             ));
         }
     }
+    eprintln!("{fixture} on {device:?}: lossless image max abs diff {worst_image:e}");
     assert!(failures.is_empty(), "{fixture}:\n{}", failures.join("\n"));
 }
 
@@ -216,14 +244,15 @@ fn embedder_caches_queries_and_isolates_bad_images() {
 
 #[test]
 fn padded_to_77_equals_real_length() {
+    let (device, tol) = device_under_test();
     let (_dir, model) = tiny_model(&TinyClipSpec::alternate());
-    let text = ClipTextEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+    let text = ClipTextEncoder::load(&model, device).unwrap();
     let ids = text.tokenize("a short query");
     let real = text
         .embed_token_ids(std::slice::from_ref(&ids), None)
         .unwrap();
     let padded = text.embed_token_ids(&[ids], Some(77)).unwrap();
-    assert!(max_abs_diff(&real[0], &padded[0]) < 1e-5);
+    assert!(max_abs_diff(&real[0], &padded[0]) < tol / 10.0);
 }
 
 #[test]

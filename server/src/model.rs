@@ -15,8 +15,10 @@ pub enum DeviceArg {
     Auto,
     /// Always the CPU.
     Cpu,
-    /// CUDA GPU 0 (error without the `cuda` build feature or a GPU).
+    /// CUDA GPU 0 in half precision (error without the `cuda` build feature or a GPU).
     Cuda,
+    /// CUDA GPU 0 in f32: slower, as close to the reference as the CPU.
+    CudaF32,
 }
 
 impl From<DeviceArg> for DeviceChoice {
@@ -25,6 +27,7 @@ impl From<DeviceArg> for DeviceChoice {
             DeviceArg::Auto => DeviceChoice::Auto,
             DeviceArg::Cpu => DeviceChoice::Cpu,
             DeviceArg::Cuda => DeviceChoice::Cuda,
+            DeviceArg::CudaF32 => DeviceChoice::CudaF32,
         }
     }
 }

@@ -1,16 +1,20 @@
 //! CLIP embedding benchmark: full ViT-B/32 shapes with formula-generated weights built in
-//! memory (no download), CPU.
+//! memory (no download), on the CPU or (`--device cuda|cuda-f32`, a `--features cuda` build)
+//! the GPU.
 //!
 //! * text query latency p50/p99 at 5, 15 and 77 tokens, real length vs padded to 77 (the
 //!   baseline: what a fixed-shape implementation pays);
-//! * image throughput at batch 1/8/32, split into decode+preprocess and model time.
+//! * image throughput at batch 1/8/32 (and the sizes given by `--batches 1,64,256`), split
+//!   into decode+preprocess and model time.
 //!
-//! Run: `cargo run --release -p glimpse-benches --bin embed_bench [-- --quick]`
+//! Run: `cargo run --release -p glimpse-benches --bin embed_bench [-- --quick]
+//! [--device cuda] [--batches 1,8,32,128,256]`
 
 use std::time::{Duration, Instant};
 
+use glimpse_benches::embed_common::{device_flag, flag_value, synthetic_jpeg};
+use glimpse_embedder::PreprocessedImage;
 use glimpse_embedder::testing::{TinyClipSpec, in_memory_encoders};
-use glimpse_embedder::{DeviceChoice, PreprocessedImage};
 use rayon::prelude::*;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -34,35 +38,28 @@ fn time_n(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
     v
 }
 
-/// A deterministic 640x480 photo-like JPEG.
-fn synthetic_jpeg(seed: u32) -> Vec<u8> {
-    let (w, h) = (640u32, 480u32);
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        let fx = x as f32 / w as f32;
-        let fy = y as f32 / h as f32;
-        let s = seed as f32 * 0.37;
-        image::Rgb([
-            (127.5 + 127.5 * (fx * 9.0 + s).sin()) as u8,
-            (127.5 + 127.5 * (fy * 7.0 - s).cos()) as u8,
-            ((x * 3 + y * 5 + seed * 11) % 256) as u8,
-        ])
-    });
-    let mut out = Vec::new();
-    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
-    enc.encode_image(&img).expect("encoding an in-memory image");
-    out
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let iters = if quick { 20 } else { 200 };
     let threads = rayon::current_num_threads();
+    let (device, device_name) = device_flag();
+    let batches: Vec<usize> = match flag_value("--batches") {
+        Some(list) => list
+            .split(',')
+            .map(|b| {
+                b.trim()
+                    .parse()
+                    .expect("--batches takes numbers like 1,8,32")
+            })
+            .collect(),
+        None => vec![1, 8, 32],
+    };
     println!(
-        "# CLIP embedding benchmark (ViT-B/32 shapes, formula weights, CPU, {threads} threads)"
+        "# CLIP embedding benchmark (ViT-B/32 shapes, formula weights, device {device_name}, {threads} CPU threads)"
     );
 
     let t = Instant::now();
-    let (text, image) = in_memory_encoders(&TinyClipSpec::vit_b32(), DeviceChoice::Cpu)
+    let (text, image) = in_memory_encoders(&TinyClipSpec::vit_b32(), device)
         .expect("building the in-memory ViT-B/32");
     println!("model build: {:.1} s", t.elapsed().as_secs_f64());
 
@@ -104,6 +101,7 @@ fn main() {
     }
 
     println!("\n## image embedding throughput (640x480 JPEG q85)");
+    let max_batch = batches.iter().copied().max().unwrap_or(32).max(1);
     let jpegs: Vec<Vec<u8>> = (0..32).map(synthetic_jpeg).collect();
     let pre_iters = if quick { 1 } else { 3 };
     // Decode + preprocess: single thread per image, and all images over the rayon pool.
@@ -125,21 +123,32 @@ fn main() {
         ms(per_image_single),
         ms(par_per_image)
     );
-    let pre: Vec<PreprocessedImage> = jpegs
+    // Batches larger than 32 repeat the 32 distinct images (the model cost is the same).
+    let distinct: Vec<PreprocessedImage> = jpegs
         .par_iter()
         .map(|b| image.preprocess(b).expect("preprocess"))
         .collect();
+    let pre: Vec<PreprocessedImage> = (0..max_batch)
+        .map(|i| distinct[i % distinct.len()].clone())
+        .collect();
     println!(
-        "| batch | model ms/batch | model images/s | decode+preprocess share | end-to-end images/s |"
+        "| batch | model ms/batch | of which upload ms | model images/s | decode+preprocess share | end-to-end images/s |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     let mut base = None;
-    for batch in [1usize, 8, 32] {
+    for &batch in &batches {
         let imgs = &pre[..batch];
         image.embed(imgs).expect("warm-up");
-        let reps = if quick { 2 } else { (64 / batch).max(3) };
+        let reps = if quick { 3 } else { (256 / batch).max(5) };
         let times = time_n(reps, || {
             image.embed(imgs).expect("embed");
+        });
+        // Staging alone (host copy, f16 rounding on a half-precision GPU, copy to the device),
+        // in chunks of at most 64 as `embed` does.
+        let uploads = time_n(reps, || {
+            for chunk in imgs.chunks(64) {
+                std::hint::black_box(image.upload(chunk).expect("upload"));
+            }
         });
         let model = percentile(&times, 0.5);
         let model_per_image = model.as_secs_f64() / batch as f64;
@@ -147,8 +156,9 @@ fn main() {
         let ips = 1.0 / total_per_image;
         base.get_or_insert(ips);
         println!(
-            "| {batch} | {:.1} | {:.1} | {:.0}% | {:.1} ({:.2}x batch 1) |",
+            "| {batch} | {:.1} | {:.1} | {:.1} | {:.0}% | {:.1} ({:.2}x batch 1) |",
             ms(model),
+            ms(percentile(&uploads, 0.5)),
             1.0 / model_per_image,
             100.0 * par_per_image.as_secs_f64() / total_per_image,
             ips,

@@ -1,5 +1,6 @@
-//! `glimpse embed` pipeline benchmark: images/s end to end on CPU for ViT-B/32 shapes
-//! (formula weights built in memory, no download), and where the time goes.
+//! `glimpse embed` pipeline benchmark: images/s end to end for ViT-B/32 shapes (formula
+//! weights built in memory, no download) on the CPU or, with `--device cuda` on a
+//! `--features cuda` build, the GPU; and where the time goes.
 //!
 //! Measured in one run over the same JPEG folder (640x480, like typical photos):
 //! * decode + preprocess alone (the rayon stage), images/s;
@@ -8,36 +9,19 @@
 //! * the real pipeline (`embed_with_encoder`: decode pool and model overlapped through a
 //!   bounded channel, partitions written atomically), images/s, and its ratio to the baseline.
 //!
-//! Run: `cargo run --release -p glimpse-benches --bin embed_pipeline_bench [-- --quick]`
+//! Run: `cargo run --release -p glimpse-benches --bin embed_pipeline_bench [-- --quick]
+//! [--device cuda] [--images 4096] [--batch 256]`
 
 use std::path::Path;
 use std::time::Instant;
 
+use glimpse_benches::embed_common::{device_flag, flag_usize, synthetic_jpeg};
 use glimpse_embedder::testing::{TinyClipSpec, in_memory_encoders};
-use glimpse_embedder::{ClipImageEncoder, DeviceChoice, PreprocessedImage};
+use glimpse_embedder::{ClipImageEncoder, PreprocessedImage};
 use glimpse_server::embed::{
     EmbedOptions, ImageInput, ImageSource, InputSpec, ProgressMode, embed_with_encoder,
 };
 use rayon::prelude::*;
-
-/// A deterministic 640x480 photo-like JPEG.
-fn synthetic_jpeg(seed: u32) -> Vec<u8> {
-    let (w, h) = (640u32, 480u32);
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        let fx = x as f32 / w as f32;
-        let fy = y as f32 / h as f32;
-        let s = seed as f32 * 0.37;
-        image::Rgb([
-            (127.5 + 127.5 * (fx * 9.0 + s).sin()) as u8,
-            (127.5 + 127.5 * (fy * 7.0 - s).cos()) as u8,
-            ((x * 3 + y * 5 + seed * 11) % 256) as u8,
-        ])
-    });
-    let mut out = Vec::new();
-    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
-    enc.encode_image(&img).expect("encoding an in-memory image");
-    out
-}
 
 fn prepare_all(
     encoder: &ClipImageEncoder,
@@ -58,22 +42,23 @@ fn rate(n: usize, secs: f64) -> f64 {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let n: usize = if quick { 64 } else { 256 };
-    let batch = 64;
+    let n = flag_usize("--images", if quick { 64 } else { 256 });
+    let batch = flag_usize("--batch", 64).max(1);
+    let (device, device_name) = device_flag();
     let threads = rayon::current_num_threads();
     println!(
-        "# glimpse embed pipeline benchmark (ViT-B/32 shapes, formula weights, CPU, {threads} threads, {n} images 640x480 JPEG, batch {batch})"
+        "# glimpse embed pipeline benchmark (ViT-B/32 shapes, formula weights, device {device_name}, {threads} CPU threads, {n} images 640x480 JPEG, batch {batch})"
     );
 
     let dir = tempfile::tempdir().expect("temp dir");
     let images = dir.path().join("images");
     std::fs::create_dir_all(&images).expect("images dir");
-    for i in 0..n {
-        std::fs::write(images.join(format!("{i:05}.jpg")), synthetic_jpeg(i as u32))
+    (0..n).into_par_iter().for_each(|i| {
+        std::fs::write(images.join(format!("{i:06}.jpg")), synthetic_jpeg(i as u32))
             .expect("writing an image");
-    }
+    });
     let (_, encoder) =
-        in_memory_encoders(&TinyClipSpec::vit_b32(), DeviceChoice::Cpu).expect("ViT-B/32 encoders");
+        in_memory_encoders(&TinyClipSpec::vit_b32(), device).expect("ViT-B/32 encoders");
     let source = ImageSource::open(&ImageInput::Folder(images.clone())).expect("listing images");
     let files = glimpse_server::embed::source::list_folder(&images).expect("listing images");
     assert_eq!(source.len() as usize, n);
@@ -105,11 +90,11 @@ fn main() {
     }
     let serial_s = t.elapsed().as_secs_f64();
 
-    // The pipeline, writing partitions of 128 ids.
+    // The pipeline, writing partitions of two batches (at least 128 ids).
     let out = dir.path().join("out");
     let mut opts = EmbedOptions::new(InputSpec::Local(ImageInput::Folder(images.clone())), &out);
     opts.batch_size = batch;
-    opts.partition_size = 128;
+    opts.partition_size = (batch as u64 * 2).max(128);
     opts.progress = ProgressMode::Quiet;
     let t = Instant::now();
     let summary =

@@ -74,6 +74,11 @@ impl VisionTower {
         self.image_size
     }
 
+    /// Dtype the weights are kept in (f16 on a half-precision GPU).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// Device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device

@@ -7,33 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Args, ValueEnum};
-use glimpse_embedder::DeviceChoice;
 
 use crate::embed::{
     DEFAULT_BATCH_SIZE, DEFAULT_PARTITION_SIZE, EmbedOptions, ImageInput, InputSpec, ProgressMode,
     split_range,
 };
-
-/// Compute device of `glimpse embed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EmbedDevice {
-    /// CUDA when available, else CPU.
-    Auto,
-    /// CPU only.
-    Cpu,
-    /// CUDA GPU 0 (needs a build with `--features cuda`).
-    Cuda,
-}
-
-impl From<EmbedDevice> for DeviceChoice {
-    fn from(d: EmbedDevice) -> Self {
-        match d {
-            EmbedDevice::Auto => DeviceChoice::Auto,
-            EmbedDevice::Cpu => DeviceChoice::Cpu,
-            EmbedDevice::Cuda => DeviceChoice::Cuda,
-        }
-    }
-}
+use crate::model::DeviceArg;
 
 /// How progress is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,8 +66,8 @@ pub struct EmbedArgs {
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Device for the model.
-    #[arg(long, value_enum, default_value_t = EmbedDevice::Auto)]
-    pub device: EmbedDevice,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
     /// Decode threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
