@@ -177,6 +177,11 @@ fn mul(a: usize, b: usize) -> Result<usize, IndexError> {
     a.checked_mul(b).ok_or_else(|| corrupt("size overflow"))
 }
 
+/// The `i8` coarse-ranking table derived from an index's centroids (see
+/// [`IvfPqView::from_bytes_with`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CoarseTable(CoarseI8);
+
 /// An index searchable in place over serialised bytes (or over an
 /// [`IvfPqIndex`] via [`IvfPqIndex::view`]).
 #[derive(Debug, Clone)]
@@ -227,6 +232,27 @@ impl<'a> IvfPqView<'a> {
     /// corrupt or truncated input is an error, never a panic. Sections are
     /// borrowed when suitably aligned and copied otherwise.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<IvfPqView<'a>, IndexError> {
+        Self::parse(bytes, None)
+    }
+
+    /// [`from_bytes`](Self::from_bytes) reusing the coarse table that
+    /// [`coarse_table`](Self::coarse_table) built from the same bytes. Quantizing the
+    /// centroids costs far more than a whole search (≈1 ms at 447 × 512), so callers that
+    /// re-open a view per query (the storage engine, over an mmap) build it once. A table of
+    /// the wrong shape is ignored and rebuilt, never trusted.
+    pub fn from_bytes_with(
+        bytes: &'a [u8],
+        table: &'a CoarseTable,
+    ) -> Result<IvfPqView<'a>, IndexError> {
+        Self::parse(bytes, Some(&table.0))
+    }
+
+    /// The coarse table of this view, to pass to [`from_bytes_with`](Self::from_bytes_with).
+    pub fn coarse_table(&self) -> CoarseTable {
+        CoarseTable(self.coarse.clone().into_owned())
+    }
+
+    fn parse(bytes: &'a [u8], table: Option<&'a CoarseI8>) -> Result<IvfPqView<'a>, IndexError> {
         if bytes.len() < HEADER_LEN {
             return Err(corrupt(format!(
                 "{} bytes is shorter than the {HEADER_LEN}-byte header",
@@ -340,7 +366,10 @@ impl<'a> IvfPqView<'a> {
             return Err(corrupt("list offsets do not cover the arrays"));
         }
         let centroids = cast::<f32>(secs[S_CENTROIDS], f32_le);
-        let coarse = Cow::Owned(CoarseI8::new(&centroids, dim));
+        let coarse = match table {
+            Some(t) if t.scales.len() == nlist && t.codes.len() == nlist * dim => Cow::Borrowed(t),
+            _ => Cow::Owned(CoarseI8::new(&centroids, dim)),
+        };
         Ok(IvfPqView {
             dim,
             metric,

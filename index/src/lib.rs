@@ -36,7 +36,7 @@ pub mod synthetic;
 pub use error::IndexError;
 pub use exact::exact_search;
 pub use ivf::IvfPqIndex;
-pub use layout::{IvfPqView, MAGIC, VERSION};
+pub use layout::{CoarseTable, IvfPqView, MAGIC, VERSION};
 pub use metric::{Metric, Neighbor};
 pub use params::{
     DEFAULT_REFINE, IndexParams, PqBits, ResolvedParams, SearchParams, default_nlist,

@@ -154,6 +154,33 @@ fn serialised_view_gives_identical_results() {
     );
     // Round trip through an owned index.
     assert_eq!(&view.to_index(), index);
+    // A coarse table built once and reused per query gives the same answers; one of the
+    // wrong shape (another index) is rebuilt rather than trusted.
+    let table = view.coarse_table();
+    let other = IvfPqView::from_bytes(&small_other_index().to_bytes())
+        .unwrap()
+        .coarse_table();
+    assert_ne!(table, other);
+    for t in [&table, &other] {
+        let reused = IvfPqView::from_bytes_with(&bytes, t).unwrap();
+        for qi in 0..20 {
+            let q = d.query(qi);
+            assert_eq!(
+                reused.search(q, &d.vectors, &p, None),
+                index.search(q, &d.vectors, &p, None)
+            );
+        }
+    }
+}
+
+/// An index with a different number of lists than [`cosine_index`].
+fn small_other_index() -> IvfPqIndex {
+    let d = data();
+    let params = IndexParams {
+        nlist: Some(3),
+        ..IndexParams::default()
+    };
+    IvfPqIndex::build(&d.vectors[..2_000 * DIM], DIM, Metric::Cosine, &params).unwrap()
 }
 
 #[test]

@@ -12,7 +12,8 @@
 use std::path::Path;
 
 use glimpse_index::{
-    IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, SearchParams, exact_search,
+    CoarseTable, IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, SearchParams,
+    exact_search,
 };
 use memmap2::Mmap;
 
@@ -52,6 +53,8 @@ pub(crate) fn build(
 /// A memory-mapped, validated index file.
 pub(crate) struct SegmentIndex {
     map: Mmap,
+    /// Built once here: rebuilding it per query cost more than the search itself.
+    coarse: CoarseTable,
     dim: usize,
     metric: Metric,
 }
@@ -90,8 +93,14 @@ impl SegmentIndex {
                 ),
             ));
         }
+        let coarse = view.coarse_table();
         drop(view);
-        Ok(Self { map, dim, metric })
+        Ok(Self {
+            map,
+            coarse,
+            dim,
+            metric,
+        })
     }
 
     /// Top-`k` rows passing `filter`, exact scores.
@@ -105,7 +114,7 @@ impl SegmentIndex {
         filter: &(dyn Fn(u32) -> bool + Sync),
     ) -> Vec<Neighbor> {
         let params = SearchParams { k, nprobe, refine };
-        match IvfPqView::from_bytes(&self.map) {
+        match IvfPqView::from_bytes_with(&self.map, &self.coarse) {
             Ok(view) => view.search(query, vectors, &params, Some(filter)),
             // Validated at open and immutable since; kept as a safe fallback.
             Err(_) => exact_search(vectors, self.dim, self.metric, query, k, Some(filter)),
