@@ -250,53 +250,28 @@ fn relative_id(dir: &Path, path: &Path) -> Option<String> {
     (!id.is_empty() && id.len() <= MAX_ID_BYTES).then_some(id)
 }
 
-/// Starts the background job that keeps `collection` in step with `dir`: one pass now and,
-/// when `rescan` is set, one every `rescan` after the previous ended. The job is listed at
-/// `GET /v1/jobs`; each pass's report is its result.
+/// Starts the background job that keeps collection `name` in step with `dir`: one pass now
+/// and, when `rescan` is set, one every `rescan` after the previous ended. Each pass is a job
+/// listed at `GET /v1/jobs` with its report as the result. The thread holds the server state
+/// only during a pass, so a server that shuts down is not kept alive by it; it ends then.
 pub fn spawn_sync(
-    state: Arc<AppState>,
+    state: &Arc<AppState>,
     dir: PathBuf,
-    collection: Arc<Collection>,
+    name: String,
     rescan: Option<Duration>,
 ) -> std::io::Result<()> {
+    let weak = Arc::downgrade(state);
     std::thread::Builder::new()
         .name("glimpse-photos".into())
         .spawn(move || {
-            let Some(model) = state.model.clone() else {
-                return;
-            };
             loop {
-                let job = state.jobs.start("photo_sync", collection.name());
-                let started = Instant::now();
-                match sync_once(&dir, &collection, &model, &job.progress) {
-                    Ok(r) => {
-                        tracing::info!(
-                            dir = %dir.display(),
-                            added = r.added,
-                            updated = r.updated,
-                            removed = r.removed,
-                            unchanged = r.unchanged,
-                            failed = r.failed,
-                            seconds = started.elapsed().as_secs_f64(),
-                            "photo folder synced"
-                        );
-                        let body = serde_json::to_value(&r).unwrap_or_default();
-                        job.finish(JobState::Done, body);
-                    }
-                    Err(e) => {
-                        tracing::error!(dir = %dir.display(), error = %e, "photo sync failed");
-                        job.finish(
-                            JobState::Failed,
-                            serde_json::json!({"code": "photo_sync_failed", "message": e.to_string()}),
-                        );
-                        if matches!(
-                            e,
-                            SyncError::Storage(glimpse_storage::StorageError::Closed(_))
-                        ) {
-                            return;
-                        }
-                    }
+                let Some(state) = weak.upgrade() else {
+                    return;
+                };
+                if !run_pass(&state, &dir, &name) {
+                    return;
                 }
+                drop(state);
                 match rescan {
                     Some(every) => std::thread::sleep(every),
                     None => return,
@@ -304,6 +279,43 @@ pub fn spawn_sync(
             }
         })
         .map(|_| ())
+}
+
+/// One pass as a job; `false` when the store is closed (the server is going away).
+fn run_pass(state: &AppState, dir: &Path, name: &str) -> bool {
+    let (Some(model), Some(collection)) = (state.model.as_ref(), state.store.collection(name))
+    else {
+        return false;
+    };
+    let job = state.jobs.start("photo_sync", name);
+    let started = Instant::now();
+    match sync_once(dir, &collection, model, &job.progress) {
+        Ok(r) => {
+            tracing::info!(
+                dir = %dir.display(),
+                added = r.added,
+                updated = r.updated,
+                removed = r.removed,
+                unchanged = r.unchanged,
+                failed = r.failed,
+                seconds = started.elapsed().as_secs_f64(),
+                "photo folder synced"
+            );
+            job.finish(JobState::Done, serde_json::to_value(&r).unwrap_or_default());
+            true
+        }
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "photo sync failed");
+            job.finish(
+                JobState::Failed,
+                serde_json::json!({"code": "photo_sync_failed", "message": e.to_string()}),
+            );
+            !matches!(
+                e,
+                SyncError::Storage(glimpse_storage::StorageError::Closed(_))
+            )
+        }
+    }
 }
 
 #[cfg(test)]

@@ -143,6 +143,12 @@ fn bulk_load_search_every_way_and_restart() {
     assert_eq!(v["count"], 120, "{v}");
     assert_eq!(v["dim"], dim);
     assert_eq!(v["metric"], "cosine");
+    // Three loads made several segments; compaction merges them into one, same points.
+    let (st, v) = post_json(&c, &srv.at("/v1/collections/imgs/compact"), &json!({}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["segments"], 1, "{v}");
+    assert_eq!(v["count"], 120, "{v}");
+    assert_eq!(v["memtable_rows"], 0, "{v}");
 
     // Vector search: a stored vector finds itself first with cosine 1.
     let q = unit_vector(42, dim);

@@ -165,3 +165,44 @@ fn photos_flag_needs_a_model_and_a_folder() {
         assert!(format!("{err:#}").contains(why), "{err:#}");
     }
 }
+
+#[test]
+fn rescan_picks_up_photos_added_while_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let photos = tmp.path().join("photos");
+    let data = tmp.path().join("data");
+    write(&photos.join("first.png"), &png_bytes(20, 20, 1));
+    let server = TestServer::start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--photos",
+        photos.to_str().unwrap(),
+        "--photos-rescan-secs",
+        "1",
+    ]);
+    expect_report(&wait_for_photo_sync(&server), &[("added", 1)]);
+    write(&photos.join("later/second.png"), &png_bytes(30, 20, 7));
+    let c = Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while search_ids(&c, &server) != ["first.png", "later/second.png"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new photo was not picked up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Every pass is a job; the one that found the new photo says so.
+    let (_, jobs) = get_json(&c, &server.at("/v1/jobs"));
+    let passes = jobs["jobs"].as_array().unwrap();
+    assert!(passes.len() >= 2, "{jobs}");
+    assert!(
+        passes
+            .iter()
+            .any(|j| j["result"]["added"] == 1 && j["result"]["unchanged"] == 1),
+        "{jobs}"
+    );
+    server.stop();
+}

@@ -169,12 +169,8 @@ pub fn start_background(state: &Arc<AppState>, a: &ServeArgs) -> Result<()> {
         .default_collection
         .clone()
         .unwrap_or_else(|| DEFAULT_PHOTOS_COLLECTION.to_string());
-    let collection = state
-        .store
-        .collection(&name)
-        .with_context(|| format!("the photo collection {name:?} is missing"))?;
     let rescan = (a.photos_rescan_secs > 0).then(|| Duration::from_secs(a.photos_rescan_secs));
-    crate::photos::spawn_sync(state.clone(), photos.clone(), collection, rescan)
+    crate::photos::spawn_sync(state, photos.clone(), name, rescan)
         .context("starting the photo sync thread")
 }
 

@@ -1,4 +1,4 @@
-//! `/v1/collections`: create, list, describe, drop.
+//! `/v1/collections`: create, list, describe, drop, compact.
 
 use std::sync::Arc;
 
@@ -104,6 +104,25 @@ pub(super) async fn drop_one(
     blocking(move || {
         st.store.drop_collection(&name).map_err(storage_error)?;
         Ok(Json(json!({ "dropped": name })))
+    })
+    .await
+}
+
+/// `POST /v1/collections/{c}/compact`: flushes the memtable and merges every segment into one
+/// (waiting for a background merge in progress first), then describes the result. For after a
+/// large load, before a snapshot or a benchmark; the background policy does this on its own
+/// schedule otherwise.
+pub(super) async fn compact(
+    State(state): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    let c = state.collection(&name)?;
+    blocking(move || {
+        let started = std::time::Instant::now();
+        c.compact().map_err(storage_error)?;
+        let mut info = describe(&c);
+        info["compact_seconds"] = json!(started.elapsed().as_secs_f64());
+        Ok(Json(info))
     })
     .await
 }

@@ -39,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/collections/{c}",
             get(collections::get_one).delete(collections::drop_one),
         )
+        .route("/v1/collections/{c}/compact", post(collections::compact))
         .route("/v1/collections/{c}/points", post(points::upsert))
         .route(
             "/v1/collections/{c}/points/{id}",
