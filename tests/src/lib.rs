@@ -67,16 +67,19 @@ impl TestServer {
         }
     }
 
-    /// `glimpse serve --photos PHOTOS` over data dir `data` with CLIP model directory `model`.
-    pub fn start_photos(data: &Path, model: &Path, photos: &Path) -> TestServer {
-        TestServer::start(&[
+    /// `glimpse serve --photos PHOTOS` over data dir `data` with CLIP model directory `model`,
+    /// plus `extra` flags.
+    pub fn start_photos(data: &Path, model: &Path, photos: &Path, extra: &[&str]) -> TestServer {
+        let mut flags = vec![
             "--data-dir",
             data.to_str().unwrap(),
             "--model",
             model.to_str().unwrap(),
             "--photos",
             photos.to_str().unwrap(),
-        ])
+        ];
+        flags.extend_from_slice(extra);
+        TestServer::start(&flags)
     }
 
     /// Full URL of a path.

@@ -70,7 +70,7 @@ fn search_page_works_in_headless_chromium() {
         .unwrap();
     }
     let data = tmp.path().join("data");
-    let server = TestServer::start_photos(&data, &model, &photos);
+    let server = TestServer::start_photos(&data, &model, &photos, &[]);
     let report = wait_for_photo_sync(&server);
     assert_eq!(report["added"], 6, "{report}");
 

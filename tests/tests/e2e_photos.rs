@@ -54,7 +54,7 @@ fn photo_folder_is_embedded_served_and_kept_in_step() {
     write(&photos.join("notes.txt"), b"not a photo");
     let c = Client::new();
 
-    let server = TestServer::start_photos(&data, &model, &photos);
+    let server = TestServer::start_photos(&data, &model, &photos, &[]);
     let report = wait_for_photo_sync(&server);
     expect_report(
         &report,
@@ -102,7 +102,7 @@ fn photo_folder_is_embedded_served_and_kept_in_step() {
     server.stop();
 
     // Unchanged folder: nothing is embedded again.
-    let server = TestServer::start_photos(&data, &model, &photos);
+    let server = TestServer::start_photos(&data, &model, &photos, &[]);
     let report = wait_for_photo_sync(&server);
     expect_report(&report, &[("unchanged", 3), ("added", 0)]);
     server.stop();
@@ -111,7 +111,7 @@ fn photo_folder_is_embedded_served_and_kept_in_step() {
     std::fs::remove_file(photos.join("beach.png")).unwrap();
     write(&photos.join("new/sunset.png"), &png_bytes(50, 20, 5));
     write(&photos.join("dog.png"), &png_bytes(70, 70, 9));
-    let server = TestServer::start_photos(&data, &model, &photos);
+    let server = TestServer::start_photos(&data, &model, &photos, &[]);
     let report = wait_for_photo_sync(&server);
     expect_report(
         &report,
@@ -133,7 +133,7 @@ fn photo_folder_is_embedded_served_and_kept_in_step() {
     // An emptied (or unmounted) folder deletes nothing.
     std::fs::rename(&photos, tmp.path().join("moved")).unwrap();
     std::fs::create_dir_all(&photos).unwrap();
-    let server = TestServer::start_photos(&data, &model, &photos);
+    let server = TestServer::start_photos(&data, &model, &photos, &[]);
     let report = wait_for_photo_sync(&server);
     expect_report(&report, &[("scanned", 0), ("removed", 0)]);
     assert_eq!(search_ids(&c, &server).len(), 3);
@@ -173,16 +173,7 @@ fn rescan_picks_up_photos_added_while_serving() {
     let photos = tmp.path().join("photos");
     let data = tmp.path().join("data");
     write(&photos.join("first.png"), &png_bytes(20, 20, 1));
-    let server = TestServer::start(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--photos",
-        photos.to_str().unwrap(),
-        "--photos-rescan-secs",
-        "1",
-    ]);
+    let server = TestServer::start_photos(&data, &model, &photos, &["--photos-rescan-secs", "1"]);
     expect_report(&wait_for_photo_sync(&server), &[("added", 1)]);
     write(&photos.join("later/second.png"), &png_bytes(30, 20, 7));
     let c = Client::new();
