@@ -75,13 +75,14 @@ pub fn quantize_lut(lut: &[f32], m: usize, mins: &[f32], scale: f32, out: &mut [
     for q in 0..m {
         let base = (q / 2) * 64 + (q % 2) * 32;
         for j in 0..16 {
-            let v = ((lut[q * 16 + j] - mins[q]) * scale).round();
-            let b = if v.is_nan() || v <= 0.0 {
+            // Round half up by hand: `f32::round` is a libm call, and this runs per query.
+            let v = (lut[q * 16 + j] - mins[q]) * scale;
+            let b = if v.is_nan() || v < 0.5 {
                 0
-            } else if v >= 255.0 {
+            } else if v >= 254.5 {
                 255
             } else {
-                v as u8
+                (v + 0.5) as u8
             };
             out[base + j] = b;
             out[base + 16 + j] = b;

@@ -201,6 +201,9 @@ pub(crate) fn search<L: Lists + ?Sized>(
     rerank(core.metric, dim, query, &q, vectors, heap.items, params.k)
 }
 
+/// Candidate rows whose vectors are being fetched while the current one is scored.
+const PREFETCH_AHEAD: usize = 6;
+
 /// Exact scores of the candidates, best `k` first (ties by row).
 fn rerank(
     metric: Metric,
@@ -212,11 +215,21 @@ fn rerank(
     k: usize,
 ) -> Vec<Neighbor> {
     let nrows = vectors.len() / dim;
-    prefetch_rows(vectors, dim, &cands);
+    let cands: Vec<Cand> = cands
+        .into_iter()
+        .filter(|c| (c.row as usize) < nrows)
+        .collect();
+    // Prefetch a few rows ahead of the one being scored: enough reads in flight to hide
+    // memory latency, few enough that the CPU does not drop them (issuing all rows up front
+    // overflows the line-fill buffers).
+    prefetch_rows(vectors, dim, &cands[..cands.len().min(PREFETCH_AHEAD)]);
     let mut out: Vec<Neighbor> = cands
         .iter()
-        .filter(|c| (c.row as usize) < nrows)
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
+            if let Some(ahead) = cands.get(i + PREFETCH_AHEAD) {
+                prefetch_rows(vectors, dim, std::slice::from_ref(ahead));
+            }
             let v = &vectors[c.row as usize * dim..(c.row as usize + 1) * dim];
             let score = match metric {
                 Metric::Cosine => distance::dot(q_internal, v) * c.inv_norm,
