@@ -8,7 +8,7 @@ IVF-PQ 4-bit fast scan + IndexRefineFlat and HNSW32 with the same nlist,
 times train+add (all cores, faiss default) and searches single-threaded
 (omp_set_num_threads(1)), then prints one table with ratios.
 
-Usage: faiss_bench.py DIR [--skip-hnsw] [--skip-pq8]
+Usage: faiss_bench.py DIR [--skip-hnsw] [--skip-pq8] [--skip-fastscan]
 """
 
 import json
@@ -54,6 +54,7 @@ def main():
     d = sys.argv[1]
     skip_hnsw = "--skip-hnsw" in sys.argv
     skip_pq8 = "--skip-pq8" in sys.argv
+    skip_fastscan = "--skip-fastscan" in sys.argv
     xb = np.load(f"{d}/base.npy")
     xq = np.load(f"{d}/queries.npy")
     ours = json.load(open(f"{d}/glimpse_results.json"))
@@ -92,6 +93,8 @@ def main():
     ]
     if skip_pq8:
         ivf_configs = ivf_configs[:1]
+    if skip_fastscan:
+        ivf_configs = [c for c in ivf_configs if "fs" not in c[1]]
     for name, factory in ivf_configs:
         idx = build(name, factory)
         ivf = faiss.extract_index_ivf(idx)

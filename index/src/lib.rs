@@ -40,5 +40,5 @@ pub use layout::{CoarseTable, IvfPqView, MAGIC, VERSION};
 pub use metric::{Metric, Neighbor};
 pub use params::{
     DEFAULT_REFINE, IndexParams, PqBits, ResolvedParams, SearchParams, default_nlist,
-    default_nprobe,
+    default_nprobe, default_refine,
 };

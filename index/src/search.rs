@@ -6,7 +6,7 @@ use crate::coarse::{self, CoarseI8};
 use crate::distance;
 use crate::fastscan::{self, BLOCK};
 use crate::metric::{Metric, Neighbor};
-use crate::params::{DEFAULT_REFINE, PqBits, SearchParams, default_nprobe};
+use crate::params::{PqBits, SearchParams, default_nprobe, default_refine};
 use crate::pq::PqCodebooks;
 
 /// One inverted list as borrowed slices.
@@ -129,7 +129,12 @@ struct Probe {
 
 impl Probe {
     fn new(core: &Core<'_>, q: &[f32], nprobe: usize) -> Probe {
-        let ip = core.metric != Metric::L2;
+        // Lists are Voronoi cells of the centroids under L2 (that is how rows were assigned),
+        // so cosine probes them by L2 too: the query is unit length, and ranking by inner
+        // product instead would favour tight clusters (centroids of larger norm) over the
+        // cells the neighbours were actually put in. Only `dot`, where norms carry meaning,
+        // ranks by inner product.
+        let ip = core.metric == Metric::Dot;
         let scored = coarse::rank(q, core.centroids, core.coarse, core.dim, ip, nprobe);
         let np = nprobe.min(scored.len());
         Probe {
@@ -163,7 +168,10 @@ pub(crate) fn search<L: Lists + ?Sized>(
         .nprobe
         .unwrap_or_else(|| default_nprobe(core.nlist))
         .clamp(1, core.nlist);
-    let refine = params.refine.unwrap_or(DEFAULT_REFINE).max(1);
+    let refine = params
+        .refine
+        .unwrap_or_else(|| default_refine(vectors.len() / dim))
+        .max(1);
     let cap = params.k.saturating_mul(refine).max(params.k);
     let q = internal_query(core.metric, query);
     let mut probe = Probe::new(core, &q, nprobe);
@@ -195,7 +203,8 @@ pub(crate) fn search<L: Lists + ?Sized>(
         if list.ids.is_empty() {
             continue;
         }
-        let exact = (next <= nprobe).then_some(coarse);
+        // The probe's score is the scan's bias only where both are the inner product.
+        let exact = (next <= nprobe && core.metric == Metric::Dot).then_some(coarse);
         scanner.scan(core, exact, l as usize, list, &mut heap, filter);
     }
     rerank(core.metric, dim, query, &q, vectors, heap.items, params.k)
@@ -470,5 +479,37 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows go to their L2-nearest centroid, so cosine must probe lists in L2 order. Here a
+    /// long centroid has the larger inner product with the query but a short one is nearer:
+    /// the short one's list holds the query's neighbours and must come first.
+    #[test]
+    fn cosine_ranks_lists_by_l2_like_the_assignment() {
+        let dim = 2;
+        let (s, c) = 55f32.to_radians().sin_cos();
+        let centroids = vec![1.0, 0.0, 0.5 * c, 0.5 * s];
+        let q = [c, s];
+        assert!(distance::dot(&q, &centroids[..2]) > distance::dot(&q, &centroids[2..]));
+        let coarse = CoarseI8::new(&centroids, dim);
+        let core = |metric| Core {
+            dim,
+            metric,
+            nlist: 2,
+            m: 1,
+            bits: PqBits::Four,
+            centroids: &centroids,
+            coarse: &coarse,
+            codebooks: &[],
+        };
+        assert_eq!(Probe::new(&core(Metric::Cosine), &q, 1).scored[0].1, 1);
+        assert_eq!(Probe::new(&core(Metric::L2), &q, 1).scored[0].1, 1);
+        // For `dot` the inner product is the score itself, so it ranks by it.
+        assert_eq!(Probe::new(&core(Metric::Dot), &q, 1).scored[0].1, 0);
     }
 }

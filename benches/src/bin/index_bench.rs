@@ -285,7 +285,7 @@ fn main() -> Result<()> {
             "    {{\"config\": \"{label}\", \"nprobe\": {}, \"refine\": {}, \"recall\": {rec:.5}, \
              \"qps\": {qps:.2}, \"cpu_qps\": {cpu_qps:.2}, \"p50_us\": {p50:.1}, \"p99_us\": {p99:.1}}}",
             sp.nprobe.unwrap_or(glimpse_index::default_nprobe(index.nlist())),
-            sp.refine.unwrap_or(glimpse_index::DEFAULT_REFINE),
+            sp.refine.unwrap_or(glimpse_index::default_refine(n)),
         ));
     }
 
