@@ -381,10 +381,21 @@ pub fn in_memory_encoders(
         tensors.insert(name, t);
     }
     let vb = candle_nn::VarBuilder::from_tensors(tensors, placement.dtype, &placement.device);
-    let text =
-        crate::ClipTextEncoder::from_parts(&cfg, vb.clone(), crate::ClipTokenizer::builtin()?)?;
+    let text = crate::ClipTextEncoder::from_parts(
+        &cfg,
+        vb.clone(),
+        crate::ClipTokenizer::builtin()?,
+        placement.text_precision,
+    )?;
     let image = crate::ClipImageEncoder::from_parts(&cfg, vb, pre)?;
     Ok((text, image))
+}
+
+/// Turns the CPU few-rows matmul kernel off (`false`: every linear layer goes through
+/// candle's GEMM) or back on, for the whole process. Exists so a benchmark can measure the
+/// GEMM baseline in the same run and a test can check both paths agree.
+pub fn set_rows_kernel_enabled(enabled: bool) {
+    crate::model::set_rows_kernel_enabled(enabled);
 }
 
 #[cfg(test)]

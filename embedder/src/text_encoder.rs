@@ -3,8 +3,8 @@
 use crate::config::ClipConfig;
 use crate::device::DeviceChoice;
 use crate::error::{EmbedderError, Result};
-use crate::model::TextTower;
 use crate::model::l2_normalize_rows;
+use crate::model::{TextTower, WeightPrecision};
 use crate::model_dir::ModelDir;
 use crate::tokenizer::ClipTokenizer;
 
@@ -36,10 +36,13 @@ impl ClipTextEncoder {
         let placement = device.place()?;
         let vb = dir.var_builder(placement.dtype, &placement.device)?;
         let tokenizer = ClipTokenizer::from_files(dir.tokenizer())?;
-        let encoder = Self::from_parts(&cfg, vb, tokenizer).map_err(|e| EmbedderError::Config {
-            path: dir.root().to_path_buf(),
-            message: format!("text weights do not match config.json: {e}"),
-        })?;
+        let encoder =
+            Self::from_parts(&cfg, vb, tokenizer, placement.text_precision).map_err(|e| {
+                EmbedderError::Config {
+                    path: dir.root().to_path_buf(),
+                    message: format!("text weights do not match config.json: {e}"),
+                }
+            })?;
         tracing::info!(
             model = dir.id(),
             dim = cfg.projection_dim,
@@ -54,6 +57,7 @@ impl ClipTextEncoder {
         cfg: &ClipConfig,
         vb: candle_nn::VarBuilder,
         tokenizer: ClipTokenizer,
+        precision: WeightPrecision,
     ) -> Result<Self> {
         if tokenizer.vocab_size() > cfg.text_config.vocab_size {
             return Err(EmbedderError::InvalidInput(format!(
@@ -63,7 +67,7 @@ impl ClipTextEncoder {
             )));
         }
         Ok(Self {
-            tower: TextTower::new(cfg, vb)?,
+            tower: TextTower::new(cfg, vb, precision)?,
             tokenizer,
             dim: cfg.projection_dim,
             eos_token_id: cfg.text_config.eos_token_id,

@@ -38,7 +38,7 @@ fn fixtures() -> PathBuf {
 fn device_under_test() -> (DeviceChoice, f32) {
     let name = std::env::var("GLIMPSE_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
     let device: DeviceChoice = name.parse().unwrap();
-    let tol = if device == DeviceChoice::Cuda {
+    let tol = if matches!(device, DeviceChoice::Cuda | DeviceChoice::CpuF16) {
         F16_TOL
     } else {
         TOL
@@ -240,6 +240,38 @@ fn embedder_caches_queries_and_isolates_bad_images() {
     assert!(results[1..].iter().all(Result::is_err));
     let ok: Vec<PreprocessedImage> = results.into_iter().filter_map(Result::ok).collect();
     assert_eq!(emb.image().embed(&ok).unwrap().len(), 1);
+}
+
+/// `cpu-f16` (text weights rounded to f16, query-sized products reading them as f16) stays
+/// within the half-precision bound of transformers, really runs rounded weights, and gives
+/// the same numbers whether a text runs alone (rows kernel) or padded to 77 (GEMM).
+#[test]
+fn cpu_f16_text_weights_stay_close_to_reference() {
+    let fx = load_json("tiny_small.json");
+    let (_dir, model) = tiny_model(&TinyClipSpec::small());
+    let half = ClipTextEncoder::load(&model, DeviceChoice::CpuF16).unwrap();
+    let exact = ClipTextEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+    let cases = fx["texts"].as_array().unwrap();
+    let mut worst = 0.0f32;
+    let mut worst_vs_f32 = 0.0f32;
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let got = half.embed(&[text]).unwrap().remove(0);
+        worst = worst.max(max_abs_diff(&got, &floats(&case["embedding"])));
+        worst_vs_f32 = worst_vs_f32.max(max_abs_diff(&got, &exact.embed(&[text]).unwrap()[0]));
+        let ids = half.tokenize(text);
+        let padded = half.embed_token_ids(&[ids], Some(77)).unwrap();
+        assert!(
+            max_abs_diff(&got, &padded[0]) < 1e-5,
+            "{text:?}: rows kernel vs GEMM"
+        );
+    }
+    eprintln!("cpu-f16 text: max abs diff {worst:e} vs transformers, {worst_vs_f32:e} vs cpu");
+    assert!(worst <= F16_TOL, "max abs diff {worst}");
+    assert!(
+        worst_vs_f32 > 1e-6,
+        "cpu-f16 gave the f32 numbers: weights not rounded"
+    );
 }
 
 #[test]

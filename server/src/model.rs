@@ -13,8 +13,11 @@ use crate::error::ApiError;
 pub enum DeviceArg {
     /// CUDA when built with it and a GPU is present, else CPU.
     Auto,
-    /// Always the CPU.
+    /// Always the CPU, f32 weights (the reference's numbers).
     Cpu,
+    /// The CPU with the text tower's weights rounded to f16: text queries about 1.3x
+    /// faster (half the memory traffic) for ~4e-4 drift from the reference.
+    CpuF16,
     /// CUDA GPU 0 in half precision (error without the `cuda` build feature or a GPU).
     Cuda,
     /// CUDA GPU 0 in f32: slower, as close to the reference as the CPU.
@@ -26,6 +29,7 @@ impl From<DeviceArg> for DeviceChoice {
         match d {
             DeviceArg::Auto => DeviceChoice::Auto,
             DeviceArg::Cpu => DeviceChoice::Cpu,
+            DeviceArg::CpuF16 => DeviceChoice::CpuF16,
             DeviceArg::Cuda => DeviceChoice::Cuda,
             DeviceArg::CudaF32 => DeviceChoice::CudaF32,
         }

@@ -1,7 +1,9 @@
 //! Transformer building blocks shared by both towers.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{LayerNorm, LayerNormConfig, Linear, VarBuilder, linear, linear_no_bias};
+use candle_nn::{LayerNorm, LayerNormConfig, VarBuilder};
+
+use super::dense::{Dense, WeightPrecision, dense};
 
 use crate::config::Activation;
 
@@ -15,8 +17,13 @@ pub(crate) fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerN
 }
 
 /// Projection into the shared embedding space (no bias in CLIP).
-pub(crate) fn projection(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
-    linear_no_bias(input, output, vb)
+pub(crate) fn projection(
+    input: usize,
+    output: usize,
+    precision: WeightPrecision,
+    vb: VarBuilder,
+) -> Result<Dense> {
+    dense(input, output, false, precision, vb)
 }
 
 fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
@@ -36,13 +43,15 @@ pub(crate) struct StackShape {
     pub layers: usize,
     pub act: Activation,
     pub eps: f64,
+    /// How few-row products read the weights.
+    pub precision: WeightPrecision,
 }
 
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
+    q_proj: Dense,
+    k_proj: Dense,
+    v_proj: Dense,
+    out_proj: Dense,
     heads: usize,
     head_dim: usize,
     scale: f64,
@@ -52,10 +61,10 @@ impl Attention {
     fn new(s: &StackShape, vb: VarBuilder) -> Result<Self> {
         let head_dim = s.hidden / s.heads;
         Ok(Self {
-            q_proj: linear(s.hidden, s.hidden, vb.pp("q_proj"))?,
-            k_proj: linear(s.hidden, s.hidden, vb.pp("k_proj"))?,
-            v_proj: linear(s.hidden, s.hidden, vb.pp("v_proj"))?,
-            out_proj: linear(s.hidden, s.hidden, vb.pp("out_proj"))?,
+            q_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("q_proj"))?,
+            k_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("k_proj"))?,
+            v_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("v_proj"))?,
+            out_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("out_proj"))?,
             heads: s.heads,
             head_dim,
             scale: (head_dim as f64).powf(-0.5),
@@ -89,16 +98,16 @@ impl Attention {
 }
 
 struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
     act: Activation,
 }
 
 impl Mlp {
     fn new(s: &StackShape, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            fc1: linear(s.hidden, s.intermediate, vb.pp("fc1"))?,
-            fc2: linear(s.intermediate, s.hidden, vb.pp("fc2"))?,
+            fc1: dense(s.hidden, s.intermediate, true, s.precision, vb.pp("fc1"))?,
+            fc2: dense(s.intermediate, s.hidden, true, s.precision, vb.pp("fc2"))?,
             act: s.act,
         })
     }

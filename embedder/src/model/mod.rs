@@ -1,10 +1,12 @@
 //! CLIP towers written on candle-nn, following `transformers.models.clip.modeling_clip`
 //! (weight names included), with activation and LayerNorm epsilon taken from the config.
 
+mod dense;
 mod layers;
 mod text;
 mod vision;
 
+pub(crate) use dense::{WeightPrecision, set_rows_kernel_enabled};
 pub(crate) use layers::l2_normalize_rows;
 pub use text::TextTower;
 pub use vision::VisionTower;

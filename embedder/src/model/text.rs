@@ -1,8 +1,9 @@
 //! CLIP text tower (`text_model.*` + `text_projection`).
 
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder, embedding};
+use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding};
 
+use super::dense::{Dense, WeightPrecision};
 use super::layers::{Encoder, StackShape, layer_norm, projection};
 use crate::config::ClipConfig;
 
@@ -12,14 +13,19 @@ pub struct TextTower {
     position_embedding: Tensor,
     encoder: Encoder,
     final_layer_norm: LayerNorm,
-    projection: Linear,
+    projection: Dense,
     max_len: usize,
     device: Device,
 }
 
 impl TextTower {
     /// Builds the tower from weights named as in `transformers.CLIPModel`.
-    pub fn new(cfg: &ClipConfig, vb: VarBuilder) -> Result<Self> {
+    /// `precision` says how few-row (query-sized) products read the weights.
+    pub(crate) fn new(
+        cfg: &ClipConfig,
+        vb: VarBuilder,
+        precision: WeightPrecision,
+    ) -> Result<Self> {
         let t = &cfg.text_config;
         let shape = StackShape {
             hidden: t.hidden_size,
@@ -28,6 +34,7 @@ impl TextTower {
             layers: t.num_hidden_layers,
             act: t.hidden_act,
             eps: t.layer_norm_eps,
+            precision,
         };
         let tm = vb.pp("text_model");
         let emb = tm.pp("embeddings");
@@ -44,7 +51,12 @@ impl TextTower {
                 t.layer_norm_eps,
                 tm.pp("final_layer_norm"),
             )?,
-            projection: projection(t.hidden_size, cfg.projection_dim, vb.pp("text_projection"))?,
+            projection: projection(
+                t.hidden_size,
+                cfg.projection_dim,
+                precision,
+                vb.pp("text_projection"),
+            )?,
             max_len: t.max_position_embeddings,
             device: vb.device().clone(),
         })

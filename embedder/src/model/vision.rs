@@ -1,8 +1,9 @@
 //! CLIP vision tower (`vision_model.*` + `visual_projection`).
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
+use super::dense::{Dense, WeightPrecision};
 use super::layers::{Encoder, StackShape, layer_norm, projection};
 use crate::config::ClipConfig;
 
@@ -16,7 +17,7 @@ pub struct VisionTower {
     pre_layrnorm: LayerNorm,
     encoder: Encoder,
     post_layernorm: LayerNorm,
-    projection: Linear,
+    projection: Dense,
     image_size: usize,
     patch: usize,
     hidden: usize,
@@ -35,6 +36,8 @@ impl VisionTower {
             layers: v.num_hidden_layers,
             act: v.hidden_act,
             eps: v.layer_norm_eps,
+            // Image batches are GEMM-sized; only the checkpoint's f32 weights are used.
+            precision: WeightPrecision::F32,
         };
         let vm = vb.pp("vision_model");
         let emb = vm.pp("embeddings");
@@ -59,6 +62,7 @@ impl VisionTower {
             projection: projection(
                 v.hidden_size,
                 cfg.projection_dim,
+                WeightPrecision::F32,
                 vb.pp("visual_projection"),
             )?,
             image_size: v.image_size,
