@@ -4,7 +4,8 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-RUN apt-get update && apt-get install -y --no-install-recommends pkg-config g++ \
+# nasm: libjpeg-turbo's SIMD kernels (the JPEG decoder, as in Pillow).
+RUN apt-get update && apt-get install -y --no-install-recommends pkg-config g++ nasm \
     && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked --bin glimpse \

@@ -15,12 +15,6 @@ use serde_json::Value;
 
 const TOL: f32 = 1e-4;
 
-/// JPEG is decoded by zune-jpeg (through `image`), PIL uses libjpeg-turbo: their IDCT and
-/// colour conversion round differently, so decoded pixels may differ by a level or two.
-/// This bound documents the known deviation; every lossless format must be exact.
-const JPEG_MAX_LEVELS: f32 = 2.0;
-const JPEG_EMBEDDING_TOL: f32 = 1e-2;
-
 /// Half-precision weights on the GPU keep about three significant digits (measured on an
 /// H200: at most 9.3e-4 on both tiny models).
 const F16_TOL: f32 = 2e-3;
@@ -160,15 +154,11 @@ fn check_model(fixture: &str, spec: &TinyClipSpec) {
         let file = case["file"].as_str().unwrap();
         let bytes = std::fs::read(fixtures().join("images").join(file)).unwrap();
         let p = image.preprocess(&bytes).unwrap();
-        let is_jpeg = file.ends_with(".jpg");
+        // JPEG included: it is decoded by libjpeg-turbo's code, as PIL does.
         if let Some(px) = case.get("pixels") {
             let want = floats(px);
             let d = max_abs_diff(&p.pixels, &want);
-            let min_std = spec.image_std.iter().copied().fold(f64::INFINITY, f64::min) as f32;
-            let levels = d * 255.0 * min_std;
-            if is_jpeg && levels <= JPEG_MAX_LEVELS + 1e-3 {
-                eprintln!("{fixture} {file}: pixels within {levels:.2} levels (decoder rounding)");
-            } else if d > TOL {
+            if d > TOL {
                 let n = p
                     .pixels
                     .iter()
@@ -184,12 +174,7 @@ fn check_model(fixture: &str, spec: &TinyClipSpec) {
     let mut worst_image = 0.0f32;
     for (case, emb) in cases.iter().zip(&got) {
         let d = max_abs_diff(emb, &floats(&case["embedding"]));
-        let tol = if case["file"].as_str().unwrap().ends_with(".jpg") {
-            JPEG_EMBEDDING_TOL.max(tol)
-        } else {
-            worst_image = worst_image.max(d);
-            tol
-        };
+        worst_image = worst_image.max(d);
         if d > tol {
             failures.push(format!(
                 "image {}: embedding max abs diff {d}",
@@ -197,7 +182,7 @@ fn check_model(fixture: &str, spec: &TinyClipSpec) {
             ));
         }
     }
-    eprintln!("{fixture} on {device:?}: lossless image max abs diff {worst_image:e}");
+    eprintln!("{fixture} on {device:?}: image max abs diff {worst_image:e}");
     assert!(failures.is_empty(), "{fixture}:\n{}", failures.join("\n"));
 }
 

@@ -54,6 +54,11 @@ pub fn decode_rgb_with(bytes: &[u8], alpha: AlphaMode) -> Result<Rgb8, ImageErro
     ) {
         return Err(ImageError::UnsupportedFormat);
     }
+    if format == ImageFormat::Jpeg
+        && let Some(decoded) = decode_jpeg_like_pillow(bytes)
+    {
+        return decoded;
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
@@ -66,6 +71,62 @@ pub fn decode_rgb_with(bytes: &[u8], alpha: AlphaMode) -> Result<Rgb8, ImageErro
         return Err(ImageError::Invalid("zero-sized image".into()));
     }
     Ok(to_rgb8(img, alpha))
+}
+
+/// JPEG through libjpeg-turbo's decoder (vendored by `mozjpeg-sys`, built without assembly),
+/// the decoder Pillow ships: the same integer IDCT (`JDCT_ISLOW`), fancy chroma upsampling and
+/// fixed-point YCbCr conversion, so the pixels equal PIL's bit for bit. The `image` crate's
+/// decoder rounds differently (±1 on many pixels, ~5e-3 on the embedding).
+///
+/// `None` for the colour spaces libjpeg cannot turn into RGB (CMYK, YCCK), which the caller
+/// decodes with the `image` crate instead. libjpeg reports fatal errors by unwinding (the
+/// wrapper's error handler resumes a panic payload without the panic hook), caught here.
+fn decode_jpeg_like_pillow(bytes: &[u8]) -> Option<Result<Rgb8, ImageError>> {
+    use mozjpeg::ColorSpace;
+    let attempt = std::panic::catch_unwind(|| -> Result<Option<Rgb8>, ImageError> {
+        let io = |e: std::io::Error| ImageError::Decode(format!("JPEG: {e}"));
+        let jpeg = mozjpeg::Decompress::new_mem(bytes).map_err(io)?;
+        if matches!(
+            jpeg.color_space(),
+            ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK
+        ) {
+            return Ok(None);
+        }
+        let (width, height) = jpeg.size();
+        if width == 0 || height == 0 {
+            return Err(ImageError::Invalid("zero-sized image".into()));
+        }
+        let max = MAX_SIDE as usize;
+        if width > max || height > max {
+            return Err(ImageError::Decode(format!(
+                "{width}x{height} exceeds the {max}-pixel side limit"
+            )));
+        }
+        let mut started = jpeg.rgb().map_err(io)?;
+        let data: Vec<u8> = started.read_scanlines::<u8>().map_err(io)?;
+        started.finish().map_err(io)?;
+        if data.len() != width * height * 3 {
+            return Err(ImageError::Decode("JPEG: truncated scanlines".into()));
+        }
+        Ok(Some(Rgb8 {
+            width,
+            height,
+            data,
+        }))
+    });
+    match attempt {
+        Ok(Ok(Some(rgb))) => Some(Ok(rgb)),
+        Ok(Ok(None)) => None,
+        Ok(Err(e)) => Some(Err(e)),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_else(|| "libjpeg error".into());
+            Some(Err(ImageError::Decode(message)))
+        }
+    }
 }
 
 fn to_rgb8(img: DynamicImage, alpha: AlphaMode) -> Rgb8 {

@@ -1,7 +1,7 @@
-//! Pillow's `Image.resize` for 8-bit RGB (`libImaging/Resample.c`), bit for bit:
-//! antialiased separable convolution (support widened by the downscale factor), horizontal
-//! pass then vertical pass, 22-bit fixed-point coefficients, rounding and clipping to u8
-//! after each pass.
+//! Pillow's `Image.resize` for 8-bit RGB (`libImaging/Resample.c` of Pillow 13), bit for
+//! bit: antialiased separable convolution (support widened by the downscale factor), the
+//! horizontal pass first unless the height shrinks much more than the width, 22-bit
+//! fixed-point coefficients, rounding and clipping to u8 after each pass.
 
 /// Pillow resampling filters (the numbers of `PIL.Image.Resampling`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +174,21 @@ pub fn resize(img: &Rgb8, width: usize, height: usize, filter: Filter) -> Rgb8 {
     }
     let horiz = precompute(img.width, width, filter);
     let vert = precompute(img.height, height, filter);
+    // Pillow 13 runs the vertical pass first when the height shrinks by more than twice as
+    // many pixels as the width does (`ImagingResampleInner`). The 8-bit rounding between
+    // passes makes the order visible in the output, so it is followed exactly.
+    let (dh, dw) = (
+        img.height as i64 - height as i64,
+        img.width as i64 - width as i64,
+    );
+    if dh > 0 && dh > dw * 2 {
+        let rows = vertical(img, &vert, &vert.bounds, height);
+        return if need_h {
+            horizontal(&rows, &horiz, 0, height)
+        } else {
+            rows
+        };
+    }
     let mut current = std::borrow::Cow::Borrowed(img);
     let mut vbounds = vert.bounds.clone();
     if need_h {
@@ -269,6 +284,33 @@ mod tests {
             assert_eq!((out.width, out.height), (w, h));
             assert!(out.data.chunks(3).all(|p| p == [10, 128, 250]));
         }
+    }
+
+    /// Pillow 13's pass order: vertical first only when the height loses more than twice as
+    /// many pixels as the width (the rounding to u8 between passes makes the order visible).
+    #[test]
+    fn pass_order_follows_pillow() {
+        let (w, h) = (37usize, 120usize);
+        let data: Vec<u8> = (0..w * h * 3)
+            .map(|i| ((i * 7919 + i / 3 * 31) % 251) as u8)
+            .collect();
+        let img = Rgb8 {
+            width: w,
+            height: h,
+            data,
+        };
+        let b = Filter::Bicubic;
+        // 120 -> 116 rows (4) vs 37 -> 36 columns (1): vertical first.
+        let vertical_first = resize(&resize(&img, w, 116, b), 36, 116, b);
+        let horizontal_first = resize(&resize(&img, 36, h, b), 36, 116, b);
+        assert_ne!(
+            vertical_first, horizontal_first,
+            "the order must be observable here"
+        );
+        assert_eq!(resize(&img, 36, 116, b), vertical_first);
+        // 120 -> 118 rows (2) vs 37 -> 36 columns (1): not more than twice, horizontal first.
+        let hv = resize(&resize(&img, 36, h, b), 36, 118, b);
+        assert_eq!(resize(&img, 36, 118, b), hv);
     }
 
     #[test]
