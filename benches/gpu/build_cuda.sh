@@ -10,6 +10,7 @@
 # On a machine with the CUDA toolkit installed, plain `cargo build --features cuda` works.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+command -v nasm >/dev/null || { echo "nasm is required (libjpeg-turbo's SIMD): apt-get install nasm" >&2; exit 1; }
 SDK=${1:-/tmp/glimpse-cuda-sdk}
 ARCH=${CUDA_COMPUTE_CAP:-90}   # 90 = H100/H200; 89 = L4; 86 = A10/A10G; 80 = A100; 75 = T4
 mkdir -p "$SDK/whl" "$SDK/root"
