@@ -15,7 +15,7 @@ pub enum DeviceArg {
     Auto,
     /// Always the CPU, f32 weights (the reference's numbers).
     Cpu,
-    /// The CPU with the text tower's weights rounded to f16: text queries about 1.3x
+    /// The CPU with the text tower's weights rounded to f16: text queries about 1.2x
     /// faster (half the memory traffic) for ~4e-4 drift from the reference.
     CpuF16,
     /// CUDA GPU 0 in half precision (error without the `cuda` build feature or a GPU).
