@@ -78,6 +78,9 @@ pub fn decode_rgb_with(bytes: &[u8], alpha: AlphaMode) -> Result<Rgb8, ImageErro
 /// fixed-point YCbCr conversion, so the pixels equal PIL's bit for bit. The `image` crate's
 /// decoder rounds differently (±1 on many pixels, ~5e-3 on the embedding).
 ///
+/// A file truncated inside its scan data decodes with the missing rows grey, as libjpeg does
+/// (Pillow raises "image file is truncated" there); truncated headers are errors.
+///
 /// `None` for the colour spaces libjpeg cannot turn into RGB (CMYK, YCCK), which the caller
 /// decodes with the `image` crate instead. libjpeg reports fatal errors by unwinding (the
 /// wrapper's error handler resumes a panic payload without the panic hook), caught here.
@@ -189,6 +192,29 @@ mod tests {
             decode_rgb(b"BM\0\0\0\0"),
             Err(ImageError::UnsupportedFormat)
         ));
+    }
+
+    /// The libjpeg path: a JPEG signature over garbage is a `Decode` error (libjpeg's fatal
+    /// errors unwind into it), never a panic or an abort. A file cut inside the scan data
+    /// decodes with libjpeg's grey fill (Pillow would refuse it); cut in the headers, it fails.
+    #[test]
+    fn broken_jpegs_are_errors_not_panics() {
+        let mut garbage = vec![0xff, 0xd8, 0xff, 0xe0];
+        garbage.extend_from_slice(&[0x13; 64]);
+        assert!(matches!(decode_rgb(&garbage), Err(ImageError::Decode(_))));
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/images/photo_420.jpg"),
+        )
+        .unwrap();
+        let whole = decode_rgb(&bytes).unwrap();
+        assert_eq!((whole.width, whole.height), (97, 61));
+        for cut in [4, 20, 200, bytes.len() / 2, bytes.len() - 2] {
+            match decode_rgb(&bytes[..cut]) {
+                Ok(img) => assert_eq!((img.width, img.height), (97, 61), "cut {cut}"),
+                Err(e) => assert!(matches!(e, ImageError::Decode(_)), "cut {cut}: {e}"),
+            }
+        }
     }
 
     #[test]
