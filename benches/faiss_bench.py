@@ -9,6 +9,7 @@ times train+add (all cores, faiss default) and searches single-threaded
 (omp_set_num_threads(1)), then prints one table with ratios.
 
 Usage: faiss_bench.py DIR [--skip-hnsw] [--skip-pq8] [--skip-fastscan]
+    [--nprobes 8,16,32,64] [--k-factors 5,10,20]   (the IVF grid searched)
 """
 
 import json
@@ -55,6 +56,12 @@ def main():
     skip_hnsw = "--skip-hnsw" in sys.argv
     skip_pq8 = "--skip-pq8" in sys.argv
     skip_fastscan = "--skip-fastscan" in sys.argv
+    nprobes, kfs = [8, 16, 32, 64], [5, 10, 20]
+    for i, a in enumerate(sys.argv):
+        if a == "--nprobes" and i + 1 < len(sys.argv):
+            nprobes = [int(x) for x in sys.argv[i + 1].split(",")]
+        if a == "--k-factors" and i + 1 < len(sys.argv):
+            kfs = [int(x) for x in sys.argv[i + 1].split(",")]
     xb = np.load(f"{d}/base.npy")
     xq = np.load(f"{d}/queries.npy")
     ours = json.load(open(f"{d}/glimpse_results.json"))
@@ -98,10 +105,10 @@ def main():
     for name, factory in ivf_configs:
         idx = build(name, factory)
         ivf = faiss.extract_index_ivf(idx)
-        for nprobe in [8, 16, 32, 64]:
+        for nprobe in nprobes:
             if nprobe > nlist:
                 continue
-            for kf in [5, 10, 20]:
+            for kf in kfs:
                 def setp(nprobe=nprobe, kf=kf):
                     ivf.nprobe = nprobe
                     idx.k_factor = kf
@@ -145,6 +152,14 @@ def main():
         print(f"best faiss:   {fb[0]} {fb[1]} recall={fb[2]:.4f} QPS cpu={fb[4]:.1f} wall={fb[3]:.1f}")
         print(f"QPS ratio glimpse/faiss-best = {ob[4] / fb[4]:.2f}x by CPU time, "
               f"{ob[3] / fb[3]:.2f}x by wall time (goal >= 1.5x)")
+        # faiss's QPS above is for one batch of all queries (its coarse step becomes one GEMM);
+        # a server answers one query per call, which is how every Glimpse figure is taken.
+        def fastest(pred):
+            ok = [x for x in results if pred(x[0]) and x[2] >= 0.95]
+            return min(ok, key=lambda x: x[5]) if ok else None
+        o1, f1 = fastest(lambda f: f.startswith("glimpse")), fastest(lambda f: f.startswith("faiss"))
+        print(f"one query per call, p50 latency at recall >= 0.95: glimpse {o1[1]} {o1[5]:.0f} us, "
+              f"{f1[0]} {f1[1]} {f1[5]:.0f} us -> {f1[5] / o1[5]:.2f}x")
     else:
         print("one side never reached recall 0.95:", ob, fb)
     for fam in ["faiss IVF-PQ8+refine", "faiss IVF-PQ4fs+refine", "faiss HNSW32"]:

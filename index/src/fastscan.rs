@@ -18,6 +18,8 @@
 //! accumulator is `<= threshold`; every kernel returns identical results
 //! (integer arithmetic only), which the tests check.
 
+pub use crate::simd::SimdLevel;
+
 /// Vectors per block.
 pub const BLOCK: usize = 32;
 
@@ -74,19 +76,16 @@ pub fn quantize_lut(lut: &[f32], m: usize, mins: &[f32], scale: f32, out: &mut [
     out.iter_mut().for_each(|b| *b = 0);
     for q in 0..m {
         let base = (q / 2) * 64 + (q % 2) * 32;
-        for j in 0..16 {
-            // Round half up by hand: `f32::round` is a libm call, and this runs per query.
-            let v = (lut[q * 16 + j] - mins[q]) * scale;
-            let b = if v.is_nan() || v < 0.5 {
-                0
-            } else if v >= 254.5 {
-                255
-            } else {
-                (v + 0.5) as u8
-            };
-            out[base + j] = b;
-            out[base + 16 + j] = b;
+        let row = &lut[q * 16..q * 16 + 16];
+        let mut bytes = [0u8; 16];
+        for (b, &x) in bytes.iter_mut().zip(row) {
+            // Round half up by hand (`f32::round` is a libm call, and this runs per
+            // query), branch-free so it vectorizes: below 0.5 gives 0, from 254.5 on 255,
+            // and NaN 0 (a float-to-int `as` saturates and maps NaN to 0).
+            *b = ((x - mins[q]) * scale + 0.5).clamp(0.0, 255.0) as u8;
         }
+        out[base..base + 16].copy_from_slice(&bytes);
+        out[base + 16..base + 32].copy_from_slice(&bytes);
     }
 }
 
@@ -138,31 +137,53 @@ mod x86 {
         thr: u16,
         out: &mut [u16; BLOCK],
     ) -> u32 {
-        let nib = _mm256_set1_epi8(0x0f);
         // `whole` sums both bytes of each u16 lane (wrapping), `high` the odd
         // bytes; even-byte sums are recovered as `whole - (high << 8)`.
-        let mut whole = _mm256_setzero_si256();
-        let mut high = _mm256_setzero_si256();
-        let bp = block.as_ptr();
-        let lp = lut.as_ptr();
+        let mut acc = (_mm256_setzero_si256(), _mm256_setzero_si256());
         for p in 0..pairs {
             // SAFETY: p < pairs and the wrapper checked the slice lengths.
-            let (c, t0, t1) = unsafe {
-                (
-                    _mm256_loadu_si256(bp.add(p * BLOCK) as *const __m256i),
-                    _mm256_loadu_si256(lp.add(p * 64) as *const __m256i),
-                    _mm256_loadu_si256(lp.add(p * 64 + 32) as *const __m256i),
-                )
-            };
-            let lo = _mm256_and_si256(c, nib);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), nib);
-            let r0 = _mm256_shuffle_epi8(t0, lo);
-            let r1 = _mm256_shuffle_epi8(t1, hi);
-            whole = _mm256_add_epi16(whole, r0);
-            whole = _mm256_add_epi16(whole, r1);
-            high = _mm256_add_epi16(high, _mm256_srli_epi16(r0, 8));
-            high = _mm256_add_epi16(high, _mm256_srli_epi16(r1, 8));
+            acc = unsafe { pair_step(acc, block, lut, p) };
         }
+        finish(acc.0, acc.1, thr, out)
+    }
+
+    /// Adds pair `p`'s table entries for the 32 codes of the block to the
+    /// `(whole, high)` accumulators.
+    ///
+    /// # Safety
+    /// `block` must hold `(p + 1) * 32` bytes and `lut` `(p + 1) * 64`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn pair_step(
+        (whole, high): (__m256i, __m256i),
+        block: &[u8],
+        lut: &[u8],
+        p: usize,
+    ) -> (__m256i, __m256i) {
+        let nib = _mm256_set1_epi8(0x0f);
+        // SAFETY: the caller guarantees both ranges are inside the slices.
+        let (c, t0, t1) = unsafe {
+            (
+                _mm256_loadu_si256(block.as_ptr().add(p * BLOCK) as *const __m256i),
+                _mm256_loadu_si256(lut.as_ptr().add(p * 64) as *const __m256i),
+                _mm256_loadu_si256(lut.as_ptr().add(p * 64 + 32) as *const __m256i),
+            )
+        };
+        let r0 = _mm256_shuffle_epi8(t0, _mm256_and_si256(c, nib));
+        let r1 = _mm256_shuffle_epi8(t1, _mm256_and_si256(_mm256_srli_epi16(c, 4), nib));
+        let whole = _mm256_add_epi16(_mm256_add_epi16(whole, r0), r1);
+        let high = _mm256_add_epi16(
+            _mm256_add_epi16(high, _mm256_srli_epi16(r0, 8)),
+            _mm256_srli_epi16(r1, 8),
+        );
+        (whole, high)
+    }
+
+    /// Splits the accumulators into the 32 row sums (even bytes = rows 0..16,
+    /// odd bytes = rows 16..32), stores them and returns the `<= thr` mask.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn finish(whole: __m256i, high: __m256i, thr: u16, out: &mut [u16; BLOCK]) -> u32 {
         let even = _mm256_sub_epi16(whole, _mm256_slli_epi16(high, 8));
         // SAFETY: `out` is 32 u16 = 64 bytes.
         unsafe {
@@ -176,52 +197,117 @@ mod x86 {
         let ordered = _mm256_permute4x64_epi64(packed, 0b11_01_10_00);
         _mm256_movemask_epi8(ordered) as u32
     }
-}
 
-/// Safe wrapper over the AVX2 kernel (only handed out when AVX2 is present).
-#[cfg(target_arch = "x86_64")]
-fn scan_block_avx2(
-    block: &[u8],
-    lut: &[u8],
-    pairs: usize,
-    thr: u16,
-    out: &mut [u16; BLOCK],
-) -> u32 {
-    assert!(block.len() >= pairs * BLOCK && lut.len() >= pairs * 64);
-    // SAFETY: `kernel()` returns this function only when AVX2 was detected;
-    // slice lengths are checked above.
-    unsafe { x86::scan_block_avx2(block, lut, pairs, thr, out) }
-}
-
-/// Instruction set a kernel uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KernelKind {
-    /// Portable Rust.
-    Scalar,
-    /// x86-64 AVX2.
-    Avx2,
-}
-
-/// The kernel of the given kind, if this CPU can run it.
-pub fn kernel_of(kind: KernelKind) -> Option<BlockKernel> {
-    match kind {
-        KernelKind::Scalar => Some(scan_block_scalar),
-        KernelKind::Avx2 => {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    return Some(scan_block_avx2);
-                }
-            }
-            None
+    /// AVX-512 BW kernel: two pairs of sub-quantizers per step. The 64 code
+    /// bytes of pairs `p` and `p + 1` fill one register; the tables are
+    /// regrouped so that each 256-bit half sees its own pair's tables, and
+    /// the two halves' sums are folded at the end. Integer sums wrap the same
+    /// way in any order, so the result equals the AVX2 and scalar kernels'.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and BW (and AVX2); `block` must hold
+    /// `pairs * 32` bytes and `lut` `pairs * 64` bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx2")]
+    pub(super) unsafe fn scan_block_avx512(
+        block: &[u8],
+        lut: &[u8],
+        pairs: usize,
+        thr: u16,
+        out: &mut [u16; BLOCK],
+    ) -> u32 {
+        let nib = _mm512_set1_epi8(0x0f);
+        let mut whole = _mm512_setzero_si512();
+        let mut high = _mm512_setzero_si512();
+        let bp = block.as_ptr();
+        let lp = lut.as_ptr();
+        let mut p = 0;
+        while p + 2 <= pairs {
+            // SAFETY: p + 2 <= pairs: codes [p*32, p*32+64) and tables
+            // [p*64, p*64+128) are inside the checked lengths.
+            let (c, l0, l1) = unsafe {
+                (
+                    _mm512_loadu_si512(bp.add(p * BLOCK).cast()),
+                    _mm512_loadu_si512(lp.add(p * 64).cast()),
+                    _mm512_loadu_si512(lp.add(p * 64 + 64).cast()),
+                )
+            };
+            // l0 = [A A B B], l1 = [C C D D] (16-byte tables of sub-quantizers
+            // 2p, 2p+1, 2p+2, 2p+3): low nibbles need [A A C C], high [B B D D].
+            let t0 = _mm512_shuffle_i64x2(l0, l1, 0b01_00_01_00);
+            let t1 = _mm512_shuffle_i64x2(l0, l1, 0b11_10_11_10);
+            let lo = _mm512_and_si512(c, nib);
+            let hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), nib);
+            let r0 = _mm512_shuffle_epi8(t0, lo);
+            let r1 = _mm512_shuffle_epi8(t1, hi);
+            whole = _mm512_add_epi16(whole, r0);
+            whole = _mm512_add_epi16(whole, r1);
+            high = _mm512_add_epi16(high, _mm512_srli_epi16(r0, 8));
+            high = _mm512_add_epi16(high, _mm512_srli_epi16(r1, 8));
+            p += 2;
         }
+        let mut acc = (
+            _mm256_add_epi16(
+                _mm512_castsi512_si256(whole),
+                _mm512_extracti64x4_epi64(whole, 1),
+            ),
+            _mm256_add_epi16(
+                _mm512_castsi512_si256(high),
+                _mm512_extracti64x4_epi64(high, 1),
+            ),
+        );
+        if p < pairs {
+            // SAFETY: p < pairs and the wrapper checked the slice lengths.
+            acc = unsafe { pair_step(acc, block, lut, p) };
+        }
+        finish(acc.0, acc.1, thr, out)
     }
 }
 
-/// The fastest kernel this CPU supports (detected once).
+/// Safe wrappers over the `unsafe` SIMD kernels. Each is handed out by
+/// [`kernel_of`] only after its instruction set was detected; the slice
+/// lengths the kernels rely on are checked here.
+macro_rules! checked_kernel {
+    ($(#[$doc:meta])* $name:ident => $inner:path) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        fn $name(block: &[u8], lut: &[u8], pairs: usize, thr: u16, out: &mut [u16; BLOCK]) -> u32 {
+            assert!(block.len() >= pairs * BLOCK && lut.len() >= pairs * 64);
+            // SAFETY: `kernel_of` returns this function only when the CPU supports the
+            // kernel's instruction set; slice lengths are checked above.
+            unsafe { $inner(block, lut, pairs, thr, out) }
+        }
+    };
+}
+
+checked_kernel!(
+    /// The AVX2 kernel.
+    scan_block_avx2 => x86::scan_block_avx2
+);
+checked_kernel!(
+    /// The AVX-512 F/BW kernel.
+    scan_block_avx512 => x86::scan_block_avx512
+);
+
+/// The kernel of the given level, if this CPU can run it.
+pub fn kernel_of(level: SimdLevel) -> Option<BlockKernel> {
+    if !level.supported() {
+        return None;
+    }
+    match level {
+        SimdLevel::Scalar => Some(scan_block_scalar),
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => Some(scan_block_avx2),
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => Some(scan_block_avx512),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => None,
+    }
+}
+
+/// The kernel of [`simd::level`](crate::simd::level) (detected once).
 pub fn kernel() -> BlockKernel {
     static BEST: std::sync::OnceLock<BlockKernel> = std::sync::OnceLock::new();
-    *BEST.get_or_init(|| kernel_of(KernelKind::Avx2).unwrap_or(scan_block_scalar))
+    *BEST.get_or_init(|| kernel_of(crate::simd::level()).unwrap_or(scan_block_scalar))
 }
 
 #[cfg(test)]
@@ -237,6 +323,48 @@ mod tests {
             assert!(!seen[byte_pos(v)]);
             seen[byte_pos(v)] = true;
         }
+    }
+
+    /// The branch-free rounding keeps the documented mapping: half up,
+    /// saturated to 0..=255, NaN to 0; both lanes of a row hold the same bytes.
+    #[test]
+    fn quantize_lut_rounds_half_up_and_saturates() {
+        let m = 3;
+        let mut lut = vec![0.0f32; m * 16];
+        let probes = [
+            0.0,
+            0.49,
+            0.5,
+            1.49,
+            1.5,
+            100.5,
+            254.49,
+            254.5,
+            255.0,
+            1e9,
+            -3.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            7.25,
+            128.0,
+        ];
+        for q in 0..m {
+            lut[q * 16..q * 16 + 16].copy_from_slice(&probes);
+        }
+        let mins = vec![0.0f32; m];
+        let mut out = vec![0u8; lut_bytes(m)];
+        quantize_lut(&lut, m, &mins, 1.0, &mut out);
+        let want = [
+            0u8, 0, 1, 1, 2, 101, 254, 255, 255, 255, 0, 0, 255, 0, 7, 128,
+        ];
+        for q in 0..m {
+            let base = (q / 2) * 64 + (q % 2) * 32;
+            assert_eq!(out[base..base + 16], want, "row {q}");
+            assert_eq!(out[base + 16..base + 32], want, "row {q}, second lane");
+        }
+        // The missing odd row of the last pair stays zero.
+        assert!(out[64 + 32..128].iter().all(|&b| b == 0));
     }
 
     #[test]
@@ -285,8 +413,8 @@ mod tests {
                 prop_assert_eq!(av as u32, want);
                 prop_assert_eq!(ma >> v & 1 == 1, av <= thr);
             }
-            for kind in [KernelKind::Avx2] {
-                if let Some(k) = kernel_of(kind) {
+            for level in [SimdLevel::Avx2, SimdLevel::Avx512] {
+                if let Some(k) = kernel_of(level) {
                     let mut b = [0u16; BLOCK];
                     let mb = k(&block, &lut, pairs, thr, &mut b);
                     prop_assert_eq!(a, b);

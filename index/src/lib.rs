@@ -31,6 +31,7 @@ pub mod metric;
 mod params;
 pub mod pq;
 mod search;
+pub mod simd;
 pub mod synthetic;
 
 pub use error::IndexError;
@@ -42,3 +43,4 @@ pub use params::{
     DEFAULT_REFINE, IndexParams, PqBits, ResolvedParams, SearchParams, default_nlist,
     default_nprobe, default_refine,
 };
+pub use simd::SimdLevel;

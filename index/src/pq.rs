@@ -63,17 +63,55 @@ impl<'a> PqCodebooks<'a> {
             let (cb, s, w) = self.sub(q);
             let ys = &y[s..s + w];
             let row = &mut out[q * self.ksub..(q + 1) * self.ksub];
-            for (j, o) in row.iter_mut().enumerate() {
-                let c = &cb[j * w..(j + 1) * w];
-                *o = if inner_product {
-                    -ys.iter().zip(c).map(|(a, b)| a * b).sum::<f32>()
-                } else {
-                    ys.iter()
-                        .zip(c)
-                        .map(|(a, b)| (a - b) * (a - b))
-                        .sum::<f32>()
-                };
+            // Common sub-space widths get a fixed-width loop the compiler unrolls and
+            // vectorizes across centroids (this runs once per query, or per list for L2).
+            // The arithmetic and its order are the same in every branch.
+            match w {
+                2 => lut_row::<2>(ys, cb, inner_product, row),
+                4 => lut_row::<4>(ys, cb, inner_product, row),
+                8 => lut_row::<8>(ys, cb, inner_product, row),
+                16 => lut_row::<16>(ys, cb, inner_product, row),
+                _ => {
+                    for (o, c) in row.iter_mut().zip(cb.chunks_exact(w)) {
+                        *o = if inner_product {
+                            -ys.iter().zip(c).map(|(a, b)| a * b).sum::<f32>()
+                        } else {
+                            ys.iter()
+                                .zip(c)
+                                .map(|(a, b)| (a - b) * (a - b))
+                                .sum::<f32>()
+                        };
+                    }
+                }
             }
+        }
+    }
+}
+
+/// One LUT row for sub-spaces of width `W`: `-<y, c_j>` or `||y - c_j||^2`
+/// for every centroid `c_j` of the `W`-wide block `cb`, summed left to right.
+#[inline]
+fn lut_row<const W: usize>(y: &[f32], cb: &[f32], inner_product: bool, row: &mut [f32]) {
+    let Ok(y) = <&[f32; W]>::try_from(y) else {
+        return;
+    };
+    let mut centroids = cb.chunks_exact(W);
+    if inner_product {
+        for (o, c) in row.iter_mut().zip(&mut centroids) {
+            let mut acc = 0.0f32;
+            for d in 0..W {
+                acc += y[d] * c[d];
+            }
+            *o = -acc;
+        }
+    } else {
+        for (o, c) in row.iter_mut().zip(&mut centroids) {
+            let mut acc = 0.0f32;
+            for d in 0..W {
+                let t = y[d] - c[d];
+                acc += t * t;
+            }
+            *o = acc;
         }
     }
 }
@@ -116,6 +154,42 @@ mod tests {
         (0..n * dim)
             .map(|_| rng.random_range(-1.0f32..1.0))
             .collect()
+    }
+
+    /// The fixed-width LUT loops give exactly the plain definition.
+    #[test]
+    fn lut_matches_definition_for_every_width() {
+        for (dim, m) in [(32, 16), (24, 8), (64, 16), (64, 8), (64, 4), (30, 7)] {
+            let ksub = 16;
+            let cb = data(ksub, dim, 3);
+            let pq = PqCodebooks {
+                dim,
+                m,
+                ksub,
+                data: &cb,
+            };
+            let y = data(1, dim, 4);
+            for ip in [true, false] {
+                let mut got = vec![0.0f32; m * ksub];
+                pq.lut(&y, ip, &mut got);
+                for q in 0..m {
+                    let (block, s, w) = pq.sub(q);
+                    for j in 0..ksub {
+                        let c = &block[j * w..(j + 1) * w];
+                        let mut acc = 0.0f32;
+                        for d in 0..w {
+                            acc += if ip {
+                                y[s + d] * c[d]
+                            } else {
+                                (y[s + d] - c[d]) * (y[s + d] - c[d])
+                            };
+                        }
+                        let want = if ip { -acc } else { acc };
+                        assert_eq!(got[q * ksub + j], want, "dim {dim} m {m} q {q} j {j}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

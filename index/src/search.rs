@@ -248,7 +248,8 @@ fn rerank(
             Neighbor { row: c.row, score }
         })
         .collect();
-    out.sort_by(|a, b| {
+    // Rows break ties, so the order is total and an unstable sort gives the same result.
+    out.sort_unstable_by(|a, b| {
         metric
             .cmp_best_first(a.score, b.score)
             .then(a.row.cmp(&b.row))
