@@ -745,7 +745,14 @@ def report(g, c, n, notes):
                       f"no glimpse setting reaches recall {cr['recall']:.3f} -> NOT MET"))
     if g.get("bytes_per_vector_rss") and c.get("bytes_per_vector_rss"):
         r = min(g["bytes_per_vector_rss"], g.get("serving_rss_bytes", float("inf")) / n) / c["bytes_per_vector_rss"]
-        goals.append(f"memory/vector <= 1/20 of chroma's: 1/{1 / r:.1f} -> "
+        goals.append(f"memory/vector <= 1/20 of chroma's, by RSS (file-backed pages included): "
+                     f"1/{1 / r:.1f} -> "
+                     f"{'MET' if r <= GOALS['memory_per_vector_ratio_max'] else 'NOT MET'}")
+    if g.get("rss_anon_bytes") and c.get("rss_anon_bytes"):
+        # Anonymous memory is what cannot be dropped under pressure: chromadb's HNSW graph and
+        # vectors live there; Glimpse's raw vectors are file-backed mmap pages (page cache).
+        r = g["rss_anon_bytes"] / c["rss_anon_bytes"]
+        goals.append(f"memory/vector <= 1/20 of chroma's, by anonymous RSS (heap): 1/{1 / r:.1f} -> "
                      f"{'MET' if r <= GOALS['memory_per_vector_ratio_max'] else 'NOT MET'}")
     if g.get("reopen_s") is not None:
         goals.append(f"reopen <= {GOALS['reopen_s_max']} s: {g['reopen_s']:.3f} s -> "

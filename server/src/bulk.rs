@@ -71,19 +71,10 @@ pub fn bulk_load(
     progress: &JobProgress,
 ) -> Result<BulkLoadReport, ApiError> {
     let out = load_shards(store, collection, paths, progress);
-    release_free_heap();
+    // Parquet pages and staging buffers of a large load are hundreds of MiB; glibc would keep
+    // them in its arenas, and a server that loaded once would stay that large.
+    glimpse_storage::release_free_heap();
     out
-}
-
-/// Hands memory freed by a load (Parquet pages, staging buffers: hundreds of MiB for a large
-/// load) back to the operating system. glibc keeps freed memory in its arenas otherwise, and a
-/// server that loaded once would stay that large.
-fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 fn load_shards(

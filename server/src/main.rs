@@ -42,7 +42,13 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(a) => cli::serve(a),
+        Command::Serve(a) => {
+            // A server that bulk-loaded once should not keep the load's freed buffers: serving
+            // needs almost no heap (the data is memory-mapped). Only here: the batch commands
+            // (embed) churn through large tensors and are better off with glibc's defaults.
+            glimpse_storage::return_freed_memory_promptly(1 << 20);
+            cli::serve(a)
+        }
         Command::Load(a) => cli::load(a),
         Command::Search(a) => cli::search(a),
         Command::Query(a) => cli::query(a),

@@ -559,6 +559,8 @@ impl Inner {
         let cp = man.checkpoint_seq;
         self.wal.lock().remove_obsolete(cp)?;
         self.counters.record_flush(start.elapsed());
+        // The memtable's rows and the segment's index build were just freed.
+        crate::heap::release_free_heap();
         Ok(())
     }
 
@@ -631,6 +633,8 @@ impl Inner {
         }
         let _ = fsync_dir(&self.dir);
         self.counters.record_compaction(start.elapsed());
+        // The merge and the new segment's index build freed hundreds of MiB.
+        crate::heap::release_free_heap();
         Ok(())
     }
 
