@@ -11,7 +11,7 @@ use crate::fastscan;
 use crate::kmeans::{self, KMeansParams};
 use crate::metric::{Metric, Neighbor};
 use crate::params::{IndexParams, PqBits, ResolvedParams, SearchParams};
-use crate::pq::{self, PqCodebooks};
+use crate::pq::{self, PqCodebooks, PqEncoder};
 use crate::search::{self, Core, ListRef, Lists};
 
 /// Rows encoded per batch while adding (bounds the temporary memory).
@@ -163,12 +163,12 @@ impl IvfPqIndex {
             });
         }
         let m = self.m;
-        let pq = PqCodebooks {
+        let encoder = PqEncoder::new(&PqCodebooks {
             dim,
             m,
             ksub: self.bits.ksub(),
             data: &self.codebooks,
-        };
+        });
         for (bi, batch) in vectors.chunks(ADD_BATCH * dim).enumerate() {
             let internal = internal_rows(self.metric, batch, dim);
             let (labels, _) = kmeans::assign(&internal, dim, &self.centroids);
@@ -178,13 +178,13 @@ impl IvfPqIndex {
                 .zip(internal.par_chunks(dim))
                 .zip(labels.par_iter())
                 .for_each_init(
-                    || vec![0.0f32; dim],
-                    |resid, ((out, x), &l)| {
+                    || (vec![0.0f32; dim], Vec::new()),
+                    |(resid, scratch), ((out, x), &l)| {
                         let c = &self.centroids[l as usize * dim..(l as usize + 1) * dim];
                         for ((r, &a), &b) in resid.iter_mut().zip(x).zip(c) {
                             *r = a - b;
                         }
-                        pq.encode(resid, out);
+                        encoder.encode(resid, out, scratch);
                     },
                 );
             let base = first_row as usize + bi * ADD_BATCH;

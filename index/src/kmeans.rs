@@ -97,6 +97,7 @@ pub fn assign(data: &[f32], dim: usize, centroids: &[f32]) -> (Vec<u32>, Vec<f32
     }
     let c_norms = row_norms(centroids, dim);
     let use_gemm = dim >= 16 && k >= 16;
+    let small = (!use_gemm).then(|| SmallCentroids::new(centroids, dim));
     labels
         .par_chunks_mut(CHUNK)
         .zip(dists.par_chunks_mut(CHUNK))
@@ -107,22 +108,23 @@ pub fn assign(data: &[f32], dim: usize, centroids: &[f32]) -> (Vec<u32>, Vec<f32
                 buf.resize(lab.len() * k, 0.0);
                 dot_matrix(rows, centroids, dim, buf);
                 for (i, x) in rows.chunks_exact(dim).enumerate() {
-                    let dots = &buf[i * k..(i + 1) * k];
-                    let mut best = f32::INFINITY;
-                    let mut arg = 0usize;
-                    for (j, (&d, &cn)) in dots.iter().zip(&c_norms).enumerate() {
-                        let s = cn - 2.0 * d;
-                        if s < best {
-                            best = s;
-                            arg = j;
-                        }
+                    let dots = &mut buf[i * k..(i + 1) * k];
+                    // In place, branch-free passes the compiler vectorizes: the scores, their
+                    // minimum, then the first index holding it, which is the index a
+                    // strict `<` scan would keep.
+                    for (d, &cn) in dots.iter_mut().zip(&c_norms) {
+                        *d = cn - 2.0 * *d;
                     }
+                    let best = dots
+                        .iter()
+                        .fold(f32::INFINITY, |m, &v| if v < m { v } else { m });
+                    let arg = dots.iter().position(|&v| v == best).unwrap_or(0);
                     lab[i] = arg as u32;
                     dis[i] = (best + distance::dot(x, x)).max(0.0);
                 }
-            } else {
+            } else if let Some(small) = &small {
                 for (i, x) in rows.chunks_exact(dim).enumerate() {
-                    let (arg, best) = nearest_small(x, centroids, dim);
+                    let (arg, best) = small.nearest(x, buf);
                     lab[i] = arg as u32;
                     dis[i] = best;
                 }
@@ -131,19 +133,54 @@ pub fn assign(data: &[f32], dim: usize, centroids: &[f32]) -> (Vec<u32>, Vec<f32
     (labels, dists)
 }
 
-/// Nearest centroid by direct loops (small `dim` or `k`).
-#[inline]
-pub(crate) fn nearest_small(x: &[f32], centroids: &[f32], dim: usize) -> (usize, f32) {
-    let mut best = f32::INFINITY;
-    let mut arg = 0usize;
-    for (j, c) in centroids.chunks_exact(dim).enumerate() {
-        let d: f32 = x.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum();
-        if d < best {
-            best = d;
-            arg = j;
+/// Centroids laid out for the nearest-centroid search of small problems (PQ
+/// sub-spaces: a few dimensions, 16 or 256 centroids): transposed to
+/// `[dim][k]`, so one pass per dimension updates every centroid's distance
+/// with contiguous, vectorizable arithmetic. Per centroid the squared
+/// differences are summed in dimension order from 0, exactly as a plain loop
+/// over the row-major centroids does, so the answers are identical.
+#[derive(Debug, Clone)]
+pub(crate) struct SmallCentroids {
+    transposed: Vec<f32>,
+    k: usize,
+    dim: usize,
+}
+
+impl SmallCentroids {
+    /// Transposes row-major `centroids` (`dim` floats each).
+    pub(crate) fn new(centroids: &[f32], dim: usize) -> SmallCentroids {
+        let k = centroids.len() / dim.max(1);
+        let mut transposed = vec![0.0f32; k * dim];
+        for (j, c) in centroids.chunks_exact(dim.max(1)).enumerate() {
+            for (t, &v) in c.iter().enumerate() {
+                transposed[t * k + j] = v;
+            }
         }
+        SmallCentroids { transposed, k, dim }
     }
-    (arg, best)
+
+    /// The first of the centroids closest to `x` and its squared distance
+    /// (`(0, inf)` without centroids). `scratch` is reused between calls.
+    pub(crate) fn nearest(&self, x: &[f32], scratch: &mut Vec<f32>) -> (usize, f32) {
+        scratch.clear();
+        scratch.resize(self.k, 0.0);
+        for (t, &xt) in x.iter().enumerate().take(self.dim) {
+            let row = &self.transposed[t * self.k..(t + 1) * self.k];
+            for (a, &c) in scratch.iter_mut().zip(row) {
+                let e = xt - c;
+                *a += e * e;
+            }
+        }
+        let mut best = f32::INFINITY;
+        let mut arg = 0usize;
+        for (j, &d) in scratch.iter().enumerate() {
+            if d < best {
+                best = d;
+                arg = j;
+            }
+        }
+        (arg, best)
+    }
 }
 
 /// Picks `count` distinct indices out of `0..n` (all of them, in order, when
@@ -324,6 +361,66 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The fixed-width nearest-centroid search and the GEMM argmin give
+    /// exactly what a plain strict-`<` loop gives, ties (duplicate
+    /// centroids) included.
+    #[test]
+    fn nearest_matches_plain_loop_with_ties() {
+        use rand::{Rng, SeedableRng};
+        let plain = |x: &[f32], cents: &[f32], dim: usize| {
+            let mut best = f32::INFINITY;
+            let mut arg = 0usize;
+            for (j, c) in cents.chunks_exact(dim).enumerate() {
+                let d: f32 = x.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum();
+                if d < best {
+                    best = d;
+                    arg = j;
+                }
+            }
+            (arg, best)
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for dim in [2usize, 3, 4, 8, 16, 24] {
+            for k in [1usize, 15, 16, 17, 256] {
+                let mut cents: Vec<f32> =
+                    (0..k * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+                if k > 3 {
+                    // Duplicate centroid 1 at the end: the first copy must win.
+                    let c1 = cents[dim..2 * dim].to_vec();
+                    cents[(k - 1) * dim..].copy_from_slice(&c1);
+                }
+                for _ in 0..50 {
+                    let x: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+                    assert_eq!(
+                        SmallCentroids::new(&cents, dim).nearest(&x, &mut Vec::new()),
+                        plain(&x, &cents, dim)
+                    );
+                }
+                if k > 1 {
+                    let x = cents[dim..2 * dim].to_vec();
+                    assert_eq!(
+                        SmallCentroids::new(&cents, dim).nearest(&x, &mut Vec::new()),
+                        plain(&x, &cents, dim)
+                    );
+                }
+            }
+        }
+        // GEMM path (dim >= 16, k >= 16): labels of rows equal to a duplicated centroid.
+        let (dim, k) = (32, 40);
+        let mut cents: Vec<f32> = (0..k * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let c3 = cents[3 * dim..4 * dim].to_vec();
+        cents[(k - 1) * dim..].copy_from_slice(&c3);
+        let mut rows = c3.clone();
+        rows.extend((0..99 * dim).map(|_| rng.random_range(-1.0f32..1.0)));
+        let (labels, _) = assign(&rows, dim, &cents);
+        assert_eq!(labels[0], 3);
+        for (i, x) in rows.chunks_exact(dim).enumerate().skip(1) {
+            // Away from ties, the GEMM argmin agrees with exact distances.
+            let (want, _) = plain(x, &cents, dim);
+            assert_eq!(labels[i] as usize, want, "row {i}");
+        }
+    }
+
     /// Four well separated blobs: k-means must put one centroid in each.
     #[test]
     fn recovers_separable_clusters() {
@@ -349,7 +446,7 @@ mod tests {
         let cents = train(&data, dim, &p);
         // Every true centre has a centroid within distance 1.
         for c in &centres {
-            let (_, d) = nearest_small(c, &cents, dim);
+            let (_, d) = SmallCentroids::new(&cents, dim).nearest(c, &mut Vec::new());
             assert!(d < 1.0, "centre not recovered, dist {d}");
         }
         let (labels, _) = assign(&data, dim, &cents);
@@ -389,7 +486,7 @@ mod tests {
         let cents: Vec<f32> = data[..50 * dim].to_vec();
         let (labels, dists) = assign(&data, dim, &cents);
         for (i, x) in data.chunks(dim).enumerate() {
-            let (arg, d) = nearest_small(x, &cents, dim);
+            let (arg, d) = SmallCentroids::new(&cents, dim).nearest(x, &mut Vec::new());
             assert!((dists[i] - d).abs() < 1e-3);
             if labels[i] as usize != arg {
                 let other = distance::l2sq(x, &cents[labels[i] as usize * dim..][..dim]);

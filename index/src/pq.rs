@@ -39,12 +39,9 @@ impl<'a> PqCodebooks<'a> {
     }
 
     /// Encodes one vector: one code (`< ksub`) per sub-space into `out`.
+    /// To encode many vectors, build a [`PqEncoder`] once instead.
     pub fn encode(&self, x: &[f32], out: &mut [u8]) {
-        for (q, o) in out.iter_mut().enumerate().take(self.m) {
-            let (cb, s, w) = self.sub(q);
-            let (arg, _) = kmeans::nearest_small(&x[s..s + w], cb, w);
-            *o = arg as u8;
-        }
+        PqEncoder::new(self).encode(x, out, &mut Vec::new());
     }
 
     /// Reconstructs the vector from its codes (for error measurements).
@@ -112,6 +109,36 @@ fn lut_row<const W: usize>(y: &[f32], cb: &[f32], inner_product: bool, row: &mut
                 acc += t * t;
             }
             *o = acc;
+        }
+    }
+}
+
+/// Codebooks prepared for encoding many vectors: each sub-space's centroids
+/// transposed once (see `kmeans::SmallCentroids`), so finding the nearest
+/// of 16 (or 256) centroids is a few contiguous vector passes.
+#[derive(Debug, Clone)]
+pub struct PqEncoder {
+    subs: Vec<(usize, usize, kmeans::SmallCentroids)>,
+}
+
+impl PqEncoder {
+    /// Prepares `pq` for encoding.
+    pub fn new(pq: &PqCodebooks<'_>) -> PqEncoder {
+        let subs = (0..pq.m)
+            .map(|q| {
+                let (cb, s, w) = pq.sub(q);
+                (s, w, kmeans::SmallCentroids::new(cb, w))
+            })
+            .collect();
+        PqEncoder { subs }
+    }
+
+    /// Encodes one vector into `out` (one code per sub-space); `scratch` is
+    /// reused between calls. Same codes as [`PqCodebooks::encode`].
+    pub fn encode(&self, x: &[f32], out: &mut [u8], scratch: &mut Vec<f32>) {
+        for (o, (s, w, cents)) in out.iter_mut().zip(&self.subs) {
+            let (arg, _) = cents.nearest(&x[*s..*s + *w], scratch);
+            *o = arg as u8;
         }
     }
 }

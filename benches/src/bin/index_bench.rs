@@ -8,7 +8,7 @@
 //! for `benches/faiss_compare.sh`.
 //!
 //! Usage: `index_bench [--n 200000] [--dim 512] [--queries 1000]
-//!   [--bits 4|8] [--nlist N] [--m M] [--settings 8:10,16:10,...] [--out DIR]`
+//!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--settings 8:10,16:10,...] [--out DIR]`
 
 use std::time::Instant;
 
@@ -31,6 +31,7 @@ struct Args {
     bits: PqBits,
     nlist: Option<usize>,
     m: Option<usize>,
+    kmeans_iters: Option<usize>,
     settings: Vec<(usize, usize)>,
     out: Option<String>,
     exact_queries: usize,
@@ -45,6 +46,7 @@ fn parse_args() -> Result<Args> {
         bits: PqBits::Auto,
         nlist: None,
         m: None,
+        kmeans_iters: None,
         settings: Vec::new(),
         out: None,
         exact_queries: 100,
@@ -65,6 +67,7 @@ fn parse_args() -> Result<Args> {
             "--seed" => a.seed = val.parse()?,
             "--nlist" => a.nlist = Some(val.parse()?),
             "--m" => a.m = Some(val.parse()?),
+            "--kmeans-iters" => a.kmeans_iters = Some(val.parse()?),
             "--bits" => {
                 a.bits = match val.as_str() {
                     "4" => PqBits::Four,
@@ -186,6 +189,9 @@ fn main() -> Result<()> {
         nlist: args.nlist,
         m: args.m,
         bits: args.bits,
+        kmeans_iters: args
+            .kmeans_iters
+            .unwrap_or(IndexParams::default().kmeans_iters),
         ..IndexParams::default()
     };
     let build_cpu = process_cpu_s();
