@@ -231,6 +231,10 @@ fn rerank(
     // Prefetch a few rows ahead of the one being scored: enough reads in flight to hide
     // memory latency, few enough that the CPU does not drop them (issuing all rows up front
     // overflows the line-fill buffers).
+    // First touch every candidate's row once (one line each): the rows are scattered over the
+    // whole mapping, so each sits on its own page, and this starts every TLB walk and first DRAM
+    // read at once instead of one row at a time (measured 11-36 % more QPS at 200k).
+    prefetch_first_lines(vectors, dim, &cands);
     prefetch_rows(vectors, dim, &cands[..cands.len().min(PREFETCH_AHEAD)]);
     let mut out: Vec<Neighbor> = cands
         .iter()
@@ -257,6 +261,30 @@ fn rerank(
     out.dedup_by_key(|n| n.row);
     out.truncate(k);
     out
+}
+
+/// Asks the CPU for the first cache line of every candidate row (into the
+/// outer caches: the full-row prefetches in the scoring loop pull the rows
+/// closer just before use).
+fn prefetch_first_lines(vectors: &[f32], dim: usize, cands: &[Cand]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T2, _mm_prefetch};
+        let nrows = vectors.len() / dim;
+        for c in cands {
+            if (c.row as usize) < nrows {
+                // SAFETY: prefetch is a hint and never faults; the address is inside `vectors`.
+                unsafe {
+                    _mm_prefetch(
+                        vectors.as_ptr().add(c.row as usize * dim) as *const i8,
+                        _MM_HINT_T2,
+                    )
+                };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (vectors, dim, cands);
 }
 
 /// Asks the CPU to start loading the first lines of every candidate row, so
