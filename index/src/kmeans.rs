@@ -115,19 +115,12 @@ pub fn assign(data: &[f32], dim: usize, centroids: &[f32]) -> (Vec<u32>, Vec<f32
                     for (d, &cn) in dots.iter_mut().zip(&c_norms) {
                         *d = cn - 2.0 * *d;
                     }
-                    let best = dots
-                        .iter()
-                        .fold(f32::INFINITY, |m, &v| if v < m { v } else { m });
-                    let arg = dots.iter().position(|&v| v == best).unwrap_or(0);
+                    let (arg, best) = first_min(dots);
                     lab[i] = arg as u32;
                     dis[i] = (best + distance::dot(x, x)).max(0.0);
                 }
             } else if let Some(small) = &small {
-                for (i, x) in rows.chunks_exact(dim).enumerate() {
-                    let (arg, best) = small.nearest(x, buf);
-                    lab[i] = arg as u32;
-                    dis[i] = best;
-                }
+                small.assign_rows(rows, lab, dis, buf);
             }
         });
     (labels, dists)
@@ -159,9 +152,72 @@ impl SmallCentroids {
         SmallCentroids { transposed, k, dim }
     }
 
+    /// Nearest centroid of every row of `rows` into `labels` and `dists`,
+    /// choosing the instruction set once for the whole loop.
+    pub(crate) fn assign_rows(
+        &self,
+        rows: &[f32],
+        labels: &mut [u32],
+        dists: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::simd::level() >= crate::simd::SimdLevel::Avx2 {
+                // SAFETY: AVX2 is present (the level is never above what the CPU has).
+                unsafe { self.assign_rows_avx2(rows, labels, dists, scratch) };
+                return;
+            }
+        }
+        self.assign_rows_body(rows, labels, dists, scratch);
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn assign_rows_avx2(
+        &self,
+        rows: &[f32],
+        labels: &mut [u32],
+        dists: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        self.assign_rows_body(rows, labels, dists, scratch);
+    }
+
+    #[inline(always)]
+    fn assign_rows_body(
+        &self,
+        rows: &[f32],
+        labels: &mut [u32],
+        dists: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        for ((x, l), d) in rows.chunks_exact(self.dim.max(1)).zip(labels).zip(dists) {
+            let (arg, best) = self.nearest_body(x, scratch);
+            *l = arg as u32;
+            *d = best;
+        }
+    }
+
     /// The first of the centroids closest to `x` and its squared distance
-    /// (`(0, inf)` without centroids). `scratch` is reused between calls.
-    pub(crate) fn nearest(&self, x: &[f32], scratch: &mut Vec<f32>) -> (usize, f32) {
+    /// (`(0, inf)` without centroids); `scratch` is reused between calls.
+    /// Portable code, inlined into callers that pick the instruction set once
+    /// around a whole loop of searches (`assign_rows`, `PqEncoder::encode`).
+    #[inline(always)]
+    pub(crate) fn nearest_body(&self, x: &[f32], scratch: &mut Vec<f32>) -> (usize, f32) {
+        if self.k == 16 {
+            // 4-bit PQ (the default): the 16 running sums stay in registers.
+            let mut acc = [0.0f32; 16];
+            for (row, &xt) in self.transposed.chunks_exact(16).zip(x).take(self.dim) {
+                for (a, &c) in acc.iter_mut().zip(row) {
+                    let e = xt - c;
+                    *a += e * e;
+                }
+            }
+            return first_min(&acc);
+        }
         scratch.clear();
         scratch.resize(self.k, 0.0);
         for (t, &xt) in x.iter().enumerate().take(self.dim) {
@@ -171,16 +227,24 @@ impl SmallCentroids {
                 *a += e * e;
             }
         }
-        let mut best = f32::INFINITY;
-        let mut arg = 0usize;
-        for (j, &d) in scratch.iter().enumerate() {
-            if d < best {
-                best = d;
-                arg = j;
-            }
-        }
-        (arg, best)
+        first_min(scratch)
     }
+}
+
+/// The first position of the smallest value and the value, as a strict `<`
+/// scan from `inf` finds them (`(0, inf)` when nothing is below `inf`), in two
+/// branch-free passes instead of a data-dependent branch per element.
+#[inline(always)]
+fn first_min(values: &[f32]) -> (usize, f32) {
+    let best = values
+        .iter()
+        .fold(f32::INFINITY, |m, &d| if d < m { d } else { m });
+    let arg = if best < f32::INFINITY {
+        values.iter().position(|&d| d == best).unwrap_or(0)
+    } else {
+        0
+    };
+    (arg, best)
 }
 
 /// Picks `count` distinct indices out of `0..n` (all of them, in order, when
@@ -392,17 +456,33 @@ mod tests {
                 for _ in 0..50 {
                     let x: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
                     assert_eq!(
-                        SmallCentroids::new(&cents, dim).nearest(&x, &mut Vec::new()),
+                        SmallCentroids::new(&cents, dim).nearest_body(&x, &mut Vec::new()),
                         plain(&x, &cents, dim)
                     );
                 }
                 if k > 1 {
                     let x = cents[dim..2 * dim].to_vec();
                     assert_eq!(
-                        SmallCentroids::new(&cents, dim).nearest(&x, &mut Vec::new()),
+                        SmallCentroids::new(&cents, dim).nearest_body(&x, &mut Vec::new()),
                         plain(&x, &cents, dim)
                     );
                 }
+            }
+        }
+        // The small path of `assign` (dispatched once per chunk, AVX2 where present).
+        for (dim, k) in [(4usize, 16usize), (3, 16), (8, 256), (4, 7)] {
+            let cents: Vec<f32> = (0..k * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let rows: Vec<f32> = (0..300 * dim)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let (labels, dists) = assign(&rows, dim, &cents);
+            for (i, x) in rows.chunks_exact(dim).enumerate() {
+                let (want, d) = plain(x, &cents, dim);
+                assert_eq!(
+                    (labels[i] as usize, dists[i]),
+                    (want, d),
+                    "dim {dim} k {k} row {i}"
+                );
             }
         }
         // GEMM path (dim >= 16, k >= 16): labels of rows equal to a duplicated centroid.
@@ -446,7 +526,7 @@ mod tests {
         let cents = train(&data, dim, &p);
         // Every true centre has a centroid within distance 1.
         for c in &centres {
-            let (_, d) = SmallCentroids::new(&cents, dim).nearest(c, &mut Vec::new());
+            let (_, d) = SmallCentroids::new(&cents, dim).nearest_body(c, &mut Vec::new());
             assert!(d < 1.0, "centre not recovered, dist {d}");
         }
         let (labels, _) = assign(&data, dim, &cents);
@@ -486,7 +566,7 @@ mod tests {
         let cents: Vec<f32> = data[..50 * dim].to_vec();
         let (labels, dists) = assign(&data, dim, &cents);
         for (i, x) in data.chunks(dim).enumerate() {
-            let (arg, d) = SmallCentroids::new(&cents, dim).nearest(x, &mut Vec::new());
+            let (arg, d) = SmallCentroids::new(&cents, dim).nearest_body(x, &mut Vec::new());
             assert!((dists[i] - d).abs() < 1e-3);
             if labels[i] as usize != arg {
                 let other = distance::l2sq(x, &cents[labels[i] as usize * dim..][..dim]);

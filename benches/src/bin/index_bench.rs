@@ -8,7 +8,7 @@
 //! for `benches/faiss_compare.sh`.
 //!
 //! Usage: `index_bench [--n 200000] [--dim 512] [--queries 1000]
-//!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--settings 8:10,16:10,...] [--out DIR]`
+//!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--pq-sample S] [--settings 8:10,16:10,...] [--out DIR]`
 
 use std::time::Instant;
 
@@ -32,6 +32,7 @@ struct Args {
     nlist: Option<usize>,
     m: Option<usize>,
     kmeans_iters: Option<usize>,
+    pq_sample: Option<usize>,
     settings: Vec<(usize, usize)>,
     out: Option<String>,
     exact_queries: usize,
@@ -47,6 +48,7 @@ fn parse_args() -> Result<Args> {
         nlist: None,
         m: None,
         kmeans_iters: None,
+        pq_sample: None,
         settings: Vec::new(),
         out: None,
         exact_queries: 100,
@@ -68,6 +70,7 @@ fn parse_args() -> Result<Args> {
             "--nlist" => a.nlist = Some(val.parse()?),
             "--m" => a.m = Some(val.parse()?),
             "--kmeans-iters" => a.kmeans_iters = Some(val.parse()?),
+            "--pq-sample" => a.pq_sample = Some(val.parse()?),
             "--bits" => {
                 a.bits = match val.as_str() {
                     "4" => PqBits::Four,
@@ -192,6 +195,7 @@ fn main() -> Result<()> {
         kmeans_iters: args
             .kmeans_iters
             .unwrap_or(IndexParams::default().kmeans_iters),
+        pq_train_sample: args.pq_sample,
         ..IndexParams::default()
     };
     let build_cpu = process_cpu_s();
