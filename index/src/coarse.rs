@@ -85,6 +85,14 @@ fn dots_i8_at(level: SimdLevel, q: &[i8], table: &CoarseI8, dim: usize) -> Vec<i
             return out;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if level >= SimdLevel::Neon && SimdLevel::Neon.supported() {
+            // SAFETY: NEON was just detected; the kernel indexes inside the slices it is given.
+            unsafe { arm::dots_i8_neon(q, &table.codes, dim, &mut out) };
+            return out;
+        }
+    }
     let _ = level;
     dots_i8_scalar(q, &table.codes, dim, &mut out);
     out
@@ -92,8 +100,19 @@ fn dots_i8_at(level: SimdLevel, q: &[i8], table: &CoarseI8, dim: usize) -> Vec<i
 
 fn dots_i8_scalar(q: &[i8], codes: &[i8], dim: usize, out: &mut [i32]) {
     for (o, c) in out.iter_mut().zip(codes.chunks_exact(dim)) {
-        *o = q.iter().zip(c).map(|(&x, &y)| x as i32 * y as i32).sum();
+        *o = dot_i8_from(q, c, 0);
     }
+}
+
+/// `<q[from..], row[from..]>` in `i32`: the scalar reference, and the tail
+/// past the last full SIMD step of the kernels.
+#[inline]
+fn dot_i8_from(q: &[i8], row: &[i8], from: usize) -> i32 {
+    q[from..]
+        .iter()
+        .zip(&row[from..])
+        .map(|(&x, &y)| x as i32 * y as i32)
+        .sum()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -130,13 +149,7 @@ mod x86 {
             .collect();
         let qa: Vec<__m256i> = qs.iter().map(|&v| _mm256_abs_epi8(v)).collect();
         let ones = _mm256_set1_epi16(1);
-        let tail = |row: &[i8]| -> i32 {
-            q[full..]
-                .iter()
-                .zip(&row[full..])
-                .map(|(&x, &y)| x as i32 * y as i32)
-                .sum()
-        };
+        let tail = |row: &[i8]| super::dot_i8_from(q, row, full);
         let step = |acc: __m256i, j: usize, c: __m256i| -> __m256i {
             let p16 = _mm256_maddubs_epi16(qa[j], _mm256_sign_epi8(c, qs[j]));
             _mm256_add_epi32(acc, _mm256_madd_epi16(p16, ones))
@@ -234,6 +247,61 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::aarch64::*;
+
+    /// Four rows at a time, 16 dimensions per step: `smull`/`smull2` multiply
+    /// the signed bytes into `i16` (any two `i8` give at most 16 384 in
+    /// magnitude, so no overflow) and `sadalp` adds adjacent products into
+    /// `i32` lanes. Exact, like the other kernels.
+    ///
+    /// # Safety
+    /// NEON must be present (it is part of base AArch64); `q` holds `dim` codes.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn dots_i8_neon(q: &[i8], codes: &[i8], dim: usize, out: &mut [i32]) {
+        let rows = out.len().min(codes.len() / dim.max(1));
+        let full = dim.min(q.len()) / 16 * 16;
+        // SAFETY: i + 16 <= full <= q.len().
+        let qs: Vec<int8x16_t> = (0..full)
+            .step_by(16)
+            .map(|i| unsafe { vld1q_s8(q.as_ptr().add(i)) })
+            .collect();
+        let tail = |row: &[i8]| super::dot_i8_from(q, row, full);
+        let step = |acc: int32x4_t, qv: int8x16_t, c: int8x16_t| -> int32x4_t {
+            let acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(qv), vget_low_s8(c)));
+            vpadalq_s16(acc, vmull_high_s8(qv, c))
+        };
+        let mut r = 0;
+        while r + 4 <= rows {
+            let base = codes[r * dim..(r + 4) * dim].as_ptr();
+            let mut acc = [vdupq_n_s32(0); 4];
+            for (j, &qv) in qs.iter().enumerate() {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: row r + k < rows and 16 * j + 16 <= full <= dim.
+                    let c = unsafe { vld1q_s8(base.add(k * dim + 16 * j)) };
+                    *a = step(*a, qv, c);
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                out[r + k] = vaddvq_s32(*a) + tail(&codes[(r + k) * dim..(r + k + 1) * dim]);
+            }
+            r += 4;
+        }
+        while r < rows {
+            let row = &codes[r * dim..(r + 1) * dim];
+            let mut acc = vdupq_n_s32(0);
+            for (j, &qv) in qs.iter().enumerate() {
+                // SAFETY: 16 * j + 16 <= full <= dim = row.len().
+                let c = unsafe { vld1q_s8(row.as_ptr().add(16 * j)) };
+                acc = step(acc, qv, c);
+            }
+            out[r] = vaddvq_s32(acc) + tail(row);
+            r += 1;
+        }
+    }
+}
+
 /// Ranks lists for query `q` (lower is better: `-<q,c>` for inner
 /// product, `||q-c||^2` otherwise). Returns `(distance, list)` for all
 /// lists; the first `nprobe` are exact and sorted, the rest carry
@@ -324,7 +392,7 @@ mod tests {
                     };
                     let mut want = vec![0; rows];
                     dots_i8_scalar(&q, &table.codes, dim, &mut want);
-                    for level in [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512] {
+                    for level in SimdLevel::ALL {
                         assert_eq!(
                             dots_i8_at(level, &q, &table, dim),
                             want,

@@ -66,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|---|---|---|");
     let mut scalar_ns = None;
     let mut avx2_ns = None;
-    for level in [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512] {
+    for level in SimdLevel::ALL {
         let Some(kernel) = kernel_of(level) else {
             println!("| {} | not supported by this CPU | | | | |", level.name());
             continue;
