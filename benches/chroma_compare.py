@@ -472,6 +472,18 @@ def glimpse_bulk_load_shards(sess, url, coll, shards):
     return time.perf_counter() - t, rows
 
 
+def glimpse_wait_indexed(sess, url, coll, timeout=3600):
+    """Polls the collection until no segment waits for its deferred ANN index build."""
+    t = time.perf_counter()
+    while True:
+        info = _check(sess.get(f"{url}/v1/collections/{coll}"))
+        if info.get("unindexed_rows", 0) == 0:
+            return info
+        if time.perf_counter() - t > timeout:
+            raise RuntimeError(f"{coll}: still {info['unindexed_rows']} unindexed rows after {timeout} s")
+        time.sleep(0.05)
+
+
 def glimpse_search(sess, url, coll, q, params):
     body = {"vector": q, "k": K}
     body.update(params)
@@ -502,8 +514,16 @@ def run_glimpse(args, out, base, queries, gt, shards):
                                  json={"paths": [rel]}, timeout=3600))
             res["load_paths_s"] = time.perf_counter() - t
             res["load_paths_answer"] = r
+            # Durable now; searchable too (exactly, until the deferred index is built).
+            s = time.perf_counter()
+            glimpse_search(sess, srv.url, "bench", qlist[0], {})
+            res["load_paths_first_query_ms"] = (time.perf_counter() - s) * 1e3
+            glimpse_wait_indexed(sess, srv.url, "bench")
+            res["load_paths_indexed_s"] = time.perf_counter() - t
             print(f"# glimpse load (one JSON paths request): {res['load_paths_s']:.2f} s "
-                  f"({n / res['load_paths_s']:.0f} vec/s)", flush=True)
+                  f"({n / res['load_paths_s']:.0f} vec/s) to durable + searchable "
+                  f"(first query {res['load_paths_first_query_ms']:.0f} ms), "
+                  f"{res['load_paths_indexed_s']:.2f} s to fully indexed", flush=True)
         finally:
             srv.stop()
             shutil.rmtree(d, ignore_errors=True)
@@ -518,9 +538,17 @@ def run_glimpse(args, out, base, queries, gt, shards):
         sess = requests.Session()
         _check(sess.post(f"{srv.url}/v1/collections",
                          json={"name": "bench", "dim": int(base.shape[1]), "metric": "cosine"}))
+        t0 = time.perf_counter()
         secs, rows = glimpse_bulk_load_shards(sess, srv.url, "bench", shards)
+        s = time.perf_counter()
         glimpse_search(sess, srv.url, "bench", qlist[0], {})  # searchable
+        res["first_query_ms"] = (time.perf_counter() - s) * 1e3
         res["load_s"] = secs
+        # Fully indexed: the deferred index builds (and any background merge) are done.
+        glimpse_wait_indexed(sess, srv.url, "bench")
+        res["indexed_s"] = time.perf_counter() - t0
+        print(f"# glimpse per-shard load: {secs:.2f} s to durable + searchable (first query "
+              f"{res['first_query_ms']:.0f} ms), {res['indexed_s']:.2f} s to fully indexed", flush=True)
         # Searchable now. Merge the per-upload segments before measuring queries, so that the
         # numbers are for the settled layout, not for a background merge competing for the cores.
         t = time.perf_counter()
@@ -690,9 +718,15 @@ def report(g, c, n, notes):
 
     row("load to durable+searchable (s)", g.get("load_s"), c.get("load_s"),
         ratio(g.get("load_s"), c.get("load_s")))
+    if g.get("indexed_s"):
+        row("load to fully indexed (s)", g.get("indexed_s"), c.get("load_s"),
+            ratio(g.get("indexed_s"), c.get("load_s")))
     if g.get("load_paths_s"):
         row("load, one JSON paths request (s)", g.get("load_paths_s"), c.get("load_s"),
             ratio(g["load_paths_s"], c.get("load_s")))
+    if g.get("load_paths_indexed_s"):
+        row("  same, to fully indexed (s)", g.get("load_paths_indexed_s"), c.get("load_s"),
+            ratio(g["load_paths_indexed_s"], c.get("load_s")))
     gs, cs = g.get("search", []), c.get("search", [])
     if gs and cs:
         for cr in cs:
@@ -732,10 +766,14 @@ def report(g, c, n, notes):
 
     # Goals.
     goals = []
-    if g.get("load_s") and c.get("load_s"):
-        sp = c["load_s"] / g["load_s"]
-        goals.append(f"load >= {GOALS['load_speedup_min']:.0f}x faster: {sp:.1f}x -> "
-                     f"{'MET' if sp >= GOALS['load_speedup_min'] else 'NOT MET'}")
+    for key, what in (("load_s", "per-shard uploads, to durable + searchable"),
+                      ("indexed_s", "per-shard uploads, to fully indexed"),
+                      ("load_paths_s", "one paths request, to durable + searchable"),
+                      ("load_paths_indexed_s", "one paths request, to fully indexed")):
+        if g.get(key) and c.get("load_s"):
+            sp = c["load_s"] / g[key]
+            goals.append(f"load >= {GOALS['load_speedup_min']:.0f}x faster ({what}): {sp:.1f}x -> "
+                         f"{'MET' if sp >= GOALS['load_speedup_min'] else 'NOT MET'}")
     if gs and cs:
         cr = max(cs, key=lambda r: r["recall"])
         gr = best_at_recall(gs, cr["recall"])

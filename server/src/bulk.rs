@@ -33,6 +33,11 @@ pub struct BulkLoadReport {
     pub bytes: u64,
     /// Wall time from start to durable commit.
     pub seconds: f64,
+    /// Rows of the collection still waiting for their ANN index when the
+    /// load returned: the background thread builds it once loading is quiet,
+    /// and those rows are searched exactly (slower, never less accurate)
+    /// until then. `GET /v1/collections/{c}` shows the count going to zero.
+    pub unindexed_rows: u64,
 }
 
 /// Converts an ingest row into a storage point.
@@ -177,6 +182,7 @@ fn load_shards(
         shards: shards.len() as u64,
         bytes,
         seconds,
+        unindexed_rows: coll.stats().unindexed_rows,
     })
 }
 

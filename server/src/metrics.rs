@@ -48,6 +48,8 @@ pub struct Metrics {
     pub collection_segment_bytes: IntGaugeVec,
     /// Bytes of WAL per collection (refreshed at scrape).
     pub collection_wal_bytes: IntGaugeVec,
+    /// Rows waiting for a deferred index build per collection (refreshed at scrape).
+    pub collection_unindexed_rows: IntGaugeVec,
     /// Resident set size of the process (refreshed at scrape).
     pub process_resident_memory_bytes: IntGauge,
     /// Engine counters per collection (`name` label), synced from the store at scrape.
@@ -145,6 +147,11 @@ impl Metrics {
                 "Bytes of write-ahead log per collection.",
                 &["collection"],
             ),
+            collection_unindexed_rows: gauge_vec(
+                "glimpse_collection_unindexed_rows",
+                "Rows of bulk-loaded segments still waiting for their ANN index (searched exactly until built).",
+                &["collection"],
+            ),
             process_resident_memory_bytes: IntGauge::new(
                 "glimpse_process_resident_memory_bytes",
                 "Resident set size of the server process.",
@@ -153,13 +160,13 @@ impl Metrics {
             storage_counts: counter_vec(
                 "glimpse_storage_events_total",
                 "Storage engine events by collection and kind: wal_bytes (bytes appended to the WAL), \
-                 wal_records, fsyncs, flushes, compactions, bulk_commits, bulk_rows.",
+                 wal_records, fsyncs, flushes, compactions, bulk_commits, bulk_rows, index_builds (deferred index builds).",
                 &["collection", "kind"],
             ),
             storage_seconds: CounterVec::new(
                 Opts::new(
                     "glimpse_storage_seconds_total",
-                    "Seconds the storage engine spent by collection and kind: fsync, flush, compaction.",
+                    "Seconds the storage engine spent by collection and kind: fsync, flush, compaction, index_build.",
                 ),
                 &["collection", "kind"],
             )
@@ -181,6 +188,7 @@ impl Metrics {
             Box::new(m.collection_segments.clone()),
             Box::new(m.collection_segment_bytes.clone()),
             Box::new(m.collection_wal_bytes.clone()),
+            Box::new(m.collection_unindexed_rows.clone()),
             Box::new(m.process_resident_memory_bytes.clone()),
             Box::new(m.storage_counts.clone()),
             Box::new(m.storage_seconds.clone()),
@@ -220,6 +228,7 @@ impl Metrics {
             (&self.collection_segments, stats.segments as i64),
             (&self.collection_segment_bytes, stats.segment_bytes as i64),
             (&self.collection_wal_bytes, stats.wal_bytes as i64),
+            (&self.collection_unindexed_rows, stats.unindexed_rows as i64),
         ];
         for (gauge, value) in gauges {
             gauge.with_label_values(&[collection]).set(value);
@@ -239,6 +248,7 @@ impl Metrics {
             ("compactions", c.compactions),
             ("bulk_commits", c.bulk_commits),
             ("bulk_rows", c.bulk_rows),
+            ("index_builds", c.index_builds),
         ];
         for (kind, value) in counts {
             let counter = self.storage_counts.with_label_values(&[collection, kind]);
@@ -251,6 +261,7 @@ impl Metrics {
             ("fsync", c.fsync_seconds),
             ("flush", c.flush_seconds),
             ("compaction", c.compaction_seconds),
+            ("index_build", c.index_build_seconds),
         ];
         for (kind, value) in seconds {
             let counter = self.storage_seconds.with_label_values(&[collection, kind]);

@@ -4,10 +4,12 @@
 //! Rows bypass the WAL: vectors (and inline images) go to the segment's
 //! files as they are pushed; ids and metadata stay in memory until commit
 //! (about 100 bytes a row plus metadata). `commit` finishes the segment
-//! (fsync, index build over the mapped vectors, rename), flushes the
-//! memtables so that the bulk is newer than every earlier write, hides
-//! older versions of its ids, and publishes it in one manifest replace:
-//! after a crash either the whole bulk is visible or none of it.
+//! (fsync, rename), flushes the memtables so that the bulk is newer than
+//! every earlier write, hides older versions of its ids, and publishes it
+//! in one manifest replace: after a crash either the whole bulk is visible
+//! or none of it. The segment's ANN index is built afterwards by the
+//! background thread (`StoreOptions::defer_bulk_index`); until then the
+//! segment is searched exactly.
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ pub struct BulkWriter {
 impl BulkWriter {
     pub(crate) fn new(inner: Arc<Inner>) -> Result<Self> {
         let (id, writer) = inner.new_segment_writer()?;
+        inner.bulk_started();
         Ok(Self {
             inner,
             id,
@@ -81,7 +84,13 @@ impl BulkWriter {
             return Ok(WriteStats::default());
         }
         let inner = &*self.inner;
-        let fin = w.finish(inner.opts.index_min_rows)?;
+        // A deferred index is built by the background thread once loading is quiet.
+        let index_min_rows = if inner.opts.defer_bulk_index {
+            usize::MAX
+        } else {
+            inner.opts.index_min_rows
+        };
+        let fin = w.finish(index_min_rows)?;
         let result = {
             let mut man = inner.lock_maintenance();
             (|| {
@@ -101,5 +110,11 @@ impl BulkWriter {
             }
         }
         result
+    }
+}
+
+impl Drop for BulkWriter {
+    fn drop(&mut self) {
+        self.inner.bulk_ended();
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,9 @@ use crate::types::{
 use crate::wal::{self, MAX_RECORD_BODY, WalOp, WalWriter};
 
 pub(crate) const WAL_DIR: &str = "wal";
+
+/// Where a deferred index build writes before renaming to the index file.
+const DEFERRED_INDEX_TMP: &str = "index.ivfpq.tmp";
 
 /// A segment together with its current tombstones.
 pub(crate) struct LiveSegment {
@@ -91,6 +94,10 @@ pub(crate) struct Inner {
     pub counters: Counters,
     signal: Mutex<Signal>,
     signal_cv: Condvar,
+    /// Bulk writers open now, and when the last one closed: deferred index
+    /// builds and compactions wait for [`StoreOptions::bulk_quiet`] of calm.
+    bulk_open: AtomicUsize,
+    bulk_last: Mutex<Option<Instant>>,
 }
 
 /// A named set of points with a fixed dimension and metric.
@@ -256,7 +263,31 @@ impl Inner {
         self.next_segment_id.fetch_add(1, Ordering::AcqRel)
     }
 
-    fn wake_background(&self) {
+    /// A bulk writer opened.
+    pub(crate) fn bulk_started(&self) {
+        self.bulk_open.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A bulk writer committed or was dropped.
+    pub(crate) fn bulk_ended(&self) {
+        *self.bulk_last.lock() = Some(Instant::now());
+        self.bulk_open.fetch_sub(1, Ordering::AcqRel);
+        self.wake_background();
+    }
+
+    /// How much longer deferred work must wait for bulk loading to calm
+    /// down (zero when it may start now).
+    fn bulk_quiet_left(&self) -> Duration {
+        if self.bulk_open.load(Ordering::Acquire) > 0 {
+            return self.opts.bulk_quiet.max(Duration::from_millis(1));
+        }
+        match *self.bulk_last.lock() {
+            Some(t) => self.opts.bulk_quiet.saturating_sub(t.elapsed()),
+            None => Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn wake_background(&self) {
         let mut s = self.signal.lock();
         s.work = true;
         drop(s);
@@ -434,6 +465,7 @@ impl Inner {
                 id: s.reader.id,
                 rows: s.reader.rows,
                 tombstone_gen: s.generation,
+                index: s.reader.deferred_index(),
             })
             .collect()
     }
@@ -477,6 +509,7 @@ impl Inner {
                 max_bytes_at_open: 0,
                 background: false,
             },
+            None,
         )?;
         let mut t = Tombstones::empty(reader.rows);
         for &r in dead_rows {
@@ -764,6 +797,11 @@ impl Inner {
                 return;
             }
         }
+        // Merging and indexing wait until bulk loading is quiet: they would
+        // compete with it for the cores (and merging first indexes once).
+        if !self.bulk_quiet_left().is_zero() {
+            return;
+        }
         if self.opts.compaction.enabled {
             let mut man = self.maint.lock();
             if self.closed.load(Ordering::Acquire) {
@@ -773,6 +811,81 @@ impl Inner {
                 tracing::error!(collection = %self.name, error = %e, "compaction failed");
             }
         }
+        match self.build_deferred_index() {
+            // One build per round, so flushes and WAL syncs are not held up by a queue of them.
+            Ok(true) => self.wake_background(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(collection = %self.name, error = %e, "deferred index build failed; will retry")
+            }
+        }
+    }
+
+    /// Whether a segment waits for a deferred index build.
+    fn index_pending(&self) -> bool {
+        let min = self.opts.index_min_rows;
+        self.version
+            .load()
+            .segments
+            .iter()
+            .any(|s| s.reader.awaits_index(min))
+    }
+
+    /// Builds the index of one segment committed without it, outside the
+    /// maintenance lock (seconds of CPU), then, under the lock and only if
+    /// the segment is still live: writes the file (temp, fsync, rename),
+    /// attaches it for searches and records it in a new manifest. A crash
+    /// before that manifest leaves the segment unindexed, and it is built
+    /// again after the restart. Returns whether it built one.
+    fn build_deferred_index(&self) -> Result<bool> {
+        let min = self.opts.index_min_rows;
+        let Some(seg) = self
+            .version
+            .load()
+            .segments
+            .iter()
+            .find(|s| s.reader.awaits_index(min))
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        let start = Instant::now();
+        let reader = &seg.reader;
+        let path = reader.dir.join(crate::ann::INDEX_FILE);
+        let Some((kind, bytes)) =
+            crate::ann::build(&path, reader.vectors(), self.dim, self.metric)?
+        else {
+            reader.refuse_index();
+            return Ok(false);
+        };
+        let mut man = self.maint.lock();
+        let v = self.version.load_full();
+        if self.closed.load(Ordering::Acquire)
+            || !v.segments.iter().any(|s| Arc::ptr_eq(&s.reader, reader))
+        {
+            // Closing, or merged away while the index was being built.
+            return Ok(false);
+        }
+        let tmp = reader.dir.join(DEFERRED_INDEX_TMP);
+        crate::fsutil::write_file_synced(&tmp, &bytes)?;
+        fs::rename(&tmp, &path).at(&path)?;
+        fsync_dir(&reader.dir)?;
+        let file = crate::manifest::IndexFileRef {
+            kind: kind.clone(),
+            len: bytes.len() as u64,
+            crc32: crc32fast::hash(&bytes),
+        };
+        drop(bytes);
+        let index =
+            crate::ann::SegmentIndex::open(&path, &kind, self.dim, self.metric, reader.rows)?;
+        // Counted before it becomes visible, so a caller that sees it served sees it counted.
+        self.counters.record_index_build(start.elapsed());
+        reader.attach_index(index, file);
+        self.publish(&mut man, v.segments.clone(), 0, None)?;
+        drop(man);
+        tracing::info!(collection = %self.name, segment = reader.id, rows = reader.rows, seconds = start.elapsed().as_secs_f64(), "deferred index built");
+        crate::heap::release_free_heap();
+        Ok(true)
     }
 
     fn background_verify(&self) {
@@ -800,10 +913,17 @@ fn background_loop(inner: Arc<Inner>) {
         Durability::EveryCommit => Duration::from_secs(1),
     };
     loop {
+        // Deferred work waiting for bulk loads to calm down wakes up as soon as they have.
+        let quiet_left = inner.bulk_quiet_left();
+        let wait = if !quiet_left.is_zero() && inner.index_pending() {
+            tick.min(quiet_left + Duration::from_millis(1))
+        } else {
+            tick
+        };
         {
             let mut s = inner.signal.lock();
             if !s.work && !s.shutdown {
-                inner.signal_cv.wait_for(&mut s, tick);
+                inner.signal_cv.wait_for(&mut s, wait);
             }
             if s.shutdown {
                 return;
@@ -835,7 +955,9 @@ fn clean_directory(dir: &Path, man: &Manifest) -> Result<()> {
             for f in fs::read_dir(&path).at(&path)? {
                 let f = f.at(&path)?;
                 let fname = f.file_name().to_string_lossy().into_owned();
-                if fname.starts_with("del-") && fname != Tombstones::file_name(s.tombstone_gen) {
+                let stale_tombstones =
+                    fname.starts_with("del-") && fname != Tombstones::file_name(s.tombstone_gen);
+                if stale_tombstones || fname == DEFERRED_INDEX_TMP {
                     fs::remove_file(f.path()).at(f.path())?;
                 }
             }
@@ -886,18 +1008,19 @@ impl Collection {
         for ms in &man.segments {
             let sdir = dir.join(segment::dir_name(ms.id));
             let opened =
-                SegmentReader::open(&sdir, ms.id, dim, metric, opts.verify).and_then(|r| {
-                    let t = if ms.tombstone_gen == 0 {
-                        Tombstones::empty(r.rows)
-                    } else {
-                        Tombstones::read(&Tombstones::path(&sdir, ms.tombstone_gen), r.rows)?
-                    };
-                    Ok(LiveSegment {
-                        reader: Arc::new(r),
-                        tombstones: Arc::new(t),
-                        generation: ms.tombstone_gen,
-                    })
-                });
+                SegmentReader::open(&sdir, ms.id, dim, metric, opts.verify, ms.index.as_ref())
+                    .and_then(|r| {
+                        let t = if ms.tombstone_gen == 0 {
+                            Tombstones::empty(r.rows)
+                        } else {
+                            Tombstones::read(&Tombstones::path(&sdir, ms.tombstone_gen), r.rows)?
+                        };
+                        Ok(LiveSegment {
+                            reader: Arc::new(r),
+                            tombstones: Arc::new(t),
+                            generation: ms.tombstone_gen,
+                        })
+                    });
             match opened {
                 Ok(s) => segments.push(Arc::new(s)),
                 Err(e) if opts.salvage => {
@@ -961,6 +1084,8 @@ impl Collection {
             counters: Counters::default(),
             signal: Mutex::new(Signal::default()),
             signal_cv: Condvar::new(),
+            bulk_open: AtomicUsize::new(0),
+            bulk_last: Mutex::new(None),
         });
         inner.rotate(false);
         Collection::start(inner)
@@ -1276,6 +1401,12 @@ impl Collection {
             points: self.len(),
             segments: v.segments.len(),
             indexed_segments: v.segments.iter().filter(|s| s.reader.has_index()).count(),
+            unindexed_rows: v
+                .segments
+                .iter()
+                .filter(|s| s.reader.awaits_index(inner.opts.index_min_rows))
+                .map(|s| s.reader.rows as u64)
+                .sum(),
             segment_bytes: v.segments.iter().map(|s| s.reader.disk_bytes()).sum(),
             segment_rows: v.segments.iter().map(|s| s.reader.rows as u64).sum(),
             deleted_rows: v.segments.iter().map(|s| s.tombstones.count() as u64).sum(),

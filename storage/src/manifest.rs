@@ -1,5 +1,6 @@
 //! The manifest: which segments are live (with their tombstone
-//! generations) and up to which WAL sequence number their content reaches.
+//! generations and deferred index files) and up to which WAL sequence
+//! number their content reaches.
 //!
 //! Stored as `MANIFEST` in the collection directory, a framed file (magic
 //! `GLIMPMAN`, version 1) holding JSON, replaced atomically (temp file,
@@ -26,6 +27,23 @@ pub(crate) struct ManifestSegment {
     pub rows: u32,
     /// Current tombstone generation (0 = no tombstones, no file).
     pub tombstone_gen: u64,
+    /// The segment's index file when it was built after the segment was
+    /// committed (a deferred build); `None` when the segment has no index or
+    /// its footer lists one. Absent in manifests written before deferral.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexFileRef>,
+}
+
+/// A deferred index file inside a segment directory, checked like the
+/// files a segment footer lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IndexFileRef {
+    /// Index kind (as in a footer's `index`).
+    pub kind: String,
+    /// File length in bytes.
+    pub len: u64,
+    /// crc32 of the whole file.
+    pub crc32: u32,
 }
 
 /// The manifest content.

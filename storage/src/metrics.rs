@@ -19,6 +19,8 @@ pub(crate) struct Counters {
     pub compaction_nanos: AtomicU64,
     pub bulk_commits: AtomicU64,
     pub bulk_rows: AtomicU64,
+    pub index_builds: AtomicU64,
+    pub index_build_nanos: AtomicU64,
     pub write_errors: AtomicU64,
 }
 
@@ -41,6 +43,12 @@ impl Counters {
             .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    pub(crate) fn record_index_build(&self, d: Duration) {
+        self.index_builds.fetch_add(1, Ordering::Relaxed);
+        self.index_build_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> StorageCounters {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let secs = |a: &AtomicU64| g(a) as f64 / 1e9;
@@ -56,6 +64,8 @@ impl Counters {
             compaction_seconds: secs(&self.compaction_nanos),
             bulk_commits: g(&self.bulk_commits),
             bulk_rows: g(&self.bulk_rows),
+            index_builds: g(&self.index_builds),
+            index_build_seconds: secs(&self.index_build_nanos),
             write_errors: g(&self.write_errors),
         }
     }
@@ -75,6 +85,8 @@ impl StorageCounters {
         self.compaction_seconds += other.compaction_seconds;
         self.bulk_commits += other.bulk_commits;
         self.bulk_rows += other.bulk_rows;
+        self.index_builds += other.index_builds;
+        self.index_build_seconds += other.index_build_seconds;
         self.write_errors += other.write_errors;
     }
 }

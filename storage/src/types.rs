@@ -161,6 +161,18 @@ pub struct StoreOptions {
     pub compaction: CompactionOptions,
     /// Segments with at least this many rows get an ANN index file.
     pub index_min_rows: usize,
+    /// Bulk commits publish their segment before its ANN index exists (the
+    /// way Qdrant, Milvus and Lance treat fresh data): the load returns once
+    /// the data is durable, the segment is searched exactly meanwhile, and
+    /// the background thread builds the index when bulk loading has been
+    /// quiet for [`StoreOptions::bulk_quiet`]. `false` builds it inside the
+    /// commit, before the data becomes visible.
+    pub defer_bulk_index: bool,
+    /// How long no bulk writer must have been open before the background
+    /// thread starts deferred index builds or compactions: a load of many
+    /// shards then runs without them competing for the cores, and the
+    /// shards can be merged before anything is indexed twice.
+    pub bulk_quiet: Duration,
     /// Checksum policy at open.
     pub verify: VerifyPolicy,
     /// Skip (and truncate) corrupt WAL data and ignore corrupt segments
@@ -177,6 +189,8 @@ impl Default for StoreOptions {
             wal_segment_bytes: 64 << 20,
             compaction: CompactionOptions::default(),
             index_min_rows: 20_000,
+            defer_bulk_index: true,
+            bulk_quiet: Duration::from_secs(1),
             verify: VerifyPolicy::default(),
             salvage: false,
         }
@@ -207,6 +221,9 @@ pub struct CollectionStats {
     pub segments: usize,
     /// Segments with an ANN index file.
     pub indexed_segments: usize,
+    /// Rows of segments waiting for their deferred index build (searched
+    /// exactly until it is done).
+    pub unindexed_rows: u64,
     /// Bytes of all segment files (tombstone files included).
     pub segment_bytes: u64,
     /// Rows in segments, including deleted/shadowed ones.
@@ -252,6 +269,11 @@ pub struct StorageCounters {
     pub bulk_commits: u64,
     /// Rows committed by bulk ingests.
     pub bulk_rows: u64,
+    /// Deferred index builds finished (a bulk segment's index built after
+    /// its commit).
+    pub index_builds: u64,
+    /// Total seconds spent in deferred index builds.
+    pub index_build_seconds: f64,
     /// Failed writes (errors returned to callers).
     pub write_errors: u64,
 }

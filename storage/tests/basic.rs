@@ -332,12 +332,32 @@ fn concurrent_writers_share_fsyncs_and_readers_see_consistent_data() {
     }
 }
 
+/// Waits (up to 60 s) until no segment waits for a deferred index build.
+fn wait_indexed(c: &glimpse_storage::Collection) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while c.stats().unindexed_rows > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deferred index never built"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn large_segments_get_an_ann_index_that_respects_deletes_and_filters() {
+    for defer in [false, true] {
+        ann_index_respects_deletes_and_filters(defer);
+    }
+}
+
+fn ann_index_respects_deletes_and_filters(defer: bool) {
     let dir = tempfile::tempdir().unwrap();
     let dim = 16;
     let opts = StoreOptions {
         index_min_rows: 1500,
+        defer_bulk_index: defer,
+        bulk_quiet: std::time::Duration::from_millis(20),
         ..StoreOptions::default()
     };
     let n = 3000u64;
@@ -349,11 +369,18 @@ fn large_segments_get_an_ann_index_that_respects_deletes_and_filters() {
             w.push(point(&format!("v{i}"), i, dim)).unwrap();
         }
         w.commit().unwrap();
+        if defer {
+            wait_indexed(&c);
+            assert_eq!(c.counters().index_builds, 1);
+        } else {
+            assert_eq!(c.counters().index_builds, 0);
+        }
         assert_eq!(c.stats().indexed_segments, 1);
     }
     let store = Store::open(dir.path(), opts).unwrap();
     let c = store.collection("ix").unwrap();
     assert_eq!(c.stats().indexed_segments, 1);
+    assert_eq!(c.stats().unindexed_rows, 0);
     let wide = |k: usize, filter: Option<Filter>| SearchRequest {
         k,
         nprobe: Some(100_000),
@@ -395,6 +422,99 @@ fn large_segments_get_an_ann_index_that_respects_deletes_and_filters() {
     );
     c.flush().unwrap();
     assert!(c.get("v17").is_none());
+}
+
+/// A deferred bulk segment is searchable exactly right after commit, gets
+/// its index only once no bulk writer is open, keeps it across a reopen, and
+/// a damaged index file is rebuilt rather than failing the open.
+#[test]
+fn deferred_index_waits_for_quiet_and_survives_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 16;
+    let opts = StoreOptions {
+        index_min_rows: 1500,
+        bulk_quiet: std::time::Duration::from_millis(50),
+        compaction: glimpse_storage::CompactionOptions {
+            enabled: false,
+            ..Default::default()
+        },
+        ..StoreOptions::default()
+    };
+    assert!(opts.defer_bulk_index, "deferral is the default");
+    let n = 3000u64;
+    let exact = |c: &glimpse_storage::Collection, i: u64| {
+        let hits = c
+            .search(
+                &vec_for(&format!("v{i}"), i, dim),
+                &SearchRequest {
+                    k: 3,
+                    nprobe: Some(100_000),
+                    refine: Some(1000),
+                    filter: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(hits[0].id, format!("v{i}"));
+        assert_eq!(hits[0].score, 0.0);
+    };
+    let seg_dir;
+    {
+        let store = Store::open(dir.path(), opts.clone()).unwrap();
+        let c = store.create_collection("ix", dim, Metric::L2).unwrap();
+        // A second writer stays open: loading is not quiet yet.
+        let other = c.bulk_writer().unwrap();
+        let mut w = c.bulk_writer().unwrap();
+        for i in 0..n {
+            w.push(point(&format!("v{i}"), i, dim)).unwrap();
+        }
+        w.commit().unwrap();
+        assert_eq!(c.len(), n);
+        assert_eq!(c.stats().unindexed_rows, n);
+        exact(&c, 7);
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert_eq!(
+            c.stats().indexed_segments,
+            0,
+            "built while a writer was open"
+        );
+        drop(other);
+        wait_indexed(&c);
+        assert_eq!(c.stats().indexed_segments, 1);
+        assert_eq!(c.counters().index_builds, 1);
+        exact(&c, 7);
+        seg_dir = std::fs::read_dir(dir.path().join("collections").join("ix"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+            .unwrap();
+    }
+    // Reopen: the index comes back from the manifest, no rebuild.
+    {
+        let store = Store::open(dir.path(), opts.clone()).unwrap();
+        let c = store.collection("ix").unwrap();
+        assert_eq!(c.stats().indexed_segments, 1);
+        assert_eq!(c.stats().unindexed_rows, 0);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(c.counters().index_builds, 0);
+        exact(&c, 2999);
+    }
+    // Damage the index file (and leave a stray temp file): the open succeeds,
+    // the segment is searched exactly, and the index is built again.
+    let ix = seg_dir.join("index.ivfpq");
+    let mut bytes = std::fs::read(&ix).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&ix, &bytes).unwrap();
+    std::fs::write(seg_dir.join("index.ivfpq.tmp"), b"partial").unwrap();
+    let store = Store::open(dir.path(), opts).unwrap();
+    let c = store.collection("ix").unwrap();
+    assert!(!seg_dir.join("index.ivfpq.tmp").exists());
+    exact(&c, 123);
+    wait_indexed(&c);
+    assert_eq!(c.stats().indexed_segments, 1);
+    assert_eq!(c.counters().index_builds, 1);
+    exact(&c, 123);
+    assert_ne!(std::fs::read(&ix).unwrap(), bytes, "damaged file replaced");
 }
 
 #[test]

@@ -67,3 +67,91 @@ fn sigterm_and_sigkill_keep_acknowledged_writes() {
     srv.signal(libc::SIGTERM);
     assert!(srv.wait().success());
 }
+
+/// A bulk load answers once its data is durable, before its ANN index is
+/// built: SIGKILL right after the answer loses nothing, and the restarted
+/// server searches the segment exactly, then builds the index itself.
+#[test]
+fn sigkill_before_the_deferred_index_build_loses_nothing() {
+    maybe_run_child();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let import = tmp.path().join("import");
+    std::fs::create_dir_all(&import).unwrap();
+    let dim = 8;
+    // Enough rows for an index (StoreOptions::index_min_rows is 20 000).
+    let n = 20_000i64;
+    glimpse_e2e::write_shard(&import, "big.parquet", 0..n, dim);
+    let flags = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--model",
+        "none",
+        "--import-root",
+        import.to_str().unwrap(),
+    ];
+    let name = "sigkill_before_the_deferred_index_build_loses_nothing";
+    let c = Client::new();
+    let get = |url: &str| -> Value { c.get(url).send().unwrap().json().unwrap() };
+    let first_hit = |url: &str, i: u64| -> String {
+        let v: Value = c
+            .post(format!("{url}/v1/collections/big/search"))
+            .json(&json!({"vector": unit_vector(i, dim), "k": 3, "nprobe": 64, "refine": 300}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["results"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    let srv = ChildServer::spawn(name, &flags);
+    let v: Value = c
+        .post(format!("{}/v1/collections/big/bulk-load", srv.url))
+        .json(&json!({"paths": ["big.parquet"]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["rows"], n, "{v}");
+    // The index waits for a quiet second after the load: not built yet.
+    assert_eq!(v["unindexed_rows"], n, "{v}");
+    assert_eq!(first_hit(&srv.url, 4321), "4321");
+    srv.signal(libc::SIGKILL);
+    srv.wait();
+
+    let srv = ChildServer::spawn(name, &flags);
+    let url = srv.url.clone();
+    let v = get(&format!("{url}/v1/collections/big"));
+    assert_eq!(v["count"], n, "{v}");
+    assert_eq!(first_hit(&url, 123), "123");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let v = get(&format!("{url}/v1/collections/big"));
+        if v["unindexed_rows"] == 0 {
+            assert_eq!(v["indexed_segments"], 1, "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "index never built: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(first_hit(&url, 123), "123");
+    assert_eq!(first_hit(&url, 19_999), "19999");
+    let metrics = c
+        .get(format!("{url}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("glimpse_collection_unindexed_rows{collection=\"big\"} 0"),
+        "{metrics}"
+    );
+    srv.signal(libc::SIGTERM);
+    assert!(srv.wait().success());
+}

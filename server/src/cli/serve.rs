@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Fsync the WAL every N milliseconds instead of on every commit (faster, loses up to N ms on power loss).
     #[arg(long)]
     pub fsync_interval_ms: Option<u64>,
+    /// Build each bulk load's ANN index inside the load request, before the data becomes visible,
+    /// instead of in the background after it is durable (searched exactly until then).
+    #[arg(long)]
+    pub index_during_load: bool,
     /// A folder of photos to search: new and changed photos are embedded and loaded in the
     /// background (into `--collection`, default `photos`), removed ones are deleted, and the
     /// images are served from it. Implies `--images-dir DIR`.
@@ -100,6 +104,7 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
     if let Some(ms) = a.fsync_interval_ms {
         opts.durability = Durability::Periodic(Duration::from_millis(ms.max(1)));
     }
+    opts.defer_bulk_index = !a.index_during_load;
     let store = Store::open(&a.data_dir, opts)
         .with_context(|| format!("opening data dir {}", a.data_dir.display()))?;
     let model = if a.model.eq_ignore_ascii_case("none") {

@@ -67,6 +67,8 @@ pub(crate) fn describe(c: &glimpse_storage::Collection) -> Value {
         "metric": c.metric().as_str(),
         "count": s.points,
         "segments": s.segments,
+        "indexed_segments": s.indexed_segments,
+        "unindexed_rows": s.unindexed_rows,
         "segment_bytes": s.segment_bytes,
         "wal_bytes": s.wal_bytes,
         "memtable_rows": s.memtable_rows,

@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use arc_swap::ArcSwapOption;
 use glimpse_index::{Metric, Neighbor, exact_search};
 use memmap2::Mmap;
 
@@ -16,6 +18,7 @@ use super::format::{
 use crate::ann;
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::{crc32_file, decode_framed};
+use crate::manifest::IndexFileRef;
 use crate::mmap_f32::{MappedF32, map_file};
 use crate::types::{MetaValue, Point, VerifyPolicy};
 
@@ -30,10 +33,20 @@ pub(crate) struct SegmentReader {
     ids: Mmap,
     rows_map: Mmap,
     blobs: Option<Mmap>,
-    index: Option<ann::SegmentIndex>,
+    /// The ANN index: from the footer, or attached later by a deferred
+    /// build (swapped in while searches run).
+    index: ArcSwapOption<IndexSlot>,
+    /// A deferred build found the data unfit for an index (searched exactly for good).
+    index_refused: AtomicBool,
     /// Files larger than the open-time threshold, verified later.
     unverified: Vec<FileSum>,
     quarantined: AtomicBool,
+}
+
+/// An opened index and, for a deferred one, the manifest's record of its file.
+pub(crate) struct IndexSlot {
+    index: ann::SegmentIndex,
+    file: Option<IndexFileRef>,
 }
 
 fn read_meta(dir: &Path) -> Result<SegmentMeta> {
@@ -68,15 +81,39 @@ fn required_map(path: &Path) -> Result<Mmap> {
     map_file(path)?.ok_or_else(|| StorageError::corrupt(path, 0, "empty file"))
 }
 
+/// Opens a deferred index file after checking its length and crc32
+/// against the manifest (the whole file: it is a few percent of the vectors).
+fn open_deferred(
+    dir: &Path,
+    f: &IndexFileRef,
+    dim: usize,
+    metric: Metric,
+    rows: u32,
+) -> Result<ann::SegmentIndex> {
+    verify_file(
+        dir,
+        &FileSum {
+            name: ann::INDEX_FILE.to_string(),
+            len: f.len,
+            crc32: f.crc32,
+        },
+    )?;
+    ann::SegmentIndex::open(&dir.join(ann::INDEX_FILE), &f.kind, dim, metric, rows)
+}
+
 impl SegmentReader {
     /// Opens `dir`, checking the footer, every file's length, the crc of
     /// files up to the policy's size, and the structure of the archives.
+    /// `deferred` is the manifest's record of an index built after the
+    /// segment; if that file is missing or damaged the segment opens without
+    /// it (an index is derived data) and the background thread rebuilds it.
     pub(crate) fn open(
         dir: &Path,
         expect_id: u64,
         dim: usize,
         metric: Metric,
         policy: VerifyPolicy,
+        deferred: Option<&IndexFileRef>,
     ) -> Result<Self> {
         let meta = read_meta(dir)?;
         let meta_path = dir.join(META_FILE);
@@ -178,15 +215,28 @@ impl SegmentReader {
                 "blob reference past the end of blobs.bin",
             ));
         }
-        let index = match &meta.index {
-            Some(kind) => Some(ann::SegmentIndex::open(
-                &dir.join(ann::INDEX_FILE),
-                kind,
-                dim,
-                metric,
-                rows,
-            )?),
-            None => None,
+        let index = match (&meta.index, deferred) {
+            (Some(kind), _) => Some(IndexSlot {
+                index: ann::SegmentIndex::open(
+                    &dir.join(ann::INDEX_FILE),
+                    kind,
+                    dim,
+                    metric,
+                    rows,
+                )?,
+                file: None,
+            }),
+            (None, Some(f)) => match open_deferred(dir, f, dim, metric, rows) {
+                Ok(index) => Some(IndexSlot {
+                    index,
+                    file: Some(f.clone()),
+                }),
+                Err(e) => {
+                    tracing::warn!(segment = expect_id, error = %e, "deferred index unusable; searching exactly until it is rebuilt");
+                    None
+                }
+            },
+            (None, None) => None,
         };
         Ok(Self {
             id: expect_id,
@@ -198,7 +248,8 @@ impl SegmentReader {
             ids,
             rows_map,
             blobs,
-            index,
+            index: ArcSwapOption::new(index.map(Arc::new)),
+            index_refused: AtomicBool::new(false),
             unverified,
             quarantined: AtomicBool::new(false),
         })
@@ -296,7 +347,33 @@ impl SegmentReader {
     }
 
     pub(crate) fn has_index(&self) -> bool {
-        self.index.is_some()
+        self.index.load().is_some()
+    }
+
+    /// Whether a deferred index build should run for this segment.
+    pub(crate) fn awaits_index(&self, index_min_rows: usize) -> bool {
+        self.rows as usize >= index_min_rows.max(1)
+            && !self.has_index()
+            && !self.index_refused.load(Ordering::Acquire)
+            && !self.is_quarantined()
+    }
+
+    /// Records that the data cannot be indexed (too little to train on).
+    pub(crate) fn refuse_index(&self) {
+        self.index_refused.store(true, Ordering::Release);
+    }
+
+    /// Serves `index` (whose file `file` describes) from now on.
+    pub(crate) fn attach_index(&self, index: ann::SegmentIndex, file: IndexFileRef) {
+        self.index.store(Some(Arc::new(IndexSlot {
+            index,
+            file: Some(file),
+        })));
+    }
+
+    /// The deferred index file, for the manifest.
+    pub(crate) fn deferred_index(&self) -> Option<IndexFileRef> {
+        self.index.load().as_ref().and_then(|s| s.file.clone())
     }
 
     /// Top-`k` rows passing `filter`: through the ANN index when the
@@ -310,8 +387,10 @@ impl SegmentReader {
         refine: Option<usize>,
         filter: &(dyn Fn(u32) -> bool + Sync),
     ) -> Vec<Neighbor> {
-        match &self.index {
-            Some(ix) => ix.search(query, self.vectors(), k, nprobe, refine, filter),
+        match &*self.index.load() {
+            Some(slot) => slot
+                .index
+                .search(query, self.vectors(), k, nprobe, refine, filter),
             None => exact_search(self.vectors(), self.dim, metric, query, k, Some(filter)),
         }
     }
@@ -381,6 +460,7 @@ pub fn dump_segment(dir: &Path, sample_rows: usize) -> Result<SegmentDump> {
         meta.dim,
         metric,
         VerifyPolicy::default(),
+        None,
     )?;
     let mut tombstone_files: Vec<String> = fs::read_dir(dir)
         .at(dir)?
