@@ -406,6 +406,26 @@ impl<'a> IvfPqView<'a> {
         search::search(&self.core(), self, query, vectors, params, filter)
     }
 
+    /// An empty index with this index's trained coarse quantizer and PQ
+    /// codebooks: other vectors can be [added](IvfPqIndex::add) to it
+    /// without training, which costs one assignment and one encoding pass
+    /// instead of k-means (how the storage engine indexes a new segment
+    /// from an existing segment's training). Recall holds as long as the new
+    /// vectors come from the distribution the quantizers were trained on.
+    pub fn empty_like(&self) -> IvfPqIndex {
+        IvfPqIndex {
+            dim: self.dim,
+            metric: self.metric,
+            m: self.m,
+            bits: self.bits,
+            centroids: self.centroids.to_vec(),
+            coarse: self.coarse.clone().into_owned(),
+            codebooks: self.codebooks.to_vec(),
+            lists: vec![InvList::default(); self.nlist],
+            len: 0,
+        }
+    }
+
     /// Copies the view into an owned [`IvfPqIndex`], e.g. to add rows to a
     /// loaded index.
     pub fn to_index(&self) -> IvfPqIndex {

@@ -344,3 +344,44 @@ fn bad_input_is_an_error() {
             .is_empty()
     );
 }
+
+/// An index trained on one half of the data and given only the other half
+/// (no training: `empty_like` + `add`) keeps the recall of an index trained
+/// on that half itself, and reports exact scores.
+#[test]
+fn trained_quantizers_index_new_rows_without_training() {
+    let d = data();
+    let half = d.vectors.len() / 2;
+    let (old, new) = d.vectors.split_at(half);
+    let params = IndexParams::default();
+    let template = IvfPqIndex::build(old, DIM, Metric::Cosine, &params).unwrap();
+    let bytes = template.to_bytes();
+    let view = IvfPqView::from_bytes(&bytes).unwrap();
+    let mut reused = view.empty_like();
+    assert!(reused.is_empty());
+    assert_eq!(reused.nlist(), template.nlist());
+    reused.add(new, 0).unwrap();
+    assert_eq!(reused.len(), new.len() / DIM);
+    let own = IvfPqIndex::build(new, DIM, Metric::Cosine, &params).unwrap();
+    let p = SearchParams::default();
+    let mean = |index: &IvfPqIndex| {
+        let mut total = 0.0;
+        for qi in 0..d.n_queries() {
+            let q = d.query(qi);
+            let got = index.search(q, new, &p, None);
+            let want = exact_search(new, DIM, Metric::Cosine, q, p.k, None);
+            for (g, w) in got.iter().zip(&want) {
+                if g.row == w.row {
+                    assert!((g.score - w.score).abs() < 1e-5);
+                }
+            }
+            total += recall(&got, &want);
+        }
+        total / d.n_queries() as f64
+    };
+    let (r_reused, r_own) = (mean(&reused), mean(&own));
+    assert!(
+        r_reused >= 0.93 && r_reused >= r_own - 0.03,
+        "reused quantizers: recall {r_reused}, own training: {r_own}"
+    );
+}

@@ -50,6 +50,25 @@ pub(crate) fn build(
     }
 }
 
+/// Builds an index over `vectors` with the trained coarse quantizer and
+/// codebooks of `template` (another segment's index): no k-means, only
+/// assignment and encoding, a fraction of [`build`]'s time.
+pub(crate) fn build_like(
+    path: &Path,
+    template: &SegmentIndex,
+    vectors: &[f32],
+) -> Result<(String, Vec<u8>)> {
+    let err = |detail: String| StorageError::Index {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let view = IvfPqView::from_bytes_with(&template.map, &template.coarse)
+        .map_err(|e| err(e.to_string()))?;
+    let mut index = view.empty_like();
+    index.add(vectors, 0).map_err(|e| err(e.to_string()))?;
+    Ok((KIND.to_string(), index.to_bytes()))
+}
+
 /// A memory-mapped, validated index file.
 pub(crate) struct SegmentIndex {
     map: Mmap,

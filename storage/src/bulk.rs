@@ -7,9 +7,10 @@
 //! (fsync, rename), flushes the memtables so that the bulk is newer than
 //! every earlier write, hides older versions of its ids, and publishes it
 //! in one manifest replace: after a crash either the whole bulk is visible
-//! or none of it. The segment's ANN index is built afterwards by the
-//! background thread (`StoreOptions::defer_bulk_index`); until then the
-//! segment is searched exactly.
+//! or none of it. The segment's ANN index is built with the trained
+//! quantizers of an existing index when the collection has one big enough,
+//! else afterwards by the background thread (`StoreOptions::defer_bulk_index`);
+//! until then the segment is searched exactly.
 
 use std::sync::Arc;
 
@@ -84,13 +85,21 @@ impl BulkWriter {
             return Ok(WriteStats::default());
         }
         let inner = &*self.inner;
-        // A deferred index is built by the background thread once loading is quiet.
-        let index_min_rows = if inner.opts.defer_bulk_index {
+        // With deferral: a collection that already has a trained index lends
+        // its quantizers, and the segment is indexed here in a fraction of a
+        // training's time, so searches never scan it exactly; otherwise the
+        // background thread trains its index once loading is quiet.
+        let template = if inner.opts.defer_bulk_index {
+            inner.index_template(w.rows())
+        } else {
+            None
+        };
+        let index_min_rows = if inner.opts.defer_bulk_index && template.is_none() {
             usize::MAX
         } else {
             inner.opts.index_min_rows
         };
-        let fin = w.finish(index_min_rows)?;
+        let fin = w.finish(index_min_rows, template.as_ref().map(|t| &t.index))?;
         let result = {
             let mut man = inner.lock_maintenance();
             (|| {

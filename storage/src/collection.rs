@@ -46,6 +46,12 @@ impl LiveSegment {
         self.reader.rows as u64 - self.tombstones.count() as u64
     }
 
+    /// Whether a deferred index build is due here (an index over rows that
+    /// are all deleted or replaced would never serve anything).
+    fn awaits_index(&self, index_min_rows: usize) -> bool {
+        self.live_rows() > 0 && self.reader.awaits_index(index_min_rows)
+    }
+
     /// Row holding the live version of `id` here, if any.
     fn live_row(&self, id: &str) -> Option<u32> {
         if self.reader.is_quarantined() {
@@ -98,6 +104,9 @@ pub(crate) struct Inner {
     /// builds and compactions wait for [`StoreOptions::bulk_quiet`] of calm.
     bulk_open: AtomicUsize,
     bulk_last: Mutex<Option<Instant>>,
+    /// Since when deferred work has been held back by bulk loading (capped
+    /// by [`StoreOptions::bulk_quiet_max`]).
+    deferred_since: Mutex<Option<Instant>>,
 }
 
 /// A named set of points with a fixed dimension and metric.
@@ -285,6 +294,22 @@ impl Inner {
             Some(t) => self.opts.bulk_quiet.saturating_sub(t.elapsed()),
             None => Duration::ZERO,
         }
+    }
+
+    /// How much longer deferred work (compaction, deferred index builds)
+    /// must wait: until bulk loading has been quiet for `bulk_quiet`, but
+    /// no more than `bulk_quiet_max` after the work was first held back, so
+    /// that a steady stream of loads cannot leave data unindexed for long.
+    fn deferred_wait(&self) -> Duration {
+        let quiet_left = self.bulk_quiet_left();
+        let mut since = self.deferred_since.lock();
+        if quiet_left.is_zero() || !(self.index_pending() || self.compaction_pick(false).is_some())
+        {
+            *since = None;
+            return Duration::ZERO;
+        }
+        let held = since.get_or_insert_with(Instant::now).elapsed();
+        quiet_left.min(self.opts.bulk_quiet_max.saturating_sub(held))
     }
 
     pub(crate) fn wake_background(&self) {
@@ -554,7 +579,7 @@ impl Inner {
                     meta_entries(&r.metadata),
                 )?;
             }
-            let fin = w.finish(self.opts.index_min_rows)?;
+            let fin = w.finish(self.opts.index_min_rows, None)?;
             match self.open_new_segment(&fin.dir, id, &fin.dead_rows) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -639,7 +664,7 @@ impl Inner {
                     )?;
                 }
             }
-            let fin = w.finish(self.opts.index_min_rows)?;
+            let fin = w.finish(self.opts.index_min_rows, None)?;
             Some(self.open_new_segment(&fin.dir, id, &fin.dead_rows)?)
         } else {
             None
@@ -671,8 +696,11 @@ impl Inner {
         Ok(())
     }
 
-    /// Runs the compaction policy once; returns whether it merged anything.
-    fn maybe_compact(&self, man: &mut Manifest, force: bool) -> Result<bool> {
+    /// What the compaction policy would merge now (`force`: everything).
+    fn compaction_pick(&self, force: bool) -> Option<Vec<u64>> {
+        if !force && !self.opts.compaction.enabled {
+            return None;
+        }
         let v = self.version.load_full();
         let shapes: Vec<compaction::SegmentShape> = v
             .segments
@@ -684,12 +712,16 @@ impl Inner {
                 live: s.live_rows(),
             })
             .collect();
-        let pick = if force {
+        if force {
             compaction::pick_all(&shapes)
         } else {
             compaction::pick(&shapes, &self.opts.compaction)
-        };
-        match pick {
+        }
+    }
+
+    /// Runs the compaction policy once; returns whether it merged anything.
+    fn maybe_compact(&self, man: &mut Manifest, force: bool) -> Result<bool> {
+        match self.compaction_pick(force) {
             Some(ids) => {
                 self.compact_segments(man, &ids)?;
                 Ok(true)
@@ -797,11 +829,13 @@ impl Inner {
                 return;
             }
         }
-        // Merging and indexing wait until bulk loading is quiet: they would
-        // compete with it for the cores (and merging first indexes once).
-        if !self.bulk_quiet_left().is_zero() {
+        // Merging and indexing wait until bulk loading is quiet (within a
+        // bound): they would compete with it for the cores, and merging first
+        // indexes the shards of a load once.
+        if !self.deferred_wait().is_zero() {
             return;
         }
+        *self.deferred_since.lock() = None;
         if self.opts.compaction.enabled {
             let mut man = self.maint.lock();
             if self.closed.load(Ordering::Acquire) {
@@ -821,6 +855,21 @@ impl Inner {
         }
     }
 
+    /// An index whose trained quantizers can index a new bulk segment of
+    /// `rows` rows without training: the largest live index, if it covers
+    /// at least half as many rows (a much larger load deserves its own
+    /// training, with more lists).
+    pub(crate) fn index_template(&self, rows: usize) -> Option<Arc<crate::segment::IndexSlot>> {
+        let v = self.version.load();
+        v.segments
+            .iter()
+            .filter(|s| !s.reader.is_quarantined() && s.live_rows() > 0)
+            .filter_map(|s| Some((s.reader.rows, s.reader.index_slot()?)))
+            .filter(|(r, _)| *r as usize * 2 >= rows)
+            .max_by_key(|(r, _)| *r)
+            .map(|(_, slot)| slot)
+    }
+
     /// Whether a segment waits for a deferred index build.
     fn index_pending(&self) -> bool {
         let min = self.opts.index_min_rows;
@@ -828,7 +877,7 @@ impl Inner {
             .load()
             .segments
             .iter()
-            .any(|s| s.reader.awaits_index(min))
+            .any(|s| s.awaits_index(min))
     }
 
     /// Builds the index of one segment committed without it, outside the
@@ -844,7 +893,7 @@ impl Inner {
             .load()
             .segments
             .iter()
-            .find(|s| s.reader.awaits_index(min))
+            .find(|s| s.awaits_index(min))
             .cloned()
         else {
             return Ok(false);
@@ -914,11 +963,11 @@ fn background_loop(inner: Arc<Inner>) {
     };
     loop {
         // Deferred work waiting for bulk loads to calm down wakes up as soon as they have.
-        let quiet_left = inner.bulk_quiet_left();
-        let wait = if !quiet_left.is_zero() && inner.index_pending() {
-            tick.min(quiet_left + Duration::from_millis(1))
-        } else {
+        let deferred = inner.deferred_wait();
+        let wait = if deferred.is_zero() {
             tick
+        } else {
+            tick.min(deferred + Duration::from_millis(1))
         };
         {
             let mut s = inner.signal.lock();
@@ -1086,6 +1135,7 @@ impl Collection {
             signal_cv: Condvar::new(),
             bulk_open: AtomicUsize::new(0),
             bulk_last: Mutex::new(None),
+            deferred_since: Mutex::new(None),
         });
         inner.rotate(false);
         Collection::start(inner)
@@ -1283,7 +1333,9 @@ impl Collection {
         }
         let any_mem = mems.iter().any(|m| !m.is_empty());
         for (si, seg) in v.segments.iter().enumerate() {
-            if seg.reader.is_quarantined() {
+            // A segment whose rows were all replaced (say by re-loading the same shard) waits
+            // for compaction to drop it; there is nothing to find in it meanwhile.
+            if seg.reader.is_quarantined() || seg.live_rows() == 0 {
                 continue;
             }
             let reader = &*seg.reader;
@@ -1404,7 +1456,7 @@ impl Collection {
             unindexed_rows: v
                 .segments
                 .iter()
-                .filter(|s| s.reader.awaits_index(inner.opts.index_min_rows))
+                .filter(|s| s.awaits_index(inner.opts.index_min_rows))
                 .map(|s| s.reader.rows as u64)
                 .sum(),
             segment_bytes: v.segments.iter().map(|s| s.reader.disk_bytes()).sum(),

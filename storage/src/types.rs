@@ -173,6 +173,10 @@ pub struct StoreOptions {
     /// shards then runs without them competing for the cores, and the
     /// shards can be merged before anything is indexed twice.
     pub bulk_quiet: Duration,
+    /// The longest deferred index builds and compactions wait for
+    /// [`StoreOptions::bulk_quiet`] once they are due: under a steady
+    /// stream of bulk loads they then run at least this often.
+    pub bulk_quiet_max: Duration,
     /// Checksum policy at open.
     pub verify: VerifyPolicy,
     /// Skip (and truncate) corrupt WAL data and ignore corrupt segments
@@ -191,6 +195,7 @@ impl Default for StoreOptions {
             index_min_rows: 20_000,
             defer_bulk_index: true,
             bulk_quiet: Duration::from_secs(1),
+            bulk_quiet_max: Duration::from_secs(10),
             verify: VerifyPolicy::default(),
             salvage: false,
         }

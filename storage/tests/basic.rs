@@ -517,6 +517,109 @@ fn deferred_index_waits_for_quiet_and_survives_damage() {
     assert_ne!(std::fs::read(&ix).unwrap(), bytes, "damaged file replaced");
 }
 
+/// A bulk writer that stays open (a steady stream of loads) holds deferred
+/// builds back for at most `bulk_quiet_max`; a segment whose rows were all
+/// replaced is not indexed at all.
+#[test]
+fn deferred_index_is_built_within_the_bound_under_steady_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 16;
+    let opts = StoreOptions {
+        index_min_rows: 1500,
+        bulk_quiet: std::time::Duration::from_secs(3600),
+        bulk_quiet_max: std::time::Duration::from_millis(300),
+        compaction: glimpse_storage::CompactionOptions {
+            enabled: false,
+            ..Default::default()
+        },
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let c = store.create_collection("ix", dim, Metric::L2).unwrap();
+    let _steady = c.bulk_writer().unwrap();
+    let load = |version: u64| {
+        let mut w = c.bulk_writer().unwrap();
+        for i in 0..2000u64 {
+            w.push(point(&format!("v{i}"), version, dim)).unwrap();
+        }
+        w.commit().unwrap();
+    };
+    load(1);
+    // Replaced entirely before its build was due: never indexed.
+    load(2);
+    assert_eq!(
+        c.stats().unindexed_rows,
+        2000,
+        "only the live segment counts"
+    );
+    let started = std::time::Instant::now();
+    wait_indexed(&c);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(c.counters().index_builds, 1);
+    let s = c.stats();
+    assert_eq!((s.segments, s.indexed_segments), (2, 1), "{s:?}");
+}
+
+/// Once a collection has a trained index, a bulk load of up to twice its
+/// rows is indexed inside the commit with those quantizers (no deferral, no
+/// exact scans); a much larger one is deferred and trained on its own.
+#[test]
+fn bulk_loads_reuse_a_trained_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 16;
+    let opts = StoreOptions {
+        index_min_rows: 1500,
+        bulk_quiet: std::time::Duration::from_millis(20),
+        compaction: glimpse_storage::CompactionOptions {
+            enabled: false,
+            ..Default::default()
+        },
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let c = store.create_collection("ix", dim, Metric::L2).unwrap();
+    let load = |ids: std::ops::Range<u64>| {
+        let mut w = c.bulk_writer().unwrap();
+        for i in ids {
+            w.push(point(&format!("v{i}"), i, dim)).unwrap();
+        }
+        w.commit().unwrap();
+    };
+    load(0..2000);
+    wait_indexed(&c);
+    assert_eq!(c.counters().index_builds, 1);
+    // Up to twice the template: indexed at commit.
+    load(2000..6000);
+    let s = c.stats();
+    assert_eq!(
+        (s.segments, s.indexed_segments, s.unindexed_rows),
+        (2, 2, 0),
+        "{s:?}"
+    );
+    assert_eq!(c.counters().index_builds, 1, "no background build needed");
+    for i in [2000u64, 4321, 5999] {
+        let hits = c
+            .search(
+                &vec_for(&format!("v{i}"), i, dim),
+                &SearchRequest {
+                    k: 3,
+                    nprobe: Some(100_000),
+                    refine: Some(1000),
+                    filter: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(hits[0].id, format!("v{i}"));
+        assert_eq!(hits[0].score, 0.0);
+    }
+    // Far larger than any trained index: deferred, then trained on its own.
+    load(6000..20_000);
+    assert_eq!(c.stats().unindexed_rows, 14_000);
+    wait_indexed(&c);
+    assert_eq!(c.counters().index_builds, 2);
+    assert_eq!(c.stats().indexed_segments, 3);
+}
+
 #[test]
 fn periodic_durability_syncs_in_the_background() {
     let dir = tempfile::tempdir().unwrap();

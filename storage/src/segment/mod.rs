@@ -17,7 +17,7 @@ mod writer;
 
 pub(crate) use format::MetaEntry;
 pub use format::{FileSum, SegmentMeta};
-pub(crate) use reader::SegmentReader;
+pub(crate) use reader::{IndexSlot, SegmentReader};
 pub use reader::{SegmentDump, dump_segment};
 pub(crate) use tombstones::Tombstones;
 pub(crate) use writer::SegmentWriter;

@@ -45,7 +45,7 @@ pub(crate) struct SegmentReader {
 
 /// An opened index and, for a deferred one, the manifest's record of its file.
 pub(crate) struct IndexSlot {
-    index: ann::SegmentIndex,
+    pub(crate) index: ann::SegmentIndex,
     file: Option<IndexFileRef>,
 }
 
@@ -369,6 +369,12 @@ impl SegmentReader {
             index,
             file: Some(file),
         })));
+    }
+
+    /// The index now served, if any (kept alive by the caller even if the
+    /// segment is compacted away meanwhile).
+    pub(crate) fn index_slot(&self) -> Option<Arc<IndexSlot>> {
+        self.index.load_full()
     }
 
     /// The deferred index file, for the manifest.

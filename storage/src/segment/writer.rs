@@ -155,8 +155,14 @@ impl SegmentWriter {
     }
 
     /// Writes ids, rows, index and footer, fsyncs everything and renames the
-    /// directory to its final name.
-    pub(crate) fn finish(mut self, index_min_rows: usize) -> Result<FinishedSegment> {
+    /// directory to its final name. The index (for at least `index_min_rows`
+    /// rows) is trained on the segment, or built with the quantizers of
+    /// `template` when one is given.
+    pub(crate) fn finish(
+        mut self,
+        index_min_rows: usize,
+        template: Option<&ann::SegmentIndex>,
+    ) -> Result<FinishedSegment> {
         let (Some(vf), Some(bf)) = (self.vectors.take(), self.blobs.take()) else {
             return Err(StorageError::InvalidArgument(
                 "segment writer already finished".into(),
@@ -209,9 +215,11 @@ impl SegmentWriter {
             let vpath = self.tmp.join(VECTORS_FILE);
             let vectors = MappedF32::open(&vpath, rows as usize * self.dim)?;
             let ipath = self.tmp.join(ann::INDEX_FILE);
-            if let Some((kind, bytes)) =
-                ann::build(&ipath, vectors.as_slice(), self.dim, self.metric)?
-            {
+            let built = match template {
+                Some(t) => Some(ann::build_like(&ipath, t, vectors.as_slice())?),
+                None => ann::build(&ipath, vectors.as_slice(), self.dim, self.metric)?,
+            };
+            if let Some((kind, bytes)) = built {
                 write_file_synced(&ipath, &bytes)?;
                 files.push(FileSum {
                     name: ann::INDEX_FILE.to_string(),
