@@ -440,15 +440,9 @@ impl<'a> IvfPqView<'a> {
             })
             .collect();
         IvfPqIndex {
-            dim: self.dim,
-            metric: self.metric,
-            m: self.m,
-            bits: self.bits,
-            centroids: self.centroids.to_vec(),
-            coarse: self.coarse.clone().into_owned(),
-            codebooks: self.codebooks.to_vec(),
             lists,
             len: self.len,
+            ..self.empty_like()
         }
     }
 

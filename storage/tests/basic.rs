@@ -344,6 +344,48 @@ fn wait_indexed(c: &glimpse_storage::Collection) {
     }
 }
 
+/// Options for the deferred-index tests: small index threshold, no
+/// background compaction, the given quiet period and bound.
+fn deferral_opts(quiet: std::time::Duration, quiet_max: std::time::Duration) -> StoreOptions {
+    StoreOptions {
+        index_min_rows: 1500,
+        bulk_quiet: quiet,
+        bulk_quiet_max: quiet_max,
+        compaction: glimpse_storage::CompactionOptions {
+            enabled: false,
+            ..Default::default()
+        },
+        ..StoreOptions::default()
+    }
+}
+
+/// Bulk-loads ids `v{i}` for `ids`, each with version `version` (or `i`).
+fn bulk_load(c: &glimpse_storage::Collection, ids: std::ops::Range<u64>, version: Option<u64>) {
+    let mut w = c.bulk_writer().unwrap();
+    for i in ids {
+        w.push(point(&format!("v{i}"), version.unwrap_or(i), 16))
+            .unwrap();
+    }
+    w.commit().unwrap();
+}
+
+/// Point `v{i}` (dimension 16, version `i`) is its own nearest neighbour.
+fn assert_finds_itself(c: &glimpse_storage::Collection, i: u64) {
+    let hits = c
+        .search(
+            &vec_for(&format!("v{i}"), i, 16),
+            &SearchRequest {
+                k: 3,
+                nprobe: Some(100_000),
+                refine: Some(1000),
+                filter: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(hits[0].id, format!("v{i}"));
+    assert_eq!(hits[0].score, 0.0);
+}
+
 #[test]
 fn large_segments_get_an_ann_index_that_respects_deletes_and_filters() {
     for defer in [false, true] {
@@ -430,44 +472,23 @@ fn ann_index_respects_deletes_and_filters(defer: bool) {
 #[test]
 fn deferred_index_waits_for_quiet_and_survives_damage() {
     let dir = tempfile::tempdir().unwrap();
-    let dim = 16;
-    let opts = StoreOptions {
-        index_min_rows: 1500,
-        bulk_quiet: std::time::Duration::from_millis(50),
-        compaction: glimpse_storage::CompactionOptions {
-            enabled: false,
-            ..Default::default()
-        },
-        ..StoreOptions::default()
-    };
-    assert!(opts.defer_bulk_index, "deferral is the default");
+    let opts = deferral_opts(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_secs(10),
+    );
+    assert!(
+        StoreOptions::default().defer_bulk_index,
+        "deferral is the default"
+    );
     let n = 3000u64;
-    let exact = |c: &glimpse_storage::Collection, i: u64| {
-        let hits = c
-            .search(
-                &vec_for(&format!("v{i}"), i, dim),
-                &SearchRequest {
-                    k: 3,
-                    nprobe: Some(100_000),
-                    refine: Some(1000),
-                    filter: None,
-                },
-            )
-            .unwrap();
-        assert_eq!(hits[0].id, format!("v{i}"));
-        assert_eq!(hits[0].score, 0.0);
-    };
+    let exact = assert_finds_itself;
     let seg_dir;
     {
         let store = Store::open(dir.path(), opts.clone()).unwrap();
-        let c = store.create_collection("ix", dim, Metric::L2).unwrap();
+        let c = store.create_collection("ix", 16, Metric::L2).unwrap();
         // A second writer stays open: loading is not quiet yet.
         let other = c.bulk_writer().unwrap();
-        let mut w = c.bulk_writer().unwrap();
-        for i in 0..n {
-            w.push(point(&format!("v{i}"), i, dim)).unwrap();
-        }
-        w.commit().unwrap();
+        bulk_load(&c, 0..n, None);
         assert_eq!(c.len(), n);
         assert_eq!(c.stats().unindexed_rows, n);
         exact(&c, 7);
@@ -523,27 +544,14 @@ fn deferred_index_waits_for_quiet_and_survives_damage() {
 #[test]
 fn deferred_index_is_built_within_the_bound_under_steady_loading() {
     let dir = tempfile::tempdir().unwrap();
-    let dim = 16;
-    let opts = StoreOptions {
-        index_min_rows: 1500,
-        bulk_quiet: std::time::Duration::from_secs(3600),
-        bulk_quiet_max: std::time::Duration::from_millis(300),
-        compaction: glimpse_storage::CompactionOptions {
-            enabled: false,
-            ..Default::default()
-        },
-        ..StoreOptions::default()
-    };
+    let opts = deferral_opts(
+        std::time::Duration::from_secs(3600),
+        std::time::Duration::from_millis(300),
+    );
     let store = Store::open(dir.path(), opts).unwrap();
-    let c = store.create_collection("ix", dim, Metric::L2).unwrap();
+    let c = store.create_collection("ix", 16, Metric::L2).unwrap();
     let _steady = c.bulk_writer().unwrap();
-    let load = |version: u64| {
-        let mut w = c.bulk_writer().unwrap();
-        for i in 0..2000u64 {
-            w.push(point(&format!("v{i}"), version, dim)).unwrap();
-        }
-        w.commit().unwrap();
-    };
+    let load = |version: u64| bulk_load(&c, 0..2000, Some(version));
     load(1);
     // Replaced entirely before its build was due: never indexed.
     load(2);
@@ -566,25 +574,13 @@ fn deferred_index_is_built_within_the_bound_under_steady_loading() {
 #[test]
 fn bulk_loads_reuse_a_trained_index() {
     let dir = tempfile::tempdir().unwrap();
-    let dim = 16;
-    let opts = StoreOptions {
-        index_min_rows: 1500,
-        bulk_quiet: std::time::Duration::from_millis(20),
-        compaction: glimpse_storage::CompactionOptions {
-            enabled: false,
-            ..Default::default()
-        },
-        ..StoreOptions::default()
-    };
+    let opts = deferral_opts(
+        std::time::Duration::from_millis(20),
+        std::time::Duration::from_secs(10),
+    );
     let store = Store::open(dir.path(), opts).unwrap();
-    let c = store.create_collection("ix", dim, Metric::L2).unwrap();
-    let load = |ids: std::ops::Range<u64>| {
-        let mut w = c.bulk_writer().unwrap();
-        for i in ids {
-            w.push(point(&format!("v{i}"), i, dim)).unwrap();
-        }
-        w.commit().unwrap();
-    };
+    let c = store.create_collection("ix", 16, Metric::L2).unwrap();
+    let load = |ids: std::ops::Range<u64>| bulk_load(&c, ids, None);
     load(0..2000);
     wait_indexed(&c);
     assert_eq!(c.counters().index_builds, 1);
@@ -598,19 +594,7 @@ fn bulk_loads_reuse_a_trained_index() {
     );
     assert_eq!(c.counters().index_builds, 1, "no background build needed");
     for i in [2000u64, 4321, 5999] {
-        let hits = c
-            .search(
-                &vec_for(&format!("v{i}"), i, dim),
-                &SearchRequest {
-                    k: 3,
-                    nprobe: Some(100_000),
-                    refine: Some(1000),
-                    filter: None,
-                },
-            )
-            .unwrap();
-        assert_eq!(hits[0].id, format!("v{i}"));
-        assert_eq!(hits[0].score, 0.0);
+        assert_finds_itself(&c, i);
     }
     // Far larger than any trained index: deferred, then trained on its own.
     load(6000..20_000);
