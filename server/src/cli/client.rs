@@ -98,6 +98,8 @@ pub fn load(a: LoadArgs) -> Result<()> {
         a.collection
     );
     let (mut rows, mut inserted, mut replaced) = (0u64, 0u64, 0u64);
+    // The collection's rows still waiting for their (background) index after the last shard.
+    let mut unindexed_rows = 0u64;
     for (i, shard) in shards.iter().enumerate() {
         bar.set_message(format!("shard {}/{}", i + 1, shards.len()));
         let file =
@@ -128,6 +130,7 @@ pub fn load(a: LoadArgs) -> Result<()> {
         rows += v["rows"].as_u64().unwrap_or(0);
         inserted += v["inserted"].as_u64().unwrap_or(0);
         replaced += v["replaced"].as_u64().unwrap_or(0);
+        unindexed_rows = v["unindexed_rows"].as_u64().unwrap_or(0);
         if !bar.is_hidden() {
             continue;
         }
@@ -142,7 +145,8 @@ pub fn load(a: LoadArgs) -> Result<()> {
     bar.finish_with_message("done");
     println!(
         "{}",
-        serde_json::json!({"shards": shards.len(), "rows": rows, "inserted": inserted, "replaced": replaced})
+        serde_json::json!({"shards": shards.len(), "rows": rows, "inserted": inserted,
+            "replaced": replaced, "unindexed_rows": unindexed_rows})
     );
     Ok(())
 }
