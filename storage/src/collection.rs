@@ -907,12 +907,12 @@ impl Inner {
             reader.refuse_index();
             return Ok(false);
         };
+        // Saved even when the collection is closing: `shutdown` joins this
+        // thread before anything else happens, and the work is done.
         let mut man = self.maint.lock();
         let v = self.version.load_full();
-        if self.closed.load(Ordering::Acquire)
-            || !v.segments.iter().any(|s| Arc::ptr_eq(&s.reader, reader))
-        {
-            // Closing, or merged away while the index was being built.
+        if !v.segments.iter().any(|s| Arc::ptr_eq(&s.reader, reader)) {
+            // Merged away while the index was being built.
             return Ok(false);
         }
         let tmp = reader.dir.join(DEFERRED_INDEX_TMP);
