@@ -849,8 +849,12 @@ impl Inner {
             // One build per round, so flushes and WAL syncs are not held up by a queue of them.
             Ok(true) => self.wake_background(),
             Ok(false) => {}
-            Err(e) => {
-                tracing::error!(collection = %self.name, error = %e, "deferred index build failed; will retry")
+            Err((segment, e)) => {
+                // Not retried in a loop (each try costs seconds of CPU on every core): the
+                // segment stays searchable exactly, and the build runs again after a restart.
+                segment.reader.refuse_index();
+                tracing::error!(collection = %self.name, segment = segment.reader.id, error = %e,
+                    "deferred index build failed; the segment is searched exactly until the next restart");
             }
         }
     }
@@ -886,7 +890,7 @@ impl Inner {
     /// attaches it for searches and records it in a new manifest. A crash
     /// before that manifest leaves the segment unindexed, and it is built
     /// again after the restart. Returns whether it built one.
-    fn build_deferred_index(&self) -> Result<bool> {
+    fn build_deferred_index(&self) -> std::result::Result<bool, (Arc<LiveSegment>, StorageError)> {
         let min = self.opts.index_min_rows;
         let Some(seg) = self
             .version
@@ -898,6 +902,11 @@ impl Inner {
         else {
             return Ok(false);
         };
+        self.build_index_of(&seg).map_err(|e| (seg, e))
+    }
+
+    /// [`build_deferred_index`](Self::build_deferred_index) for `seg`.
+    fn build_index_of(&self, seg: &Arc<LiveSegment>) -> Result<bool> {
         let start = Instant::now();
         let reader = &seg.reader;
         let path = reader.dir.join(crate::ann::INDEX_FILE);

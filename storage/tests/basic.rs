@@ -332,7 +332,8 @@ fn concurrent_writers_share_fsyncs_and_readers_see_consistent_data() {
     }
 }
 
-/// Waits (up to 60 s) until no segment waits for a deferred index build.
+/// Waits (up to 60 s) until no segment waits for a deferred index build
+/// (built, or given up after a failure).
 fn wait_indexed(c: &glimpse_storage::Collection) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while c.stats().unindexed_rows > 0 {
@@ -367,6 +368,15 @@ fn bulk_load(c: &glimpse_storage::Collection, ids: std::ops::Range<u64>, version
             .unwrap();
     }
     w.commit().unwrap();
+}
+
+/// The segment directory of collection `ix` in the store at `root` (the first one found).
+fn only_segment_dir(root: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(root.join("collections").join("ix"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .unwrap()
 }
 
 /// Point `v{i}` (dimension 16, version `i`) is its own nearest neighbour.
@@ -503,11 +513,7 @@ fn deferred_index_waits_for_quiet_and_survives_damage() {
         assert_eq!(c.stats().indexed_segments, 1);
         assert_eq!(c.counters().index_builds, 1);
         exact(&c, 7);
-        seg_dir = std::fs::read_dir(dir.path().join("collections").join("ix"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-            .unwrap();
+        seg_dir = only_segment_dir(dir.path());
     }
     // Reopen: the index comes back from the manifest, no rebuild.
     {
@@ -536,6 +542,45 @@ fn deferred_index_waits_for_quiet_and_survives_damage() {
     assert_eq!(c.counters().index_builds, 1);
     exact(&c, 123);
     assert_ne!(std::fs::read(&ix).unwrap(), bytes, "damaged file replaced");
+}
+
+/// A deferred build that cannot write its file is given up until the next
+/// start (no retry loop burning the cores); the segment stays searchable
+/// exactly, and after a restart the index is built.
+#[test]
+fn failed_deferred_build_leaves_the_segment_searchable() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = deferral_opts(
+        std::time::Duration::from_millis(20),
+        std::time::Duration::from_secs(10),
+    );
+    let seg_dir = {
+        let store = Store::open(dir.path(), opts.clone()).unwrap();
+        let c = store.create_collection("ix", 16, Metric::L2).unwrap();
+        let hold = c.bulk_writer().unwrap();
+        bulk_load(&c, 0..3000, None);
+        let seg_dir = only_segment_dir(dir.path());
+        // A directory where the build writes its temp file: the write fails (even as root).
+        std::fs::create_dir(seg_dir.join("index.ivfpq.tmp")).unwrap();
+        drop(hold);
+        // No longer pending once the failed attempt gave up.
+        wait_indexed(&c);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let s = c.stats();
+        assert_eq!(
+            (s.indexed_segments, c.counters().index_builds),
+            (0, 0),
+            "{s:?}"
+        );
+        assert_finds_itself(&c, 1234);
+        seg_dir
+    };
+    std::fs::remove_dir(seg_dir.join("index.ivfpq.tmp")).unwrap();
+    let store = Store::open(dir.path(), opts).unwrap();
+    let c = store.collection("ix").unwrap();
+    wait_indexed(&c);
+    assert_eq!(c.stats().indexed_segments, 1);
+    assert_finds_itself(&c, 1234);
 }
 
 /// A bulk writer that stays open (a steady stream of loads) holds deferred
