@@ -182,7 +182,7 @@ fn load_shards(
         shards: shards.len() as u64,
         bytes,
         seconds,
-        unindexed_rows: coll.stats().unindexed_rows,
+        unindexed_rows: coll.unindexed_rows(),
     })
 }
 

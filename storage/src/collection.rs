@@ -1462,12 +1462,7 @@ impl Collection {
             points: self.len(),
             segments: v.segments.len(),
             indexed_segments: v.segments.iter().filter(|s| s.reader.has_index()).count(),
-            unindexed_rows: v
-                .segments
-                .iter()
-                .filter(|s| s.awaits_index(inner.opts.index_min_rows))
-                .map(|s| s.reader.rows as u64)
-                .sum(),
+            unindexed_rows: self.unindexed_rows(),
             segment_bytes: v.segments.iter().map(|s| s.reader.disk_bytes()).sum(),
             segment_rows: v.segments.iter().map(|s| s.reader.rows as u64).sum(),
             deleted_rows: v.segments.iter().map(|s| s.tombstones.count() as u64).sum(),
@@ -1482,6 +1477,21 @@ impl Collection {
                 .filter(|s| s.reader.is_quarantined())
                 .count(),
         }
+    }
+
+    /// Rows of segments waiting for a deferred index build (searched exactly
+    /// meanwhile); cheap, unlike [`stats`](Self::stats), which walks the
+    /// segment directories.
+    pub fn unindexed_rows(&self) -> u64 {
+        let min = self.inner.opts.index_min_rows;
+        self.inner
+            .version
+            .load()
+            .segments
+            .iter()
+            .filter(|s| s.awaits_index(min))
+            .map(|s| s.reader.rows as u64)
+            .sum()
     }
 
     /// Monotonic counters for monitoring.
