@@ -218,15 +218,25 @@ def du_bytes(path, exclude=()):
     return total
 
 
-def rss_anon(pid):
-    """RssAnon of a process in bytes (RSS minus file-backed/mmap'd pages)."""
+def _proc_bytes(path, key):
+    """A ``key: N kB`` field of a /proc file, in bytes, or None."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
+
+
+def rss_anon(pid):
+    """RssAnon of a process in bytes (RSS minus file-backed/mmap'd pages)."""
+    return _proc_bytes(f"/proc/{pid}/status", "RssAnon")
+
+
+def file_pmd_mapped(pid):
+    """Bytes of a process's file mappings held on 2 MiB pages (Linux smaps), or None."""
+    return _proc_bytes(f"/proc/{pid}/smaps_rollup", "FilePmdMapped")
 
 
 # ---------------------------------------------------------------- chromadb
@@ -594,11 +604,13 @@ def run_glimpse(args, out, base, queries, gt, shards):
         p = psutil.Process(srv.proc.pid)
         res["rss_bytes"] = p.memory_info().rss
         res["rss_anon_bytes"] = rss_anon(srv.proc.pid)
+        res["file_pmd_mapped_bytes"] = file_pmd_mapped(srv.proc.pid)
         res["disk_bytes"] = du_bytes(d, exclude=("spool",))
         res["bytes_per_vector_rss"] = res["rss_bytes"] / n
         res["bytes_per_vector_disk"] = res["disk_bytes"] / n
         print(f"# glimpse memory: {res['rss_bytes'] / 2**20:.0f} MiB RSS "
-              f"(anon {(res['rss_anon_bytes'] or 0) / 2**20:.0f} MiB), "
+              f"(anon {(res['rss_anon_bytes'] or 0) / 2**20:.0f} MiB, "
+              f"on huge pages {(res['file_pmd_mapped_bytes'] or 0) / 2**20:.0f} MiB), "
               f"disk {res['disk_bytes'] / 2**20:.0f} MiB", flush=True)
 
         if args.loadgen_bin and not args.skip_concurrency:
@@ -623,9 +635,11 @@ def run_glimpse(args, out, base, queries, gt, shards):
         p = psutil.Process(srv.proc.pid)
         res["serving_rss_bytes"] = p.memory_info().rss
         res["serving_rss_anon_bytes"] = rss_anon(srv.proc.pid)
+        res["serving_file_pmd_mapped_bytes"] = file_pmd_mapped(srv.proc.pid)
         print(f"# glimpse serving memory after reopen + {len(qlist)} queries: "
               f"{res['serving_rss_bytes'] / 2**20:.0f} MiB RSS "
-              f"(anon {(res['serving_rss_anon_bytes'] or 0) / 2**20:.0f} MiB)", flush=True)
+              f"(anon {(res['serving_rss_anon_bytes'] or 0) / 2**20:.0f} MiB, on huge pages "
+              f"{(res['serving_file_pmd_mapped_bytes'] or 0) / 2**20:.0f} MiB)", flush=True)
     finally:
         srv.stop()
     return res

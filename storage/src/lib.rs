@@ -20,6 +20,7 @@
 
 mod ann;
 mod bulk;
+mod chunk_writer;
 mod codec;
 mod collection;
 mod compaction;

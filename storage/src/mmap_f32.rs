@@ -41,6 +41,13 @@ impl MappedF32 {
     /// Maps `path`, requiring exactly `expected_floats` floats in it.
     pub fn open(path: &Path, expected_floats: usize) -> Result<Self> {
         let map = map_file(path)?;
+        #[cfg(target_os = "linux")]
+        if let Some(m) = &map {
+            // Faults on this mapping read 2 MiB folios and map them with one TLB entry each,
+            // which the re-rank's scattered row reads need (see `chunk_writer`). Only a hint:
+            // kernels or filesystems without large folios ignore it.
+            let _ = m.advise(memmap2::Advice::HugePage);
+        }
         Self::from_map(path, map, expected_floats)
     }
 

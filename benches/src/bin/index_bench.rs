@@ -8,7 +8,13 @@
 //! for `benches/faiss_compare.sh`.
 //!
 //! Usage: `index_bench [--n 200000] [--dim 512] [--queries 1000]
-//!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--pq-sample S] [--settings 8:10,16:10,...] [--out DIR]`
+//!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--pq-sample S] [--settings 8:10,16:10,...] [--out DIR]
+//!   [--vectors mapped|heap|both]`
+//!
+//! `--vectors` says where the raw vectors that the re-rank reads live: `mapped` (default) is how
+//! the storage engine serves them, a file in the page cache mapped with `MappedF32` (huge pages
+//! where the kernel gives them); `heap` is a plain `Vec`; `both` runs every setting on each,
+//! alternating, to measure the difference in one process.
 
 use std::time::Instant;
 
@@ -16,6 +22,7 @@ use glimpse_index::synthetic::{SyntheticSpec, generate, to_npy};
 use glimpse_index::{
     IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, PqBits, SearchParams, exact_search,
 };
+use glimpse_storage::mmap_f32::MappedF32;
 use rayon::prelude::*;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -37,6 +44,15 @@ struct Args {
     out: Option<String>,
     exact_queries: usize,
     seed: u64,
+    vectors: VectorsMode,
+}
+
+/// Where the searched raw vectors live (see the module doc).
+#[derive(Clone, Copy, PartialEq)]
+enum VectorsMode {
+    Mapped,
+    Heap,
+    Both,
 }
 
 fn parse_args() -> Result<Args> {
@@ -53,6 +69,7 @@ fn parse_args() -> Result<Args> {
         out: None,
         exact_queries: 100,
         seed: 2024,
+        vectors: VectorsMode::Mapped,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -86,6 +103,18 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--out" => a.out = Some(val.clone()),
+            "--vectors" => {
+                a.vectors = match val.as_str() {
+                    "mapped" => VectorsMode::Mapped,
+                    "heap" => VectorsMode::Heap,
+                    "both" => VectorsMode::Both,
+                    x => {
+                        return Err(
+                            format!("--vectors must be mapped, heap or both, not {x}").into()
+                        );
+                    }
+                }
+            }
             x => return Err(format!("unknown flag {x}").into()),
         }
         i += 2;
@@ -114,6 +143,37 @@ fn process_cpu_s() -> f64 {
     // SAFETY: clock_gettime writes one timespec into the valid `ts`.
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Writes `vectors` to a temporary file and maps it the way the storage engine maps a
+/// segment's vectors. Returns the mapping and the kB of it mapped with huge pages.
+fn mapped_copy(vectors: &[f32]) -> Result<(tempfile::TempDir, MappedF32, u64)> {
+    let dir = ctx(tempfile::tempdir(), "creating a temp dir")?;
+    let path = dir.path().join("vectors.f32");
+    // One large write: the page cache takes it as large folios, as it does the storage
+    // engine's 2 MiB-aligned chunks.
+    let bytes: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
+    ctx(std::fs::write(&path, &bytes), "writing the vectors file")?;
+    let map = ctx(
+        MappedF32::open(&path, vectors.len()),
+        "mapping the vectors file",
+    )?;
+    let mut sum = 0.0f32;
+    for row in map.as_slice().chunks(1024) {
+        sum += row[0];
+    }
+    std::hint::black_box(sum);
+    Ok((dir, map, file_pmd_mapped_kb()))
+}
+
+/// `FilePmdMapped` of this process (Linux), 0 where unknown.
+fn file_pmd_mapped_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("FilePmdMapped:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -267,11 +327,34 @@ fn main() -> Result<()> {
             },
         ));
     }
-    for (label, sp) in &all {
+    let mapped = if args.vectors == VectorsMode::Heap {
+        None
+    } else {
+        let (dir, map, pmd_kb) = mapped_copy(&data.vectors)?;
+        println!(
+            "# vectors: {} MiB file mapping, {} MiB of it on huge pages",
+            (data.vectors.len() * 4) >> 20,
+            pmd_kb >> 10
+        );
+        Some((dir, map))
+    };
+    let mut runs: Vec<(String, SearchParams, &[f32])> = Vec::new();
+    for (label, sp) in all {
+        match (&mapped, args.vectors) {
+            (Some((_, map)), VectorsMode::Both) => {
+                runs.push((format!("{label} [map]"), sp, map.as_slice()));
+                runs.push((format!("{label} [heap]"), sp, &data.vectors));
+            }
+            (Some((_, map)), _) => runs.push((label, sp, map.as_slice())),
+            (None, _) => runs.push((label, sp, &data.vectors)),
+        }
+    }
+    for (label, sp, vectors) in &runs {
+        let vectors: &[f32] = vectors;
         // Warm-up pass (also measures recall), then timed pass.
         let mut rec = 0.0;
         for (i, want) in truth.iter().enumerate() {
-            let got = view.search(data.query(i), &data.vectors, sp, None);
+            let got = view.search(data.query(i), vectors, sp, None);
             rec += recall(&got, want);
         }
         rec /= args.queries as f64;
@@ -280,7 +363,7 @@ fn main() -> Result<()> {
         let c = thread_cpu_s();
         for i in 0..args.queries {
             let s = Instant::now();
-            std::hint::black_box(view.search(data.query(i), &data.vectors, sp, None));
+            std::hint::black_box(view.search(data.query(i), vectors, sp, None));
             lat.push(s.elapsed().as_secs_f64() * 1e6);
         }
         let qps = args.queries as f64 / t.elapsed().as_secs_f64();

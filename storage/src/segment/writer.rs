@@ -7,7 +7,6 @@
 //! a writer dropped before `finish` removes its temp directory.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use glimpse_index::Metric;
@@ -18,6 +17,7 @@ use super::format::{
 };
 use super::{dir_name, tmp_dir_name};
 use crate::ann;
+use crate::chunk_writer::ChunkWriter;
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::{encode_framed, fsync_dir, write_file_synced};
 use crate::mmap_f32::{MappedF32, f32_bytes};
@@ -25,7 +25,8 @@ use crate::mmap_f32::{MappedF32, f32_bytes};
 /// A file being appended, with its running crc32.
 struct SummedFile {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// Whole 2 MiB writes, so the page cache can hold the file as huge folios.
+    out: ChunkWriter<File>,
     crc: crc32fast::Hasher,
     len: u64,
 }
@@ -35,7 +36,7 @@ impl SummedFile {
         let f = File::create(&path).at(&path)?;
         Ok(Self {
             path,
-            out: BufWriter::with_capacity(1 << 20, f),
+            out: ChunkWriter::new(f),
             crc: crc32fast::Hasher::new(),
             len: 0,
         })
@@ -49,10 +50,7 @@ impl SummedFile {
     }
 
     fn finish(self, name: &str) -> Result<FileSum> {
-        let f = self
-            .out
-            .into_inner()
-            .map_err(|e| StorageError::io(&self.path, e.into_error()))?;
+        let f = self.out.finish().at(&self.path)?;
         f.sync_all().at(&self.path)?;
         Ok(FileSum {
             name: name.to_string(),
