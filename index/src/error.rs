@@ -30,6 +30,9 @@ pub enum IndexError {
     /// truncated, inconsistent sizes or offsets).
     #[error("corrupt index bytes: {0}")]
     Corrupt(String),
+    /// The caller's [`Cancel`](crate::Cancel) flag was set before the build finished.
+    #[error("index build cancelled")]
+    Cancelled,
     /// Serialised bytes are from an unknown format version.
     #[error("unsupported index format version {0}")]
     UnsupportedVersion(u32),

@@ -4,6 +4,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::coarse::CoarseI8;
 use crate::distance;
 use crate::error::IndexError;
@@ -91,8 +92,21 @@ impl IvfPqIndex {
         metric: Metric,
         params: &IndexParams,
     ) -> Result<IvfPqIndex, IndexError> {
-        let mut index = IvfPqIndex::train(vectors, dim, metric, params)?;
-        index.add(vectors, 0)?;
+        IvfPqIndex::build_with(vectors, dim, metric, params, Cancel::NEVER)
+    }
+
+    /// [`build`](Self::build) that stops with [`IndexError::Cancelled`] soon
+    /// after `cancel` is set (between k-means iterations, PQ sub-quantizers
+    /// and batches of added rows).
+    pub fn build_with(
+        vectors: &[f32],
+        dim: usize,
+        metric: Metric,
+        params: &IndexParams,
+        cancel: Cancel<'_>,
+    ) -> Result<IvfPqIndex, IndexError> {
+        let mut index = IvfPqIndex::train_with(vectors, dim, metric, params, cancel)?;
+        index.add_with(vectors, 0, cancel)?;
         Ok(index)
     }
 
@@ -103,6 +117,18 @@ impl IvfPqIndex {
         dim: usize,
         metric: Metric,
         params: &IndexParams,
+    ) -> Result<IvfPqIndex, IndexError> {
+        IvfPqIndex::train_with(vectors, dim, metric, params, Cancel::NEVER)
+    }
+
+    /// [`train`](Self::train) that stops with [`IndexError::Cancelled`] when
+    /// `cancel` is set.
+    pub fn train_with(
+        vectors: &[f32],
+        dim: usize,
+        metric: Metric,
+        params: &IndexParams,
+        cancel: Cancel<'_>,
     ) -> Result<IvfPqIndex, IndexError> {
         let n = check_vectors(vectors, dim)?;
         if n == 0 {
@@ -116,7 +142,8 @@ impl IvfPqIndex {
         let sample = internal_rows(metric, &gather(vectors, dim, &idx), dim).into_owned();
         let mut kp = KMeansParams::new(r.nlist, params.seed ^ 0xc0a5);
         kp.iters = params.kmeans_iters;
-        let centroids = kmeans::train(&sample, dim, &kp);
+        let centroids = kmeans::train_with(&sample, dim, &kp, cancel)?;
+        cancel.check()?;
 
         // PQ on residuals of a (possibly different-size) sample.
         let pidx = kmeans::sample_indices(n, r.pq_train_sample, &mut rng);
@@ -129,14 +156,15 @@ impl IvfPqIndex {
                 let c = &centroids[l as usize * dim..(l as usize + 1) * dim];
                 x.iter_mut().zip(c).for_each(|(a, b)| *a -= b);
             });
-        let codebooks = pq::train(
+        let codebooks = pq::train_with(
             &psample,
             dim,
             r.m,
             r.bits.ksub(),
             params.pq_iters,
             params.seed ^ 0x9e37,
-        );
+            cancel,
+        )?;
         Ok(IvfPqIndex {
             dim,
             metric,
@@ -154,6 +182,18 @@ impl IvfPqIndex {
     /// them as rows `first_row, first_row + 1, ...`. No retraining happens;
     /// rows must not already be in the index (not checked).
     pub fn add(&mut self, vectors: &[f32], first_row: u32) -> Result<(), IndexError> {
+        self.add_with(vectors, first_row, Cancel::NEVER)
+    }
+
+    /// [`add`](Self::add) that stops with [`IndexError::Cancelled`] when
+    /// `cancel` is set (checked before each batch of rows). The index then
+    /// holds the batches added before it stopped.
+    pub fn add_with(
+        &mut self,
+        vectors: &[f32],
+        first_row: u32,
+        cancel: Cancel<'_>,
+    ) -> Result<(), IndexError> {
         let dim = self.dim;
         let n = check_vectors(vectors, dim)?;
         if first_row as u64 + n as u64 > u32::MAX as u64 + 1 {
@@ -170,6 +210,7 @@ impl IvfPqIndex {
             data: &self.codebooks,
         });
         for (bi, batch) in vectors.chunks(ADD_BATCH * dim).enumerate() {
+            cancel.check()?;
             let internal = internal_rows(self.metric, batch, dim);
             let (labels, _) = kmeans::assign(&internal, dim, &self.centroids);
             let mut codes = vec![0u8; labels.len() * m];
@@ -206,8 +247,10 @@ impl IvfPqIndex {
                     &codes[i * m..(i + 1) * m],
                 );
             }
+            // Per batch, so an index cancelled half way still counts what its lists hold.
+            self.len += labels.len();
         }
-        self.len += n;
+        debug_assert!(self.len >= n);
         Ok(())
     }
 

@@ -8,7 +8,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::distance;
+use crate::error::IndexError;
 
 /// Rows per parallel assignment chunk (also the GEMM block height).
 const CHUNK: usize = 256;
@@ -304,11 +306,23 @@ fn kmeanspp(data: &[f32], dim: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f32
 /// row). If there are fewer points than clusters, the points themselves
 /// (repeated) are the centroids.
 pub fn train(data: &[f32], dim: usize, params: &KMeansParams) -> Vec<f32> {
+    // `NEVER` is never set, so this is always `Ok`.
+    train_with(data, dim, params, Cancel::NEVER).unwrap_or_default()
+}
+
+/// [`train`] that stops with [`IndexError::Cancelled`] when `cancel` is set
+/// (checked after seeding and after every Lloyd iteration).
+pub fn train_with(
+    data: &[f32],
+    dim: usize,
+    params: &KMeansParams,
+    cancel: Cancel<'_>,
+) -> Result<Vec<f32>, IndexError> {
     let n = data.len() / dim;
     let k = params.k.max(1);
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     if n == 0 {
-        return vec![0.0; k * dim];
+        return Ok(vec![0.0; k * dim]);
     }
     if n <= k {
         let mut c = Vec::with_capacity(k * dim);
@@ -316,7 +330,7 @@ pub fn train(data: &[f32], dim: usize, params: &KMeansParams) -> Vec<f32> {
             let r = i % n;
             c.extend_from_slice(&data[r * dim..(r + 1) * dim]);
         }
-        return c;
+        return Ok(c);
     }
     let seed_n = (params.seed_sample_per_centroid.max(1) * k).min(n);
     let seed_idx = sample_indices(n, seed_n, &mut rng);
@@ -327,6 +341,7 @@ pub fn train(data: &[f32], dim: usize, params: &KMeansParams) -> Vec<f32> {
     let mut centroids = kmeanspp(&seed_data, dim, k, &mut rng);
 
     for _ in 0..params.iters {
+        cancel.check()?;
         let (labels, _) = assign(data, dim, &centroids);
         let (sums, counts) = accumulate(data, dim, k, &labels);
         for j in 0..k {
@@ -345,7 +360,7 @@ pub fn train(data: &[f32], dim: usize, params: &KMeansParams) -> Vec<f32> {
             &mut rng,
         );
     }
-    centroids
+    Ok(centroids)
 }
 
 /// Per-cluster coordinate sums (f64 for stability) and sizes, reduced in

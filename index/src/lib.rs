@@ -19,6 +19,7 @@
 //! vectors, so returned scores are exact. [`IvfPqIndex::to_bytes`] /
 //! [`IvfPqView::from_bytes`] give a single aligned buffer searchable in place.
 
+mod cancel;
 mod coarse;
 pub mod distance;
 mod error;
@@ -34,6 +35,7 @@ mod search;
 pub mod simd;
 pub mod synthetic;
 
+pub use cancel::Cancel;
 pub use error::IndexError;
 pub use exact::exact_search;
 pub use ivf::IvfPqIndex;

@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
+use crate::error::IndexError;
 use crate::kmeans::{self, KMeansParams};
 
 /// Dimension range `[start, end)` of sub-space `q` of `m` over `dim`.
@@ -170,10 +172,25 @@ impl PqEncoder {
 /// Trains the codebooks on row-major `data` (residuals): one k-means per
 /// sub-space, run in parallel across sub-spaces. Returns `ksub * dim` floats.
 pub fn train(data: &[f32], dim: usize, m: usize, ksub: usize, iters: usize, seed: u64) -> Vec<f32> {
+    // `NEVER` is never set, so this is always `Ok`.
+    train_with(data, dim, m, ksub, iters, seed, Cancel::NEVER).unwrap_or_default()
+}
+
+/// [`train`] that stops with [`IndexError::Cancelled`] when `cancel` is set.
+pub fn train_with(
+    data: &[f32],
+    dim: usize,
+    m: usize,
+    ksub: usize,
+    iters: usize,
+    seed: u64,
+    cancel: Cancel<'_>,
+) -> Result<Vec<f32>, IndexError> {
     let n = data.len() / dim;
     let blocks: Vec<Vec<f32>> = (0..m)
         .into_par_iter()
         .map(|q| {
+            cancel.check()?;
             let (s, e) = subspace(dim, m, q);
             let w = e - s;
             let mut sub = Vec::with_capacity(n * w);
@@ -183,14 +200,14 @@ pub fn train(data: &[f32], dim: usize, m: usize, ksub: usize, iters: usize, seed
             let mut p = KMeansParams::new(ksub, seed.wrapping_add(q as u64 * 7919));
             p.iters = iters;
             p.seed_sample_per_centroid = 64;
-            kmeans::train(&sub, w, &p)
+            kmeans::train_with(&sub, w, &p, cancel)
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(ksub * dim);
     for b in blocks {
         out.extend_from_slice(&b);
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

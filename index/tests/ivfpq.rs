@@ -385,3 +385,31 @@ fn trained_quantizers_index_new_rows_without_training() {
         "reused quantizers: recall {r_reused}, own training: {r_own}"
     );
 }
+
+/// A set `Cancel` flag stops training and adding with `Cancelled`; a clear
+/// one changes nothing (same index as the plain build).
+#[test]
+fn cancel_flag_stops_builds_and_a_clear_one_changes_nothing() {
+    use glimpse_index::Cancel;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let d = data();
+    let p = IndexParams::default();
+    let flag = AtomicBool::new(true);
+    let r = IvfPqIndex::build_with(&d.vectors, DIM, Metric::Cosine, &p, Cancel::on(&flag));
+    assert!(matches!(r, Err(IndexError::Cancelled)), "{r:?}");
+    let r = IvfPqIndex::train_with(&d.vectors, DIM, Metric::Cosine, &p, Cancel::on(&flag));
+    assert!(matches!(r, Err(IndexError::Cancelled)), "{r:?}");
+
+    // Adding stops before its first batch and leaves the trained index empty and consistent.
+    let mut empty = IvfPqIndex::train(&d.vectors, DIM, Metric::Cosine, &p).unwrap();
+    let r = empty.add_with(&d.vectors, 0, Cancel::on(&flag));
+    assert!(matches!(r, Err(IndexError::Cancelled)), "{r:?}");
+    assert_eq!(empty.len(), 0);
+    assert_eq!(empty.list_sizes().iter().sum::<usize>(), 0);
+
+    flag.store(false, Ordering::Relaxed);
+    let built =
+        IvfPqIndex::build_with(&d.vectors, DIM, Metric::Cosine, &p, Cancel::on(&flag)).unwrap();
+    assert_eq!(&built, cosine_index());
+}

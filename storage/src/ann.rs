@@ -12,8 +12,8 @@
 use std::path::Path;
 
 use glimpse_index::{
-    CoarseTable, IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, SearchParams,
-    exact_search,
+    Cancel, CoarseTable, IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor,
+    SearchParams, exact_search,
 };
 use memmap2::Mmap;
 
@@ -30,15 +30,21 @@ pub(crate) const AVAILABLE: bool = true;
 const KIND: &str = "ivfpq-v1";
 
 /// Builds an index over `vectors`. `None` when the data is too small to
-/// train one (the segment is then searched exactly).
+/// train one (the segment is then searched exactly). Stops with
+/// [`StorageError::Interrupted`] once `cancel` is set.
 pub(crate) fn build(
     path: &Path,
     vectors: &[f32],
     dim: usize,
     metric: Metric,
+    cancel: Cancel<'_>,
 ) -> Result<Option<(String, Vec<u8>)>> {
-    match IvfPqIndex::build(vectors, dim, metric, &IndexParams::default()) {
+    match IvfPqIndex::build_with(vectors, dim, metric, &IndexParams::default(), cancel) {
         Ok(ix) => Ok(Some((KIND.to_string(), ix.to_bytes()))),
+        Err(IndexError::Cancelled) => Err(StorageError::Interrupted(format!(
+            "index build for {}",
+            path.display()
+        ))),
         Err(e @ (IndexError::NotEnoughData { .. } | IndexError::InvalidParams(_))) => {
             tracing::warn!(path = %path.display(), error = %e, "segment not indexed; it will be searched exactly");
             Ok(None)

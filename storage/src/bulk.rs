@@ -99,7 +99,12 @@ impl BulkWriter {
         } else {
             inner.opts.index_min_rows
         };
-        let fin = w.finish(index_min_rows, template.as_ref().map(|t| &t.index))?;
+        let fin = w.finish(
+            index_min_rows,
+            template.as_ref().map(|t| &t.index),
+            // A bulk load runs to its commit: its client waits for the answer.
+            glimpse_index::Cancel::NEVER,
+        )?;
         let result = {
             let mut man = inner.lock_maintenance();
             (|| {

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use glimpse_index::Metric;
+use glimpse_index::{Cancel, Metric};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::bulk::BulkWriter;
@@ -94,6 +94,10 @@ pub(crate) struct Inner {
     last_sync: Mutex<Instant>,
     poisoned: Mutex<Option<String>>,
     closed: AtomicBool,
+    /// Set first thing at shutdown, before taking the maintenance lock:
+    /// compactions and deferred index builds poll it and stop, so a close
+    /// does not wait out a minute of training.
+    closing: AtomicBool,
     next_segment_id: AtomicU64,
     checkpoint: AtomicU64,
     points: AtomicI64,
@@ -579,7 +583,7 @@ impl Inner {
                     meta_entries(&r.metadata),
                 )?;
             }
-            let fin = w.finish(self.opts.index_min_rows, None)?;
+            let fin = w.finish(self.opts.index_min_rows, None, Cancel::NEVER)?;
             match self.open_new_segment(&fin.dir, id, &fin.dead_rows) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -652,6 +656,10 @@ impl Inner {
             for s in &sources {
                 let r = &s.reader;
                 for row in 0..r.rows {
+                    if row % 65_536 == 0 && self.closing.load(Ordering::Relaxed) {
+                        // The writer's temp directory goes with it; the sources stay.
+                        return Err(StorageError::Interrupted("compaction".into()));
+                    }
                     if s.tombstones.contains(row) {
                         continue;
                     }
@@ -664,7 +672,7 @@ impl Inner {
                     )?;
                 }
             }
-            let fin = w.finish(self.opts.index_min_rows, None)?;
+            let fin = w.finish(self.opts.index_min_rows, None, Cancel::on(&self.closing))?;
             Some(self.open_new_segment(&fin.dir, id, &fin.dead_rows)?)
         } else {
             None
@@ -841,8 +849,13 @@ impl Inner {
             if self.closed.load(Ordering::Acquire) {
                 return;
             }
-            if let Err(e) = self.maybe_compact(&mut man, false) {
-                tracing::error!(collection = %self.name, error = %e, "compaction failed");
+            match self.maybe_compact(&mut man, false) {
+                Err(StorageError::Interrupted(_)) => {
+                    tracing::info!(collection = %self.name, "compaction interrupted by shutdown; it runs again after the next open");
+                    return;
+                }
+                Err(e) => tracing::error!(collection = %self.name, error = %e, "compaction failed"),
+                Ok(_) => {}
             }
         }
         match self.build_deferred_index() {
@@ -910,9 +923,21 @@ impl Inner {
         let start = Instant::now();
         let reader = &seg.reader;
         let path = reader.dir.join(crate::ann::INDEX_FILE);
-        let Some((kind, bytes)) =
-            crate::ann::build(&path, reader.vectors(), self.dim, self.metric)?
-        else {
+        let built = crate::ann::build(
+            &path,
+            reader.vectors(),
+            self.dim,
+            self.metric,
+            Cancel::on(&self.closing),
+        );
+        let Some((kind, bytes)) = (match built {
+            Err(StorageError::Interrupted(_)) => {
+                // Not refused: the segment stays pending and is built after the next open.
+                tracing::info!(collection = %self.name, segment = reader.id, "deferred index build interrupted by shutdown");
+                return Ok(false);
+            }
+            other => other?,
+        }) else {
             reader.refuse_index();
             return Ok(false);
         };
@@ -1136,6 +1161,7 @@ impl Collection {
             last_sync: Mutex::new(Instant::now()),
             poisoned: Mutex::new(None),
             closed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             next_segment_id: AtomicU64::new(next_segment_id),
             checkpoint: AtomicU64::new(checkpoint),
             points,
@@ -1508,6 +1534,7 @@ impl Collection {
     }
 
     pub(crate) fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::Relaxed);
         {
             let _maint = self.inner.maint.lock();
             self.inner.closed.store(true, Ordering::Release);

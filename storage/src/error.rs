@@ -71,6 +71,10 @@ pub enum StorageError {
     /// Another process holds the store's lock file.
     #[error("store at {0} is locked by another process")]
     Locked(PathBuf),
+    /// Background work (a compaction, an index build) stopped because the
+    /// collection is closing; it runs again after the next open.
+    #[error("{0} interrupted: the collection is closing")]
+    Interrupted(String),
     /// The vector index failed to build or load.
     #[error("index error on {path}: {detail}")]
     Index {

@@ -583,6 +583,112 @@ fn failed_deferred_build_leaves_the_segment_searchable() {
     assert_finds_itself(&c, 1234);
 }
 
+/// Loads ids `w0..w{n}` of dimension 128 in one bulk commit: enough rows that
+/// training their index takes seconds in a test build.
+fn bulk_load_wide(c: &glimpse_storage::Collection, ids: std::ops::Range<u64>) {
+    let mut w = c.bulk_writer().unwrap();
+    for i in ids {
+        w.push(point(&format!("w{i}"), i, 128)).unwrap();
+    }
+    w.commit().unwrap();
+}
+
+/// Deferral options whose deferred work starts 1 ms after a load.
+fn prompt_opts() -> StoreOptions {
+    deferral_opts(
+        std::time::Duration::from_millis(1),
+        std::time::Duration::from_secs(10),
+    )
+}
+
+/// Closing a collection while its deferred index is being trained does not
+/// wait out the training: the build stops at its next step, nothing is saved,
+/// the segment stays pending, and the next open builds it.
+#[test]
+fn closing_interrupts_a_deferred_index_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = prompt_opts();
+    let n = 100_000u64;
+    {
+        let store = Store::open(dir.path(), opts.clone()).unwrap();
+        let c = store.create_collection("ix", 128, Metric::Cosine).unwrap();
+        bulk_load_wide(&c, 0..n);
+        // The background thread starts training at once (1 ms quiet); close while it runs.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        c.close().unwrap();
+        assert_eq!(
+            c.counters().index_builds,
+            0,
+            "the build ran to the end instead of stopping"
+        );
+    }
+    let seg_dir = only_segment_dir(dir.path());
+    assert!(!seg_dir.join("index.ivfpq").exists());
+    assert!(!seg_dir.join("index.ivfpq.tmp").exists());
+    let store = Store::open(dir.path(), opts).unwrap();
+    let c = store.collection("ix").unwrap();
+    assert_eq!(c.len(), n);
+    wait_indexed(&c);
+    assert_eq!(c.stats().indexed_segments, 1);
+    let hits = c
+        .search(
+            &vec_for("w4321", 4321, 128),
+            &SearchRequest {
+                k: 1,
+                ..SearchRequest::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(hits[0].id, "w4321");
+}
+
+/// A compaction that is training the merged segment's index when the
+/// collection closes stops and fails with `Interrupted`; its sources stay,
+/// no temp segment is left behind, and nothing is lost.
+#[test]
+fn closing_interrupts_a_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        // Indexed inside the commits, so the compaction's index build is the one slow step.
+        defer_bulk_index: false,
+        ..prompt_opts()
+    };
+    let half = 60_000u64;
+    {
+        let store = Store::open(dir.path(), opts.clone()).unwrap();
+        let c = store.create_collection("ix", 128, Metric::Cosine).unwrap();
+        bulk_load_wide(&c, 0..half);
+        bulk_load_wide(&c, half..2 * half);
+        assert_eq!(c.stats().segments, 2);
+        let compacting = c.clone();
+        let merge = std::thread::spawn(move || compacting.compact());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        c.close().unwrap();
+        let r = merge.join().unwrap();
+        assert!(
+            matches!(r, Err(StorageError::Interrupted(_))),
+            "the compaction was not interrupted: {r:?}"
+        );
+        assert_eq!(c.counters().compactions, 0);
+    }
+    let coll_dir = dir.path().join("collections").join("ix");
+    let names: Vec<String> = std::fs::read_dir(&coll_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("tmp-")),
+        "temp segment left: {names:?}"
+    );
+    let store = Store::open(dir.path(), opts).unwrap();
+    let c = store.collection("ix").unwrap();
+    assert_eq!(c.len(), 2 * half);
+    assert_eq!(c.stats().segments, 2);
+    c.compact().unwrap();
+    assert_eq!(c.stats().segments, 1);
+    assert_eq!(c.len(), 2 * half);
+}
+
 /// A bulk writer that stays open (a steady stream of loads) holds deferred
 /// builds back for at most `bulk_quiet_max`; a segment whose rows were all
 /// replaced is not indexed at all.

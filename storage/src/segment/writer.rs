@@ -9,7 +9,7 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use glimpse_index::Metric;
+use glimpse_index::{Cancel, Metric};
 
 use super::format::{
     BLOBS_FILE, BlobRef, FileSum, IDS_FILE, IdTable, META_FILE, META_MAGIC, META_VERSION,
@@ -155,11 +155,14 @@ impl SegmentWriter {
     /// Writes ids, rows, index and footer, fsyncs everything and renames the
     /// directory to its final name. The index (for at least `index_min_rows`
     /// rows) is trained on the segment, or built with the quantizers of
-    /// `template` when one is given.
+    /// `template` when one is given; training stops with
+    /// [`StorageError::Interrupted`] once `cancel` is set, and the temp
+    /// directory goes with the dropped writer.
     pub(crate) fn finish(
         mut self,
         index_min_rows: usize,
         template: Option<&ann::SegmentIndex>,
+        cancel: Cancel<'_>,
     ) -> Result<FinishedSegment> {
         let (Some(vf), Some(bf)) = (self.vectors.take(), self.blobs.take()) else {
             return Err(StorageError::InvalidArgument(
@@ -215,7 +218,7 @@ impl SegmentWriter {
             let ipath = self.tmp.join(ann::INDEX_FILE);
             let built = match template {
                 Some(t) => Some(ann::build_like(&ipath, t, vectors.as_slice())?),
-                None => ann::build(&ipath, vectors.as_slice(), self.dim, self.metric)?,
+                None => ann::build(&ipath, vectors.as_slice(), self.dim, self.metric, cancel)?,
             };
             if let Some((kind, bytes)) = built {
                 write_file_synced(&ipath, &bytes)?;
