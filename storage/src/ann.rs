@@ -63,6 +63,7 @@ pub(crate) fn build_like(
     path: &Path,
     template: &SegmentIndex,
     vectors: &[f32],
+    cancel: Cancel<'_>,
 ) -> Result<(String, Vec<u8>)> {
     let err = |detail: String| StorageError::Index {
         path: path.to_path_buf(),
@@ -71,7 +72,16 @@ pub(crate) fn build_like(
     let view = IvfPqView::from_bytes_with(&template.map, &template.coarse)
         .map_err(|e| err(e.to_string()))?;
     let mut index = view.empty_like();
-    index.add(vectors, 0).map_err(|e| err(e.to_string()))?;
+    match index.add_with(vectors, 0, cancel) {
+        Ok(()) => {}
+        Err(IndexError::Cancelled) => {
+            return Err(StorageError::Interrupted(format!(
+                "index build for {}",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(err(e.to_string())),
+    }
     Ok((KIND.to_string(), index.to_bytes()))
 }
 

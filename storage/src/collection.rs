@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     /// Since when deferred work has been held back by bulk loading (capped
     /// by [`StoreOptions::bulk_quiet_max`]).
     deferred_since: Mutex<Option<Instant>>,
+    /// When a due compaction was first held back by bulk loading.
+    compaction_since: Mutex<Option<Instant>>,
 }
 
 /// A named set of points with a fixed dimension and metric.
@@ -306,14 +308,57 @@ impl Inner {
     /// that a steady stream of loads cannot leave data unindexed for long.
     fn deferred_wait(&self) -> Duration {
         let quiet_left = self.bulk_quiet_left();
-        let mut since = self.deferred_since.lock();
-        if quiet_left.is_zero() || !(self.index_pending() || self.compaction_pick(false).is_some())
-        {
+        let index = Self::held_wait(
+            &self.deferred_since,
+            quiet_left,
+            self.index_pending(),
+            self.opts.bulk_quiet_max,
+        );
+        let merge = Self::held_wait(
+            &self.compaction_since,
+            quiet_left,
+            self.compaction_pick(false).is_some(),
+            self.opts.bulk_compaction_quiet_max,
+        );
+        match (index, merge) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(w), None) | (None, Some(w)) => w,
+            (None, None) => Duration::ZERO,
+        }
+    }
+
+    /// Wait left for one kind of deferred work, `None` when it is not `due`:
+    /// the quiet time left, at most `bound` after it was first held back
+    /// (`since`).
+    fn held_wait(
+        since: &Mutex<Option<Instant>>,
+        quiet_left: Duration,
+        due: bool,
+        bound: Duration,
+    ) -> Option<Duration> {
+        let mut since = since.lock();
+        if !due {
             *since = None;
-            return Duration::ZERO;
+            return None;
+        }
+        if quiet_left.is_zero() {
+            *since = None;
+            return Some(Duration::ZERO);
         }
         let held = since.get_or_insert_with(Instant::now).elapsed();
-        quiet_left.min(self.opts.bulk_quiet_max.saturating_sub(held))
+        Some(quiet_left.min(bound.saturating_sub(held)))
+    }
+
+    /// Whether a due compaction may run now (loading quiet, or held back
+    /// for `bulk_compaction_quiet_max`).
+    fn compaction_may_run(&self) -> bool {
+        Self::held_wait(
+            &self.compaction_since,
+            self.bulk_quiet_left(),
+            self.compaction_pick(false).is_some(),
+            self.opts.bulk_compaction_quiet_max,
+        )
+        .is_some_and(|w| w.is_zero())
     }
 
     pub(crate) fn wake_background(&self) {
@@ -839,12 +884,18 @@ impl Inner {
         }
         // Merging and indexing wait until bulk loading is quiet (within a
         // bound): they would compete with it for the cores, and merging first
-        // indexes the shards of a load once.
+        // indexes the shards of a load once. A segment that can borrow trained
+        // quantizers is indexed at once: one assignment pass, no k-means.
         if !self.deferred_wait().is_zero() {
+            if let Some(seg) = self.borrowable_pending() {
+                self.report_build(self.build_index_of(&seg).map_err(|e| (seg, e)));
+            }
             return;
         }
-        *self.deferred_since.lock() = None;
-        if self.opts.compaction.enabled {
+        // Index builds run at the shorter bound, outside the maintenance lock; a compaction
+        // would stall every bulk commit while it merges and trains, so it waits longer.
+        if self.opts.compaction.enabled && self.compaction_may_run() {
+            *self.compaction_since.lock() = None;
             let mut man = self.maint.lock();
             if self.closed.load(Ordering::Acquire) {
                 return;
@@ -858,7 +909,14 @@ impl Inner {
                 Ok(_) => {}
             }
         }
-        match self.build_deferred_index() {
+        *self.deferred_since.lock() = None;
+        self.report_build(self.build_deferred_index());
+    }
+
+    /// Logs the outcome of a deferred build; after a build, asks for
+    /// another round.
+    fn report_build(&self, r: std::result::Result<bool, (Arc<LiveSegment>, StorageError)>) {
+        match r {
             // One build per round, so flushes and WAL syncs are not held up by a queue of them.
             Ok(true) => self.wake_background(),
             Ok(false) => {}
@@ -885,6 +943,18 @@ impl Inner {
             .filter(|(r, _)| *r as usize * 2 >= rows)
             .max_by_key(|(r, _)| *r)
             .map(|(_, slot)| slot)
+    }
+
+    /// A segment waiting for a deferred index build that a trained index
+    /// can take without training (see [`Inner::index_template`]).
+    fn borrowable_pending(&self) -> Option<Arc<LiveSegment>> {
+        let min = self.opts.index_min_rows;
+        let v = self.version.load();
+        v.segments
+            .iter()
+            .filter(|s| s.awaits_index(min))
+            .find(|s| self.index_template(s.reader.rows as usize).is_some())
+            .cloned()
     }
 
     /// Whether a segment waits for a deferred index build.
@@ -923,13 +993,13 @@ impl Inner {
         let start = Instant::now();
         let reader = &seg.reader;
         let path = reader.dir.join(crate::ann::INDEX_FILE);
-        let built = crate::ann::build(
-            &path,
-            reader.vectors(),
-            self.dim,
-            self.metric,
-            Cancel::on(&self.closing),
-        );
+        let cancel = Cancel::on(&self.closing);
+        // Quantizers trained for a segment of comparable size (an earlier shard of the same
+        // load, typically) index this one in one assignment pass instead of seconds of k-means.
+        let built = match self.index_template(reader.rows as usize) {
+            Some(t) => crate::ann::build_like(&path, &t.index, reader.vectors(), cancel).map(Some),
+            None => crate::ann::build(&path, reader.vectors(), self.dim, self.metric, cancel),
+        };
         let Some((kind, bytes)) = (match built {
             Err(StorageError::Interrupted(_)) => {
                 // Not refused: the segment stays pending and is built after the next open.
@@ -1171,6 +1241,7 @@ impl Collection {
             bulk_open: AtomicUsize::new(0),
             bulk_last: Mutex::new(None),
             deferred_since: Mutex::new(None),
+            compaction_since: Mutex::new(None),
         });
         inner.rotate(false);
         Collection::start(inner)

@@ -173,10 +173,17 @@ pub struct StoreOptions {
     /// shards then runs without them competing for the cores, and the
     /// shards can be merged before anything is indexed twice.
     pub bulk_quiet: Duration,
-    /// The longest deferred index builds and compactions wait for
+    /// The longest deferred index builds wait for
     /// [`StoreOptions::bulk_quiet`] once they are due: under a steady
-    /// stream of bulk loads they then run at least this often.
+    /// stream of bulk loads they then run at least this often. They run
+    /// outside the maintenance lock, so loads go on meanwhile, and later
+    /// loads borrow the trained quantizers.
     pub bulk_quiet_max: Duration,
+    /// The same bound for compactions, which hold the maintenance lock
+    /// (and so every bulk commit) while they merge and train: longer, so a
+    /// load of many shards is not stalled half way by a merge of its first
+    /// shards.
+    pub bulk_compaction_quiet_max: Duration,
     /// Checksum policy at open.
     pub verify: VerifyPolicy,
     /// Skip (and truncate) corrupt WAL data and ignore corrupt segments
@@ -196,6 +203,7 @@ impl Default for StoreOptions {
             defer_bulk_index: true,
             bulk_quiet: Duration::from_secs(1),
             bulk_quiet_max: Duration::from_secs(10),
+            bulk_compaction_quiet_max: Duration::from_secs(120),
             verify: VerifyPolicy::default(),
             salvage: false,
         }

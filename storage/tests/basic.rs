@@ -755,6 +755,79 @@ fn bulk_loads_reuse_a_trained_index() {
     assert_eq!(c.stats().indexed_segments, 3);
 }
 
+/// The trained quantizers of the index file in segment directory `seg`.
+fn quantizers_of(seg: &std::path::Path) -> glimpse_index::IvfPqIndex {
+    let bytes = std::fs::read(seg.join("index.ivfpq")).unwrap();
+    glimpse_index::IvfPqView::from_bytes(&bytes)
+        .unwrap()
+        .empty_like()
+}
+
+/// Segment directories of collection `ix`, oldest first.
+fn segment_dirs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir(root.join("collections").join("ix"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Under a steady stream of loads, the shards committed before any index
+/// existed are indexed at the short bound: the first is trained, the next
+/// borrow its quantizers (one assignment pass each); the merge of those
+/// shards waits for the longer compaction bound or for quiet, so it never
+/// stalls the loads' commits half way.
+#[test]
+fn steady_loading_indexes_shards_early_and_merges_them_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        bulk_compaction_quiet_max: std::time::Duration::from_secs(3600),
+        compaction: glimpse_storage::CompactionOptions {
+            min_merge: 3,
+            ..Default::default()
+        },
+        ..deferral_opts(
+            std::time::Duration::from_millis(300),
+            std::time::Duration::from_millis(200),
+        )
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let c = store.create_collection("ix", 16, Metric::L2).unwrap();
+    let steady = c.bulk_writer().unwrap();
+    for shard in 0..3u64 {
+        bulk_load(&c, shard * 2000..(shard + 1) * 2000, None);
+    }
+    wait_indexed(&c);
+    let s = c.stats();
+    assert_eq!((s.segments, s.indexed_segments), (3, 3), "{s:?}");
+    assert_eq!(c.counters().index_builds, 3);
+    let dirs = segment_dirs(dir.path());
+    let first = quantizers_of(&dirs[0]);
+    for d in &dirs[1..] {
+        assert!(
+            quantizers_of(d) == first,
+            "{} was trained instead of borrowing",
+            d.display()
+        );
+    }
+    // Still loading: no merge yet, although three segments share a tier.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(c.stats().segments, 3);
+    assert_eq!(c.counters().compactions, 0);
+    drop(steady);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while c.stats().segments > 1 {
+        assert!(std::time::Instant::now() < deadline, "never merged");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(c.counters().compactions, 1);
+    for i in [0u64, 2345, 5999] {
+        assert_finds_itself(&c, i);
+    }
+}
+
 #[test]
 fn periodic_durability_syncs_in_the_background() {
     let dir = tempfile::tempdir().unwrap();

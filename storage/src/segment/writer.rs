@@ -217,7 +217,7 @@ impl SegmentWriter {
             let vectors = MappedF32::open(&vpath, rows as usize * self.dim)?;
             let ipath = self.tmp.join(ann::INDEX_FILE);
             let built = match template {
-                Some(t) => Some(ann::build_like(&ipath, t, vectors.as_slice())?),
+                Some(t) => Some(ann::build_like(&ipath, t, vectors.as_slice(), cancel)?),
                 None => ann::build(&ipath, vectors.as_slice(), self.dim, self.metric, cancel)?,
             };
             if let Some((kind, bytes)) = built {
