@@ -267,7 +267,15 @@ impl IvfPqIndex {
         params: &SearchParams,
         filter: Option<&(dyn Fn(u32) -> bool + Sync)>,
     ) -> Vec<Neighbor> {
-        search::search(&self.core(), self, query, vectors, params, filter)
+        search::search(
+            &self.core(),
+            self,
+            query,
+            vectors,
+            params,
+            filter,
+            &mut search::SearchStats::default(),
+        )
     }
 
     /// Searches many queries (row-major, `dim` floats each) in parallel.

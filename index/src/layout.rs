@@ -11,7 +11,7 @@ use crate::fastscan;
 use crate::ivf::{InvList, IvfPqIndex};
 use crate::metric::{Metric, Neighbor};
 use crate::params::{PqBits, SearchParams};
-use crate::search::{self, Core, ListRef, Lists};
+use crate::search::{self, Core, ListRef, Lists, SearchStats};
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"GLIVFPQ\0";
@@ -403,7 +403,19 @@ impl<'a> IvfPqView<'a> {
         params: &SearchParams,
         filter: Option<&(dyn Fn(u32) -> bool + Sync)>,
     ) -> Vec<Neighbor> {
-        search::search(&self.core(), self, query, vectors, params, filter)
+        self.search_with_stats(query, vectors, params, filter, &mut SearchStats::default())
+    }
+
+    /// [`search`](Self::search) that also adds where the time went to `stats`.
+    pub fn search_with_stats(
+        &self,
+        query: &[f32],
+        vectors: &[f32],
+        params: &SearchParams,
+        filter: Option<&(dyn Fn(u32) -> bool + Sync)>,
+        stats: &mut SearchStats,
+    ) -> Vec<Neighbor> {
+        search::search(&self.core(), self, query, vectors, params, filter, stats)
     }
 
     /// An empty index with this index's trained coarse quantizer and PQ

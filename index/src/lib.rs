@@ -45,4 +45,5 @@ pub use params::{
     DEFAULT_REFINE, IndexParams, PqBits, ResolvedParams, SearchParams, default_nlist,
     default_nprobe, default_refine,
 };
+pub use search::SearchStats;
 pub use simd::SimdLevel;

@@ -2,12 +2,42 @@
 //! coarse probe, per-query LUTs, ADC scan with a bounded candidate heap and
 //! the row filter applied during the scan, then exact re-ranking.
 
+use std::time::{Duration, Instant};
+
 use crate::coarse::{self, CoarseI8};
 use crate::distance;
 use crate::fastscan::{self, BLOCK};
 use crate::metric::{Metric, Neighbor};
 use crate::params::{PqBits, SearchParams, default_nprobe, default_refine};
 use crate::pq::PqCodebooks;
+
+/// Where one search spent its time and how much it looked at, for
+/// monitoring (the storage engine sums it over segments; the server exports
+/// it as the `ann_scan` and `rerank` stages).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SearchStats {
+    /// Lists scanned (at least `nprobe`, more when a filter leaves too few candidates).
+    pub lists_scanned: u64,
+    /// Codes read by the scan.
+    pub codes_scanned: u64,
+    /// Candidates re-ranked against the raw vectors.
+    pub reranked: u64,
+    /// Coarse ranking, distance tables and list scans.
+    pub scan: Duration,
+    /// Exact re-ranking of the candidates.
+    pub rerank: Duration,
+}
+
+impl SearchStats {
+    /// Adds `other` (another segment's search for the same query).
+    pub fn add(&mut self, other: &SearchStats) {
+        self.lists_scanned += other.lists_scanned;
+        self.codes_scanned += other.codes_scanned;
+        self.reranked += other.reranked;
+        self.scan += other.scan;
+        self.rerank += other.rerank;
+    }
+}
 
 /// One inverted list as borrowed slices.
 #[derive(Debug, Clone, Copy)]
@@ -151,7 +181,8 @@ impl Probe {
 }
 
 /// Searches `lists` for the `params.k` best rows for `query`, re-ranking
-/// against the caller's raw `vectors` (`core.dim` floats a row).
+/// against the caller's raw `vectors` (`core.dim` floats a row); adds what
+/// it did to `stats`.
 pub(crate) fn search<L: Lists + ?Sized>(
     core: &Core<'_>,
     lists: &L,
@@ -159,7 +190,9 @@ pub(crate) fn search<L: Lists + ?Sized>(
     vectors: &[f32],
     params: &SearchParams,
     filter: Option<&(dyn Fn(u32) -> bool + Sync)>,
+    stats: &mut SearchStats,
 ) -> Vec<Neighbor> {
+    let started = Instant::now();
     let dim = core.dim;
     if params.k == 0 || query.len() != dim || core.nlist == 0 {
         return Vec::new();
@@ -205,9 +238,16 @@ pub(crate) fn search<L: Lists + ?Sized>(
         }
         // The probe's score is the scan's bias only where both are the inner product.
         let exact = (next <= nprobe && core.metric == Metric::Dot).then_some(coarse);
+        stats.lists_scanned += 1;
+        stats.codes_scanned += list.ids.len() as u64;
         scanner.scan(core, exact, l as usize, list, &mut heap, filter);
     }
-    rerank(core.metric, dim, query, &q, vectors, heap.items, params.k)
+    let scanned = Instant::now();
+    stats.scan += scanned - started;
+    stats.reranked += heap.items.len() as u64;
+    let out = rerank(core.metric, dim, query, &q, vectors, heap.items, params.k);
+    stats.rerank += scanned.elapsed();
+    out
 }
 
 /// Candidate rows whose vectors are being fetched while the current one is scored.

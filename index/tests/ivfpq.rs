@@ -413,3 +413,36 @@ fn cancel_flag_stops_builds_and_a_clear_one_changes_nothing() {
         IvfPqIndex::build_with(&d.vectors, DIM, Metric::Cosine, &p, Cancel::on(&flag)).unwrap();
     assert_eq!(&built, cosine_index());
 }
+
+/// `search_with_stats` counts what the search did: `nprobe` lists (enough
+/// candidates there), their codes, `k * refine` re-ranked candidates; and it
+/// returns the same neighbours as `search`. Stats add up over calls.
+#[test]
+fn search_stats_count_lists_codes_and_candidates() {
+    use glimpse_index::SearchStats;
+    let d = data();
+    let bytes = cosine_index().to_bytes();
+    let view = IvfPqView::from_bytes(&bytes).unwrap();
+    let p = SearchParams {
+        k: 10,
+        nprobe: Some(4),
+        refine: Some(5),
+    };
+    let mut stats = SearchStats::default();
+    let got = view.search_with_stats(d.query(0), &d.vectors, &p, None, &mut stats);
+    assert_eq!(got, view.search(d.query(0), &d.vectors, &p, None));
+    assert_eq!(stats.lists_scanned, 4);
+    assert_eq!(stats.reranked, 50);
+    let sizes = cosine_index().list_sizes();
+    let largest4: usize = {
+        let mut s = sizes.clone();
+        s.sort_unstable_by(|a, b| b.cmp(a));
+        s[..4].iter().sum()
+    };
+    assert!(stats.codes_scanned >= 50 && stats.codes_scanned as usize <= largest4);
+    let once = stats;
+    view.search_with_stats(d.query(1), &d.vectors, &p, None, &mut stats);
+    assert_eq!(stats.lists_scanned, 8);
+    assert_eq!(stats.reranked, 100);
+    assert!(stats.scan >= once.scan && stats.rerank >= once.rerank);
+}

@@ -88,7 +88,10 @@ impl Metrics {
             search_stage_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "glimpse_search_stage_seconds",
-                    "Search time by stage: embed (CLIP), search (ANN scan and exact re-rank), total.",
+                    "Search time by stage: embed (CLIP), search (the storage engine's whole search), \
+                     ann_scan (coarse ranking, tables and list scans of indexed segments), \
+                     rerank (exact re-rank of their candidates), exact_scan (brute force over \
+                     memtables and unindexed segments), total.",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
                 &["stage"],

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use glimpse_index::{
     Cancel, CoarseTable, IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor,
-    SearchParams, exact_search,
+    SearchParams, SearchStats, exact_search,
 };
 use memmap2::Mmap;
 
@@ -138,7 +138,9 @@ impl SegmentIndex {
         })
     }
 
-    /// Top-`k` rows passing `filter`, exact scores.
+    /// Top-`k` rows passing `filter`, exact scores; what the search did is
+    /// added to `stats`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn search(
         &self,
         query: &[f32],
@@ -147,10 +149,11 @@ impl SegmentIndex {
         nprobe: Option<usize>,
         refine: Option<usize>,
         filter: &(dyn Fn(u32) -> bool + Sync),
+        stats: &mut SearchStats,
     ) -> Vec<Neighbor> {
         let params = SearchParams { k, nprobe, refine };
         match IvfPqView::from_bytes_with(&self.map, &self.coarse) {
-            Ok(view) => view.search(query, vectors, &params, Some(filter)),
+            Ok(view) => view.search_with_stats(query, vectors, &params, Some(filter), stats),
             // Validated at open and immutable since; kept as a safe fallback.
             Err(_) => exact_search(vectors, self.dim, self.metric, query, k, Some(filter)),
         }

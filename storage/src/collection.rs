@@ -25,7 +25,8 @@ use crate::metrics::Counters;
 use crate::segment::{self, MetaEntry, SegmentReader, SegmentWriter, Tombstones};
 use crate::types::{
     CollectionInfo, CollectionStats, Durability, Hit, MAX_ID_BYTES, MAX_K, MAX_META_KEY_BYTES,
-    MetaValue, Point, SearchRequest, StorageCounters, StoreOptions, VerifyPolicy, WriteStats,
+    MetaValue, Point, SearchRequest, SearchTimings, StorageCounters, StoreOptions, VerifyPolicy,
+    WriteStats,
 };
 use crate::wal::{self, MAX_RECORD_BODY, WalOp, WalWriter};
 
@@ -1399,6 +1400,16 @@ impl Collection {
     /// Top-`k` points by the collection metric, best first, across the
     /// memtables and every segment, newest version of each id only.
     pub fn search(&self, query: &[f32], req: &SearchRequest) -> Result<Vec<Hit>> {
+        self.search_timed(query, req).map(|(hits, _)| hits)
+    }
+
+    /// [`search`](Self::search), also saying where the time went.
+    pub fn search_timed(
+        &self,
+        query: &[f32],
+        req: &SearchRequest,
+    ) -> Result<(Vec<Hit>, SearchTimings)> {
+        let mut timings = SearchTimings::default();
         let inner = &*self.inner;
         inner.check_open()?;
         if query.len() != inner.dim {
@@ -1433,9 +1444,12 @@ impl Collection {
             }
             let newer = &mems[..i];
             let shadowed = |id: &str| newer.iter().any(|n| n.contains(id));
+            let started = Instant::now();
             for n in m.search(inner.metric, query, k, filter, &shadowed) {
                 cands.push((n.score, Source::Mem(i), n.row));
             }
+            timings.exact_scan += started.elapsed();
+            timings.exact_rows += m.rows() as u64;
         }
         let any_mem = mems.iter().any(|m| !m.is_empty());
         for (si, seg) in v.segments.iter().enumerate() {
@@ -1454,14 +1468,22 @@ impl Collection {
                     })
                     && filter.is_none_or(|f| f.eval(reader.record(row)))
             };
-            for n in reader.search(inner.metric, query, k, req.nprobe, req.refine, &pred) {
+            for n in reader.search(
+                inner.metric,
+                query,
+                k,
+                req.nprobe,
+                req.refine,
+                &pred,
+                &mut timings,
+            ) {
                 cands.push((n.score, Source::Seg(si), n.row));
             }
         }
         let metric = inner.metric;
         cands.sort_by(|a, b| metric.cmp_best_first(a.0, b.0));
         cands.truncate(k);
-        Ok(cands
+        let hits = cands
             .into_iter()
             .map(|(score, src, row)| match src {
                 Source::Mem(i) => {
@@ -1483,7 +1505,8 @@ impl Collection {
                     }
                 }
             })
-            .collect())
+            .collect();
+        Ok((hits, timings))
     }
 
     /// Starts a bulk load into a new segment (see [`BulkWriter`]).

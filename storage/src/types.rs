@@ -74,6 +74,25 @@ pub struct Hit {
     pub metadata: BTreeMap<String, MetaValue>,
 }
 
+/// Where one search spent its time, for monitoring: the ANN stages summed
+/// over indexed segments, and the exact scans of memtables and of segments
+/// still waiting for their index.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SearchTimings {
+    /// Coarse ranking, distance tables and list scans of the indexed segments.
+    pub ann_scan: std::time::Duration,
+    /// Exact re-ranking of their candidates against the raw vectors.
+    pub rerank: std::time::Duration,
+    /// Brute-force scans (memtables, unindexed segments).
+    pub exact_scan: std::time::Duration,
+    /// Indexed segments searched.
+    pub indexed_segments: u32,
+    /// Rows scanned exactly.
+    pub exact_rows: u64,
+    /// Candidates re-ranked over all indexed segments.
+    pub reranked: u64,
+}
+
 /// Parameters of a search.
 #[derive(Debug, Clone, Default)]
 pub struct SearchRequest {

@@ -828,6 +828,43 @@ fn steady_loading_indexes_shards_early_and_merges_them_after() {
     }
 }
 
+/// `search_timed` says which path a search took: an exact scan while the
+/// segment waits for its index, the ANN scan and re-rank once it has one.
+#[test]
+fn search_timings_say_which_path_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), prompt_opts()).unwrap();
+    let c = store.create_collection("ix", 16, Metric::L2).unwrap();
+    let hold = c.bulk_writer().unwrap();
+    bulk_load(&c, 0..3000, None);
+    let req = SearchRequest {
+        k: 5,
+        refine: Some(4),
+        ..SearchRequest::default()
+    };
+    let (hits, t) = c.search_timed(&vec_for("v42", 42, 16), &req).unwrap();
+    assert_eq!(hits[0].id, "v42");
+    assert_eq!(
+        (t.indexed_segments, t.exact_rows, t.reranked),
+        (0, 3000, 0),
+        "{t:?}"
+    );
+    drop(hold);
+    wait_indexed(&c);
+    let (hits, t) = c.search_timed(&vec_for("v42", 42, 16), &req).unwrap();
+    assert_eq!(hits[0].id, "v42");
+    assert_eq!(
+        (t.indexed_segments, t.exact_rows, t.reranked),
+        (1, 0, 20),
+        "{t:?}"
+    );
+    assert!(t.ann_scan > std::time::Duration::ZERO && t.exact_scan.is_zero());
+    // A write in the memtable adds its exact scan.
+    c.upsert(vec![point("fresh", 1, 16)]).unwrap();
+    let (_, t) = c.search_timed(&vec_for("v42", 42, 16), &req).unwrap();
+    assert_eq!((t.indexed_segments, t.exact_rows), (1, 1), "{t:?}");
+}
+
 #[test]
 fn periodic_durability_syncs_in_the_background() {
     let dir = tempfile::tempdir().unwrap();

@@ -107,6 +107,17 @@ fn sigkill_before_the_deferred_index_build_loses_nothing() {
             .to_string()
     };
 
+    // Which stages a search ran, as its answer reports them.
+    let took = |url: &str| -> Value {
+        let v: Value = c
+            .post(format!("{url}/v1/collections/big/search"))
+            .json(&json!({"vector": unit_vector(7, dim), "k": 3}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["took_ms"].clone()
+    };
     let srv = ChildServer::spawn(name, &flags);
     let v: Value = c
         .post(format!("{}/v1/collections/big/bulk-load", srv.url))
@@ -119,6 +130,20 @@ fn sigkill_before_the_deferred_index_build_loses_nothing() {
     // The index waits for a quiet second after the load: not built yet.
     assert_eq!(v["unindexed_rows"], n, "{v}");
     assert_eq!(first_hit(&srv.url, 4321), "4321");
+    // Searched exactly until the index is built (a quiet second from now).
+    let t = took(&srv.url);
+    assert!(t["exact_scan"].as_f64().unwrap() > 0.0, "{t}");
+    assert_eq!(t["ann_scan"].as_f64(), Some(0.0), "{t}");
+    let metrics = c
+        .get(format!("{}/metrics", srv.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("glimpse_search_stage_seconds_count{stage=\"exact_scan\"}"),
+        "{metrics}"
+    );
     srv.signal(libc::SIGKILL);
     srv.wait();
 
@@ -127,6 +152,7 @@ fn sigkill_before_the_deferred_index_build_loses_nothing() {
     let v = get(&format!("{url}/v1/collections/big"));
     assert_eq!(v["count"], n, "{v}");
     assert_eq!(first_hit(&url, 123), "123");
+
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let v = get(&format!("{url}/v1/collections/big"));
@@ -142,6 +168,10 @@ fn sigkill_before_the_deferred_index_build_loses_nothing() {
     }
     assert_eq!(first_hit(&url, 123), "123");
     assert_eq!(first_hit(&url, 19_999), "19999");
+    let t = took(&url);
+    assert!(t["ann_scan"].as_f64().unwrap() > 0.0, "{t}");
+    assert!(t["rerank"].as_f64().unwrap() > 0.0, "{t}");
+    assert_eq!(t["exact_scan"].as_f64(), Some(0.0), "{t}");
     let metrics = c
         .get(format!("{url}/metrics"))
         .send()
@@ -152,6 +182,14 @@ fn sigkill_before_the_deferred_index_build_loses_nothing() {
         metrics.contains("glimpse_collection_unindexed_rows{collection=\"big\"} 0"),
         "{metrics}"
     );
+    for stage in ["ann_scan", "rerank"] {
+        assert!(
+            metrics.contains(&format!(
+                "glimpse_search_stage_seconds_count{{stage=\"{stage}\"}}"
+            )),
+            "no {stage} stage in {metrics}"
+        );
+    }
     srv.signal(libc::SIGTERM);
     assert!(srv.wait().success());
 }

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header;
 use base64::Engine;
-use glimpse_storage::{Collection, Filter, Hit, SearchRequest};
+use glimpse_storage::{Collection, Filter, Hit, SearchRequest, SearchTimings};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -249,12 +249,24 @@ pub async fn run_search(
     };
     let c = coll.clone();
     let t1 = Instant::now();
-    let hits: Vec<Hit> = blocking(move || c.search(&query, &req).map_err(storage_error)).await?;
+    let (hits, timings): (Vec<Hit>, SearchTimings) =
+        blocking(move || c.search_timed(&query, &req).map_err(storage_error)).await?;
     let search_secs = t1.elapsed().as_secs_f64();
-    METRICS
-        .search_stage_seconds
-        .with_label_values(&["search"])
-        .observe(search_secs);
+    let stage = |name: &str, secs: f64| {
+        METRICS
+            .search_stage_seconds
+            .with_label_values(&[name])
+            .observe(secs)
+    };
+    stage("search", search_secs);
+    // Only stages that ran: a histogram of zeros would hide the real distribution.
+    if timings.indexed_segments > 0 {
+        stage("ann_scan", timings.ann_scan.as_secs_f64());
+        stage("rerank", timings.rerank.as_secs_f64());
+    }
+    if timings.exact_rows > 0 {
+        stage("exact_scan", timings.exact_scan.as_secs_f64());
+    }
     let total = started.elapsed().as_secs_f64();
     METRICS
         .search_stage_seconds
@@ -274,7 +286,14 @@ pub async fn run_search(
     Ok(SearchOut {
         collection: name,
         results,
-        took_ms: json!({"embed": embed_ms, "search": search_secs * 1e3, "total": total * 1e3}),
+        took_ms: json!({
+            "embed": embed_ms,
+            "search": search_secs * 1e3,
+            "ann_scan": timings.ann_scan.as_secs_f64() * 1e3,
+            "rerank": timings.rerank.as_secs_f64() * 1e3,
+            "exact_scan": timings.exact_scan.as_secs_f64() * 1e3,
+            "total": total * 1e3,
+        }),
     })
 }
 

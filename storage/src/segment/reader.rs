@@ -384,6 +384,7 @@ impl SegmentReader {
 
     /// Top-`k` rows passing `filter`: through the ANN index when the
     /// segment has one, else exactly.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn search(
         &self,
         metric: Metric,
@@ -392,12 +393,27 @@ impl SegmentReader {
         nprobe: Option<usize>,
         refine: Option<usize>,
         filter: &(dyn Fn(u32) -> bool + Sync),
+        timings: &mut crate::types::SearchTimings,
     ) -> Vec<Neighbor> {
         match &*self.index.load() {
-            Some(slot) => slot
-                .index
-                .search(query, self.vectors(), k, nprobe, refine, filter),
-            None => exact_search(self.vectors(), self.dim, metric, query, k, Some(filter)),
+            Some(slot) => {
+                let mut stats = glimpse_index::SearchStats::default();
+                let out =
+                    slot.index
+                        .search(query, self.vectors(), k, nprobe, refine, filter, &mut stats);
+                timings.ann_scan += stats.scan;
+                timings.rerank += stats.rerank;
+                timings.reranked += stats.reranked;
+                timings.indexed_segments += 1;
+                out
+            }
+            None => {
+                let started = std::time::Instant::now();
+                let out = exact_search(self.vectors(), self.dim, metric, query, k, Some(filter));
+                timings.exact_scan += started.elapsed();
+                timings.exact_rows += self.rows as u64;
+                out
+            }
         }
     }
 
