@@ -305,8 +305,10 @@ impl Inner {
 
     /// How much longer deferred work (compaction, deferred index builds)
     /// must wait: until bulk loading has been quiet for `bulk_quiet`, but
-    /// no more than `bulk_quiet_max` after the work was first held back, so
-    /// that a steady stream of loads cannot leave data unindexed for long.
+    /// no more than `bulk_quiet_max` (index builds) or
+    /// `bulk_compaction_quiet_max` (compaction) after the work was first held
+    /// back, so that a steady stream of loads cannot leave data unindexed or
+    /// unmerged for long. The shorter of the two, zero when nothing is due.
     fn deferred_wait(&self) -> Duration {
         let quiet_left = self.bulk_quiet_left();
         let index = Self::held_wait(
