@@ -41,10 +41,7 @@ pub(crate) fn build(
 ) -> Result<Option<(String, Vec<u8>)>> {
     match IvfPqIndex::build_with(vectors, dim, metric, &IndexParams::default(), cancel) {
         Ok(ix) => Ok(Some((KIND.to_string(), ix.to_bytes()))),
-        Err(IndexError::Cancelled) => Err(StorageError::Interrupted(format!(
-            "index build for {}",
-            path.display()
-        ))),
+        Err(IndexError::Cancelled) => Err(interrupted(path)),
         Err(e @ (IndexError::NotEnoughData { .. } | IndexError::InvalidParams(_))) => {
             tracing::warn!(path = %path.display(), error = %e, "segment not indexed; it will be searched exactly");
             Ok(None)
@@ -74,15 +71,15 @@ pub(crate) fn build_like(
     let mut index = view.empty_like();
     match index.add_with(vectors, 0, cancel) {
         Ok(()) => {}
-        Err(IndexError::Cancelled) => {
-            return Err(StorageError::Interrupted(format!(
-                "index build for {}",
-                path.display()
-            )));
-        }
+        Err(IndexError::Cancelled) => return Err(interrupted(path)),
         Err(e) => return Err(err(e.to_string())),
     }
     Ok((KIND.to_string(), index.to_bytes()))
+}
+
+/// The error of a build for `path` stopped by its `Cancel` flag.
+fn interrupted(path: &Path) -> StorageError {
+    StorageError::Interrupted(format!("index build for {}", path.display()))
 }
 
 /// A memory-mapped, validated index file.
