@@ -1,5 +1,9 @@
 //! Tiny CLIP checkpoints with formula-generated weights, for tests here and in other crates.
 //!
+//! Test and benchmark code only: the module exists in this crate's own unit tests and behind
+//! the `testing` feature, which the test and benchmark crates turn on, so release builds of
+//! the server do not carry it.
+//!
 //! Every weight is a pure function of the tensor's name and element index, so the Python
 //! reference (`embedder/fixtures/make_fixtures.py`) regenerates the identical model without
 //! any weight file being committed:

@@ -13,7 +13,7 @@ use crate::kmeans::{self, KMeansParams};
 use crate::metric::{Metric, Neighbor};
 use crate::params::{IndexParams, PqBits, ResolvedParams, SearchParams};
 use crate::pq::{self, PqCodebooks, PqEncoder};
-use crate::search::{self, Core, ListRef, Lists};
+use crate::shape::{IndexShape, shape_accessors};
 
 /// Rows encoded per batch while adding (bounds the temporary memory).
 const ADD_BATCH: usize = 32_768;
@@ -32,16 +32,13 @@ pub(crate) struct InvList {
 /// the caller's raw vectors, passed to [`IvfPqIndex::search`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct IvfPqIndex {
-    pub(crate) dim: usize,
-    pub(crate) metric: Metric,
-    pub(crate) m: usize,
-    pub(crate) bits: PqBits,
+    /// Dimension, metric, list count, code shape and row count.
+    pub(crate) shape: IndexShape,
     pub(crate) centroids: Vec<f32>,
     /// `i8` copy of the centroids for fast coarse ranking (derived).
     pub(crate) coarse: CoarseI8,
     pub(crate) codebooks: Vec<f32>,
     pub(crate) lists: Vec<InvList>,
-    pub(crate) len: usize,
 }
 
 fn check_vectors(vectors: &[f32], dim: usize) -> Result<usize, IndexError> {
@@ -85,45 +82,26 @@ fn gather(data: &[f32], dim: usize, idx: &[usize]) -> Vec<f32> {
 }
 
 impl IvfPqIndex {
-    /// Trains on `vectors` and adds them all as rows `0..N`.
+    /// Trains on `vectors` and adds them all as rows `0..N`. Stops with
+    /// [`IndexError::Cancelled`] soon after `cancel` is set (between k-means
+    /// iterations, PQ sub-quantizers and batches of added rows); pass
+    /// [`Cancel::NEVER`] to always run to the end.
     pub fn build(
-        vectors: &[f32],
-        dim: usize,
-        metric: Metric,
-        params: &IndexParams,
-    ) -> Result<IvfPqIndex, IndexError> {
-        IvfPqIndex::build_with(vectors, dim, metric, params, Cancel::NEVER)
-    }
-
-    /// [`build`](Self::build) that stops with [`IndexError::Cancelled`] soon
-    /// after `cancel` is set (between k-means iterations, PQ sub-quantizers
-    /// and batches of added rows).
-    pub fn build_with(
         vectors: &[f32],
         dim: usize,
         metric: Metric,
         params: &IndexParams,
         cancel: Cancel<'_>,
     ) -> Result<IvfPqIndex, IndexError> {
-        let mut index = IvfPqIndex::train_with(vectors, dim, metric, params, cancel)?;
-        index.add_with(vectors, 0, cancel)?;
+        let mut index = IvfPqIndex::train(vectors, dim, metric, params, cancel)?;
+        index.add(vectors, 0, cancel)?;
         Ok(index)
     }
 
     /// Trains the coarse quantizer and the PQ codebooks on (a sample of)
-    /// `vectors`; the returned index is empty.
+    /// `vectors`; the returned index is empty. Stops with
+    /// [`IndexError::Cancelled`] when `cancel` is set.
     pub fn train(
-        vectors: &[f32],
-        dim: usize,
-        metric: Metric,
-        params: &IndexParams,
-    ) -> Result<IvfPqIndex, IndexError> {
-        IvfPqIndex::train_with(vectors, dim, metric, params, Cancel::NEVER)
-    }
-
-    /// [`train`](Self::train) that stops with [`IndexError::Cancelled`] when
-    /// `cancel` is set.
-    pub fn train_with(
         vectors: &[f32],
         dim: usize,
         metric: Metric,
@@ -142,7 +120,7 @@ impl IvfPqIndex {
         let sample = internal_rows(metric, &gather(vectors, dim, &idx), dim).into_owned();
         let mut kp = KMeansParams::new(r.nlist, params.seed ^ 0xc0a5);
         kp.iters = params.kmeans_iters;
-        let centroids = kmeans::train_with(&sample, dim, &kp, cancel)?;
+        let centroids = kmeans::train(&sample, dim, &kp, cancel)?;
         cancel.check()?;
 
         // PQ on residuals of a (possibly different-size) sample.
@@ -156,7 +134,7 @@ impl IvfPqIndex {
                 let c = &centroids[l as usize * dim..(l as usize + 1) * dim];
                 x.iter_mut().zip(c).for_each(|(a, b)| *a -= b);
             });
-        let codebooks = pq::train_with(
+        let codebooks = pq::train(
             &psample,
             dim,
             r.m,
@@ -166,35 +144,39 @@ impl IvfPqIndex {
             cancel,
         )?;
         Ok(IvfPqIndex {
-            dim,
-            metric,
-            m: r.m,
-            bits: r.bits,
+            shape: IndexShape {
+                dim,
+                metric,
+                nlist: r.nlist,
+                m: r.m,
+                bits: r.bits,
+                len: 0,
+            },
             coarse: CoarseI8::new(&centroids, dim),
             centroids,
             codebooks,
             lists: vec![InvList::default(); r.nlist],
-            len: 0,
         })
     }
 
     /// Assigns and encodes `vectors` with the trained quantizers and appends
     /// them as rows `first_row, first_row + 1, ...`. No retraining happens;
-    /// rows must not already be in the index (not checked).
-    pub fn add(&mut self, vectors: &[f32], first_row: u32) -> Result<(), IndexError> {
-        self.add_with(vectors, first_row, Cancel::NEVER)
-    }
-
-    /// [`add`](Self::add) that stops with [`IndexError::Cancelled`] when
-    /// `cancel` is set (checked before each batch of rows). The index then
-    /// holds the batches added before it stopped.
-    pub fn add_with(
+    /// rows must not already be in the index (not checked). Stops with
+    /// [`IndexError::Cancelled`] when `cancel` is set (checked before each
+    /// batch of rows); the index then holds the batches added before it stopped.
+    pub fn add(
         &mut self,
         vectors: &[f32],
         first_row: u32,
         cancel: Cancel<'_>,
     ) -> Result<(), IndexError> {
-        let dim = self.dim;
+        let IndexShape {
+            dim,
+            m,
+            metric,
+            bits,
+            ..
+        } = self.shape;
         let n = check_vectors(vectors, dim)?;
         if first_row as u64 + n as u64 > u32::MAX as u64 + 1 {
             return Err(IndexError::RowOverflow {
@@ -202,16 +184,15 @@ impl IvfPqIndex {
                 count: n,
             });
         }
-        let m = self.m;
         let encoder = PqEncoder::new(&PqCodebooks {
             dim,
             m,
-            ksub: self.bits.ksub(),
+            ksub: bits.ksub(),
             data: &self.codebooks,
         });
         for (bi, batch) in vectors.chunks(ADD_BATCH * dim).enumerate() {
             cancel.check()?;
-            let internal = internal_rows(self.metric, batch, dim);
+            let internal = internal_rows(metric, batch, dim);
             let (labels, _) = kmeans::assign(&internal, dim, &self.centroids);
             let mut codes = vec![0u8; labels.len() * m];
             codes
@@ -230,7 +211,7 @@ impl IvfPqIndex {
                 );
             let base = first_row as usize + bi * ADD_BATCH;
             for (i, &l) in labels.iter().enumerate() {
-                let inv_norm = if self.metric == Metric::Cosine {
+                let inv_norm = if metric == Metric::Cosine {
                     let nrm = distance::norm(&batch[i * dim..(i + 1) * dim]);
                     if nrm > 0.0 { 1.0 / nrm } else { 0.0 }
                 } else {
@@ -239,26 +220,24 @@ impl IvfPqIndex {
                 let list = &mut self.lists[l as usize];
                 push_entry(
                     list,
-                    self.bits,
+                    bits,
                     m,
                     (base + i) as u32,
                     inv_norm,
-                    self.metric == Metric::Cosine,
+                    metric == Metric::Cosine,
                     &codes[i * m..(i + 1) * m],
                 );
             }
             // Per batch, so an index cancelled half way still counts what its lists hold.
-            self.len += labels.len();
+            self.shape.len += labels.len();
         }
         Ok(())
     }
 
     /// Top `params.k` rows for `query`, best first, with exact scores from
-    /// `vectors` (the raw row-major data the index was built over). Rows for
-    /// which `filter` returns false are skipped during the scan; when at
-    /// least `k` allowed rows exist, `k` results come back. A query of the
-    /// wrong length gives no results; candidate rows beyond the end of
-    /// `vectors` are dropped.
+    /// `vectors` (the raw row-major data the index was built over): the
+    /// search of a loaded index, [`IvfPqView::search`](crate::IvfPqView::search)
+    /// (filter and edge cases as documented there), through [`view`](Self::view).
     pub fn search(
         &self,
         query: &[f32],
@@ -266,15 +245,7 @@ impl IvfPqIndex {
         params: &SearchParams,
         filter: Option<&(dyn Fn(u32) -> bool + Sync)>,
     ) -> Vec<Neighbor> {
-        search::search(
-            &self.core(),
-            self,
-            query,
-            vectors,
-            params,
-            filter,
-            &mut search::SearchStats::default(),
-        )
+        self.view().search(query, vectors, params, filter)
     }
 
     /// Searches many queries (row-major, `dim` floats each) in parallel.
@@ -286,52 +257,13 @@ impl IvfPqIndex {
         filter: Option<&(dyn Fn(u32) -> bool + Sync)>,
     ) -> Vec<Vec<Neighbor>> {
         queries
-            .par_chunks(self.dim)
+            .par_chunks(self.shape.dim)
             .map(|q| self.search(q, vectors, params, filter))
             .collect()
     }
 
-    pub(crate) fn core(&self) -> Core<'_> {
-        Core {
-            dim: self.dim,
-            metric: self.metric,
-            nlist: self.lists.len(),
-            m: self.m,
-            bits: self.bits,
-            centroids: &self.centroids,
-            coarse: &self.coarse,
-            codebooks: &self.codebooks,
-        }
-    }
+    shape_accessors!();
 
-    /// Vector dimension.
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-    /// Metric the index was built for.
-    pub fn metric(&self) -> Metric {
-        self.metric
-    }
-    /// Number of inverted lists.
-    pub fn nlist(&self) -> usize {
-        self.lists.len()
-    }
-    /// Number of PQ sub-quantizers.
-    pub fn m(&self) -> usize {
-        self.m
-    }
-    /// Code width.
-    pub fn bits(&self) -> PqBits {
-        self.bits
-    }
-    /// Number of indexed rows.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    /// Whether no rows are indexed.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
     /// Sizes of the inverted lists.
     pub fn list_sizes(&self) -> Vec<usize> {
         self.lists.iter().map(|l| l.ids.len()).collect()
@@ -361,17 +293,6 @@ fn push_entry(
                 list.codes.resize(list.codes.len() + bb, 0);
             }
             fastscan::put_codes(&mut list.codes, m, i, codes);
-        }
-    }
-}
-
-impl Lists for IvfPqIndex {
-    fn list(&self, l: usize) -> ListRef<'_> {
-        let x = &self.lists[l];
-        ListRef {
-            ids: &x.ids,
-            inv_norms: &x.inv_norms,
-            codes: &x.codes,
         }
     }
 }

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::cancel::Cancel;
 use crate::distance;
 use crate::error::IndexError;
+use crate::simd::{self, SimdLevel};
 
 /// Rows per parallel assignment chunk (also the GEMM block height).
 const CHUNK: usize = 256;
@@ -155,7 +156,8 @@ impl SmallCentroids {
     }
 
     /// Nearest centroid of every row of `rows` into `labels` and `dists`,
-    /// choosing the instruction set once for the whole loop.
+    /// with the kernel of [`simd::kernels`] (the
+    /// instruction set is chosen once for the whole loop).
     pub(crate) fn assign_rows(
         &self,
         rows: &[f32],
@@ -163,17 +165,12 @@ impl SmallCentroids {
         dists: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if crate::simd::level() >= crate::simd::SimdLevel::Avx2 {
-                // SAFETY: AVX2 is present (the level is never above what the CPU has).
-                unsafe { self.assign_rows_avx2(rows, labels, dists, scratch) };
-                return;
-            }
-        }
-        self.assign_rows_body(rows, labels, dists, scratch);
+        simd::kernels().assign_rows(self, rows, labels, dists, scratch);
     }
 
+    /// [`assign_rows`](Self::assign_rows) compiled for AVX2 (the portable
+    /// build only vectorizes with SSE2); same arithmetic, so the same answers.
+    ///
     /// # Safety
     /// The CPU must support AVX2.
     #[cfg(target_arch = "x86_64")]
@@ -188,6 +185,7 @@ impl SmallCentroids {
         self.assign_rows_body(rows, labels, dists, scratch);
     }
 
+    /// The portable loop: the scalar level's kernel, inlined into the AVX2 one.
     #[inline(always)]
     fn assign_rows_body(
         &self,
@@ -230,6 +228,25 @@ impl SmallCentroids {
             }
         }
         first_min(scratch)
+    }
+}
+
+/// Signature of the small-problem assignment kernels (see
+/// [`SmallCentroids::assign_rows`]); `unsafe` because the SIMD builds need
+/// their instruction set, [`Kernels::assign_rows`](crate::simd::Kernels::assign_rows)
+/// is the safe way in.
+pub(crate) type AssignKernel =
+    unsafe fn(&SmallCentroids, &[f32], &mut [u32], &mut [f32], &mut Vec<f32>);
+
+/// The assignment kernel of `level`: this module's entry in
+/// [`Kernels::of`](crate::simd::Kernels::of), which asks only for levels the
+/// CPU supports. The loop is the same portable code at every level; on
+/// x86-64 from AVX2 up it is compiled for AVX2.
+pub(crate) fn kernel_for(level: SimdLevel) -> AssignKernel {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 | SimdLevel::Avx512 => SmallCentroids::assign_rows_avx2,
+        _ => SmallCentroids::assign_rows_body,
     }
 }
 
@@ -304,15 +321,9 @@ fn kmeanspp(data: &[f32], dim: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f32
 
 /// Trains `params.k` centroids on the row-major `data` (`dim` floats a
 /// row). If there are fewer points than clusters, the points themselves
-/// (repeated) are the centroids.
-pub fn train(data: &[f32], dim: usize, params: &KMeansParams) -> Vec<f32> {
-    // `NEVER` is never set, so this is always `Ok`.
-    train_with(data, dim, params, Cancel::NEVER).unwrap_or_default()
-}
-
-/// [`train`] that stops with [`IndexError::Cancelled`] when `cancel` is set
-/// (checked after seeding and after every Lloyd iteration).
-pub fn train_with(
+/// (repeated) are the centroids. Stops with [`IndexError::Cancelled`] when
+/// `cancel` is set (checked after seeding and after every Lloyd iteration).
+pub fn train(
     data: &[f32],
     dim: usize,
     params: &KMeansParams,
@@ -538,7 +549,7 @@ mod tests {
             }
         }
         let p = KMeansParams::new(4, 11);
-        let cents = train(&data, dim, &p);
+        let cents = train(&data, dim, &p, Cancel::NEVER).unwrap();
         // Every true centre has a centroid within distance 1.
         for c in &centres {
             let (_, d) = SmallCentroids::new(&cents, dim).nearest_body(c, &mut Vec::new());
@@ -551,7 +562,11 @@ mod tests {
                 assert_eq!(truth[i] == truth[j], labels[i] == labels[j]);
             }
         }
-        assert_eq!(train(&data, dim, &p), cents, "deterministic for a seed");
+        assert_eq!(
+            train(&data, dim, &p, Cancel::NEVER).unwrap(),
+            cents,
+            "deterministic for a seed"
+        );
     }
 
     #[test]
@@ -564,7 +579,7 @@ mod tests {
             let p = [[0.0, 0.0], [5.0, 5.0], [-5.0, 5.0]][i % 3];
             data.extend_from_slice(&p);
         }
-        let cents = train(&data, dim, &KMeansParams::new(3, 1));
+        let cents = train(&data, dim, &KMeansParams::new(3, 1), Cancel::NEVER).unwrap();
         let (labels, _) = assign(&data, dim, &cents);
         let mut used = [false; 3];
         labels.iter().for_each(|&l| used[l as usize] = true);

@@ -12,6 +12,7 @@ use crate::ivf::{InvList, IvfPqIndex};
 use crate::metric::{Metric, Neighbor};
 use crate::params::{PqBits, SearchParams};
 use crate::search::{self, Core, ListRef, Lists, SearchStats};
+use crate::shape::{IndexShape, shape_accessors};
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"GLIVFPQ\0";
@@ -52,7 +53,8 @@ fn code_bytes(bits: PqBits, m: usize, n: usize) -> usize {
 impl IvfPqIndex {
     /// Serialises the index into one buffer (layout in `docs/format.md`).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let with_norms = self.metric == Metric::Cosine;
+        let shape = &self.shape;
+        let with_norms = shape.metric == Metric::Cosine;
         let mut list_offsets = Vec::with_capacity(self.lists.len() + 1);
         let mut code_offsets = Vec::with_capacity(self.lists.len() + 1);
         let (mut e, mut c) = (0u64, 0u64);
@@ -99,11 +101,15 @@ impl IvfPqIndex {
         out[0..8].copy_from_slice(&MAGIC);
         put_u32(&mut out, 8, VERSION);
         put_u32(&mut out, 12, HEADER_LEN as u32);
-        put_u32(&mut out, 16, metric_code(self.metric));
-        put_u32(&mut out, 20, self.dim as u32);
+        put_u32(&mut out, 16, metric_code(shape.metric));
+        put_u32(&mut out, 20, shape.dim as u32);
         put_u32(&mut out, 24, self.lists.len() as u32);
-        put_u32(&mut out, 28, self.m as u32);
-        put_u32(&mut out, 32, if self.bits == PqBits::Eight { 8 } else { 4 });
+        put_u32(&mut out, 28, shape.m as u32);
+        put_u32(
+            &mut out,
+            32,
+            if shape.bits == PqBits::Eight { 8 } else { 4 },
+        );
         put_u32(&mut out, 36, if with_norms { FLAG_INV_NORMS } else { 0 });
         put_u64(&mut out, 40, e);
         for i in 0..SECTIONS {
@@ -186,12 +192,8 @@ pub struct CoarseTable(CoarseI8);
 /// [`IvfPqIndex`] via [`IvfPqIndex::view`]).
 #[derive(Debug, Clone)]
 pub struct IvfPqView<'a> {
-    dim: usize,
-    metric: Metric,
-    m: usize,
-    bits: PqBits,
-    nlist: usize,
-    len: usize,
+    /// Dimension, metric, list count, code shape and row count.
+    shape: IndexShape,
     centroids: Cow<'a, [f32]>,
     coarse: Cow<'a, CoarseI8>,
     codebooks: Cow<'a, [f32]>,
@@ -214,12 +216,7 @@ enum ViewLists<'a> {
 impl<'a> IvfPqView<'a> {
     fn from_index(index: &'a IvfPqIndex) -> Self {
         IvfPqView {
-            dim: index.dim,
-            metric: index.metric,
-            m: index.m,
-            bits: index.bits,
-            nlist: index.lists.len(),
-            len: index.len,
+            shape: index.shape,
             centroids: Cow::Borrowed(&index.centroids),
             coarse: Cow::Borrowed(&index.coarse),
             codebooks: Cow::Borrowed(&index.codebooks),
@@ -371,12 +368,14 @@ impl<'a> IvfPqView<'a> {
             _ => Cow::Owned(CoarseI8::new(&centroids, dim)),
         };
         Ok(IvfPqView {
-            dim,
-            metric,
-            m,
-            bits,
-            nlist,
-            len,
+            shape: IndexShape {
+                dim,
+                metric,
+                nlist,
+                m,
+                bits,
+                len,
+            },
             centroids,
             coarse,
             codebooks: cast::<f32>(secs[S_CODEBOOKS], f32_le),
@@ -426,22 +425,21 @@ impl<'a> IvfPqView<'a> {
     /// vectors come from the distribution the quantizers were trained on.
     pub fn empty_like(&self) -> IvfPqIndex {
         IvfPqIndex {
-            dim: self.dim,
-            metric: self.metric,
-            m: self.m,
-            bits: self.bits,
+            shape: IndexShape {
+                len: 0,
+                ..self.shape
+            },
             centroids: self.centroids.to_vec(),
             coarse: self.coarse.clone().into_owned(),
             codebooks: self.codebooks.to_vec(),
-            lists: vec![InvList::default(); self.nlist],
-            len: 0,
+            lists: vec![InvList::default(); self.shape.nlist],
         }
     }
 
     /// Copies the view into an owned [`IvfPqIndex`], e.g. to add rows to a
     /// loaded index.
     pub fn to_index(&self) -> IvfPqIndex {
-        let lists = (0..self.nlist)
+        let lists = (0..self.shape.nlist)
             .map(|l| {
                 let r = self.list(l);
                 InvList {
@@ -452,45 +450,23 @@ impl<'a> IvfPqView<'a> {
             })
             .collect();
         IvfPqIndex {
+            shape: self.shape,
             lists,
-            len: self.len,
             ..self.empty_like()
         }
     }
 
     fn core(&self) -> Core<'_> {
         Core {
-            dim: self.dim,
-            metric: self.metric,
-            nlist: self.nlist,
-            m: self.m,
-            bits: self.bits,
+            shape: self.shape,
             centroids: &self.centroids,
             coarse: &self.coarse,
             codebooks: &self.codebooks,
         }
     }
 
-    /// Vector dimension.
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-    /// Metric of the index.
-    pub fn metric(&self) -> Metric {
-        self.metric
-    }
-    /// Number of indexed rows.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    /// Whether no rows are indexed.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    /// Number of inverted lists.
-    pub fn nlist(&self) -> usize {
-        self.nlist
-    }
+    shape_accessors!();
+
     /// Whether every array is borrowed from the input bytes (no copies).
     pub fn is_zero_copy(&self) -> bool {
         let flat = match &self.lists {

@@ -32,7 +32,9 @@ pub mod metric;
 mod params;
 pub mod pq;
 mod search;
+mod shape;
 pub mod simd;
+#[cfg(any(test, feature = "testing"))]
 pub mod synthetic;
 
 pub use cancel::Cancel;
@@ -46,4 +48,4 @@ pub use params::{
     default_nprobe, default_refine,
 };
 pub use search::SearchStats;
-pub use simd::SimdLevel;
+pub use simd::{Kernels, SimdLevel};

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::cancel::Cancel;
 use crate::error::IndexError;
 use crate::kmeans::{self, KMeansParams};
+use crate::simd::{self, SimdLevel};
 
 /// Dimension range `[start, end)` of sub-space `q` of `m` over `dim`.
 #[inline]
@@ -136,17 +137,10 @@ impl PqEncoder {
     }
 
     /// Encodes one vector into `out` (one code per sub-space); `scratch` is
-    /// reused between calls. Same codes as [`PqCodebooks::encode`].
+    /// reused between calls. Same codes as [`PqCodebooks::encode`]; the
+    /// kernel is that of [`simd::kernels`].
     pub fn encode(&self, x: &[f32], out: &mut [u8], scratch: &mut Vec<f32>) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if crate::simd::level() >= crate::simd::SimdLevel::Avx2 {
-                // SAFETY: AVX2 is present (the level is never above what the CPU has).
-                unsafe { self.encode_avx2(x, out, scratch) };
-                return;
-            }
-        }
-        self.encode_body(x, out, scratch);
+        simd::kernels().pq_encode(self, x, out, scratch);
     }
 
     /// [`encode`](Self::encode) compiled for AVX2 (the portable build only
@@ -160,6 +154,7 @@ impl PqEncoder {
         self.encode_body(x, out, scratch);
     }
 
+    /// The portable loop: the scalar level's kernel, inlined into the AVX2 one.
     #[inline(always)]
     fn encode_body(&self, x: &[f32], out: &mut [u8], scratch: &mut Vec<f32>) {
         for (o, (s, w, cents)) in out.iter_mut().zip(&self.subs) {
@@ -169,15 +164,27 @@ impl PqEncoder {
     }
 }
 
-/// Trains the codebooks on row-major `data` (residuals): one k-means per
-/// sub-space, run in parallel across sub-spaces. Returns `ksub * dim` floats.
-pub fn train(data: &[f32], dim: usize, m: usize, ksub: usize, iters: usize, seed: u64) -> Vec<f32> {
-    // `NEVER` is never set, so this is always `Ok`.
-    train_with(data, dim, m, ksub, iters, seed, Cancel::NEVER).unwrap_or_default()
+/// Signature of the PQ encoding kernels (see [`PqEncoder::encode`]);
+/// `unsafe` because the SIMD builds need their instruction set,
+/// [`Kernels::pq_encode`](crate::simd::Kernels::pq_encode) is the safe way in.
+pub(crate) type EncodeKernel = unsafe fn(&PqEncoder, &[f32], &mut [u8], &mut Vec<f32>);
+
+/// The encoding kernel of `level`: this module's entry in
+/// [`Kernels::of`](crate::simd::Kernels::of), which asks only for levels the
+/// CPU supports. The same portable code at every level; on x86-64 from AVX2
+/// up it is compiled for AVX2.
+pub(crate) fn kernel_for(level: SimdLevel) -> EncodeKernel {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 | SimdLevel::Avx512 => PqEncoder::encode_avx2,
+        _ => PqEncoder::encode_body,
+    }
 }
 
-/// [`train`] that stops with [`IndexError::Cancelled`] when `cancel` is set.
-pub fn train_with(
+/// Trains the codebooks on row-major `data` (residuals): one k-means per
+/// sub-space, run in parallel across sub-spaces. Returns `ksub * dim` floats,
+/// or [`IndexError::Cancelled`] when `cancel` is set.
+pub fn train(
     data: &[f32],
     dim: usize,
     m: usize,
@@ -200,7 +207,7 @@ pub fn train_with(
             let mut p = KMeansParams::new(ksub, seed.wrapping_add(q as u64 * 7919));
             p.iters = iters;
             p.seed_sample_per_centroid = 64;
-            kmeans::train_with(&sub, w, &p, cancel)
+            kmeans::train(&sub, w, &p, cancel)
         })
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(ksub * dim);
@@ -283,7 +290,7 @@ mod tests {
         let var: f32 = x.iter().map(|v| v * v).sum::<f32>() / 4000.0; // ~ dim/3
         let mut errs = Vec::new();
         for (m, ksub) in [(8, 16), (8, 256)] {
-            let cb = train(&x, dim, m, ksub, 8, 5);
+            let cb = train(&x, dim, m, ksub, 8, 5, Cancel::NEVER).unwrap();
             let pq = PqCodebooks {
                 dim,
                 m,

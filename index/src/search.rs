@@ -10,6 +10,8 @@ use crate::fastscan::{self, BLOCK};
 use crate::metric::{Metric, Neighbor};
 use crate::params::{PqBits, SearchParams, default_nprobe, default_refine};
 use crate::pq::PqCodebooks;
+use crate::shape::IndexShape;
+use crate::simd::{self, Kernels};
 
 /// Where one search spent its time and how much it looked at, for
 /// monitoring (the storage engine sums it over segments; the server exports
@@ -53,11 +55,7 @@ pub(crate) struct ListRef<'a> {
 /// The trained, list-independent parts of an index.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Core<'a> {
-    pub dim: usize,
-    pub metric: Metric,
-    pub nlist: usize,
-    pub m: usize,
-    pub bits: PqBits,
+    pub shape: IndexShape,
     pub centroids: &'a [f32],
     pub coarse: &'a CoarseI8,
     pub codebooks: &'a [f32],
@@ -102,6 +100,29 @@ impl TopHeap {
             f32::INFINITY
         }
     }
+    /// Keeps entry `i` of `list` at distance `d` if it beats the current
+    /// worst and `filter` allows its row (asked last: it may be costly).
+    /// Shared by the 4-bit and 8-bit scans; inlined into both loops.
+    #[inline(always)]
+    fn offer(
+        &mut self,
+        list: &ListRef<'_>,
+        i: usize,
+        d: f32,
+        filter: Option<&(dyn Fn(u32) -> bool + Sync)>,
+    ) {
+        if d < self.worst() {
+            let row = list.ids[i];
+            if filter.is_none_or(|f| f(row)) {
+                self.push(Cand {
+                    dist: d,
+                    row,
+                    inv_norm: list.inv_norms.get(i).copied().unwrap_or(1.0),
+                });
+            }
+        }
+    }
+
     #[inline]
     fn push(&mut self, c: Cand) {
         if !self.full() {
@@ -164,8 +185,8 @@ impl Probe {
         // product instead would favour tight clusters (centroids of larger norm) over the
         // cells the neighbours were actually put in. Only `dot`, where norms carry meaning,
         // ranks by inner product.
-        let ip = core.metric == Metric::Dot;
-        let scored = coarse::rank(q, core.centroids, core.coarse, core.dim, ip, nprobe);
+        let ip = core.shape.metric == Metric::Dot;
+        let scored = coarse::rank(q, core.centroids, core.coarse, core.shape.dim, ip, nprobe);
         let np = nprobe.min(scored.len());
         Probe {
             scored,
@@ -181,7 +202,7 @@ impl Probe {
 }
 
 /// Searches `lists` for the `params.k` best rows for `query`, re-ranking
-/// against the caller's raw `vectors` (`core.dim` floats a row); adds what
+/// against the caller's raw `vectors` (`core.shape.dim` floats a row); adds what
 /// it did to `stats`.
 pub(crate) fn search<L: Lists + ?Sized>(
     core: &Core<'_>,
@@ -193,26 +214,26 @@ pub(crate) fn search<L: Lists + ?Sized>(
     stats: &mut SearchStats,
 ) -> Vec<Neighbor> {
     let started = Instant::now();
-    let dim = core.dim;
-    if params.k == 0 || query.len() != dim || core.nlist == 0 {
+    let dim = core.shape.dim;
+    if params.k == 0 || query.len() != dim || core.shape.nlist == 0 {
         return Vec::new();
     }
     let nprobe = params
         .nprobe
-        .unwrap_or_else(|| default_nprobe(core.nlist))
-        .clamp(1, core.nlist);
+        .unwrap_or_else(|| default_nprobe(core.shape.nlist))
+        .clamp(1, core.shape.nlist);
     let refine = params
         .refine
         .unwrap_or_else(|| default_refine(vectors.len() / dim))
         .max(1);
     let cap = params.k.saturating_mul(refine).max(params.k);
-    let q = internal_query(core.metric, query);
+    let q = internal_query(core.shape.metric, query);
     let mut probe = Probe::new(core, &q, nprobe);
     let mut heap = TopHeap::new(cap);
     let pq = PqCodebooks {
         dim,
-        m: core.m,
-        ksub: core.bits.ksub(),
+        m: core.shape.m,
+        ksub: core.shape.bits.ksub(),
         data: core.codebooks,
     };
     let mut scanner = Scanner::new(core, pq, &q);
@@ -237,7 +258,7 @@ pub(crate) fn search<L: Lists + ?Sized>(
             continue;
         }
         // The probe's score is the scan's bias only where both are the inner product.
-        let exact = (next <= nprobe && core.metric == Metric::Dot).then_some(coarse);
+        let exact = (next <= nprobe && core.shape.metric == Metric::Dot).then_some(coarse);
         stats.lists_scanned += 1;
         stats.codes_scanned += list.ids.len() as u64;
         scanner.scan(core, exact, l as usize, list, &mut heap, filter);
@@ -245,7 +266,15 @@ pub(crate) fn search<L: Lists + ?Sized>(
     let scanned = Instant::now();
     stats.scan += scanned - started;
     stats.reranked += heap.items.len() as u64;
-    let out = rerank(core.metric, dim, query, &q, vectors, heap.items, params.k);
+    let out = rerank(
+        core.shape.metric,
+        dim,
+        query,
+        &q,
+        vectors,
+        heap.items,
+        params.k,
+    );
     stats.rerank += scanned.elapsed();
     out
 }
@@ -369,28 +398,28 @@ struct Scanner<'a> {
     scale: f32,
     sum_mins: f32,
     acc: [u16; BLOCK],
-    kernel: fastscan::BlockKernel,
+    kernels: &'static Kernels,
 }
 
 impl<'a> Scanner<'a> {
     fn new(core: &Core<'a>, pq: PqCodebooks<'a>, q: &[f32]) -> Self {
-        let ip = core.metric != Metric::L2;
+        let ip = core.shape.metric != Metric::L2;
         let mut s = Scanner {
             pq,
             ip,
             q: q.to_vec(),
             lut: vec![0.0; pq.m * pq.ksub],
-            resid: vec![0.0; core.dim],
+            resid: vec![0.0; core.shape.dim],
             mins: vec![0.0; pq.m],
             qlut: vec![0; fastscan::lut_bytes(pq.m)],
             scale: 1.0,
             sum_mins: 0.0,
             acc: [0; BLOCK],
-            kernel: fastscan::kernel(),
+            kernels: simd::kernels(),
         };
         if ip {
             pq.lut(q, true, &mut s.lut);
-            if core.bits == PqBits::Four {
+            if core.shape.bits == PqBits::Four {
                 s.quantize_shared();
             }
         }
@@ -435,20 +464,23 @@ impl<'a> Scanner<'a> {
         // is built on the query's residual to this list's centroid.
         let bias = if self.ip {
             exact_coarse.unwrap_or_else(|| {
-                -distance::dot(&self.q, &core.centroids[l * core.dim..(l + 1) * core.dim])
+                -distance::dot(
+                    &self.q,
+                    &core.centroids[l * core.shape.dim..(l + 1) * core.shape.dim],
+                )
             })
         } else {
-            let c = &core.centroids[l * core.dim..(l + 1) * core.dim];
+            let c = &core.centroids[l * core.shape.dim..(l + 1) * core.shape.dim];
             for ((r, &a), &b) in self.resid.iter_mut().zip(&self.q).zip(c) {
                 *r = a - b;
             }
             self.pq.lut(&self.resid, false, &mut self.lut);
-            if core.bits == PqBits::Four {
+            if core.shape.bits == PqBits::Four {
                 self.quantize_shared();
             }
             0.0
         };
-        match core.bits {
+        match core.shape.bits {
             PqBits::Eight => self.scan8(bias, list, heap, filter),
             _ => self.scan4(bias, list, heap, filter),
         }
@@ -480,16 +512,7 @@ impl<'a> Scanner<'a> {
                 q += 1;
             }
             let d = bias + (acc[0] + acc[1]) + (acc[2] + acc[3]);
-            if d < heap.worst() {
-                let row = list.ids[i];
-                if filter.is_none_or(|f| f(row)) {
-                    heap.push(Cand {
-                        dist: d,
-                        row,
-                        inv_norm: list.inv_norms.get(i).copied().unwrap_or(1.0),
-                    });
-                }
-            }
+            heap.offer(&list, i, d, filter);
         }
     }
 
@@ -526,7 +549,9 @@ impl<'a> Scanner<'a> {
                     t as u16
                 }
             };
-            let mut mask = (self.kernel)(block, &self.qlut, pairs, thr, &mut self.acc);
+            let mut mask = self
+                .kernels
+                .scan_block(block, &self.qlut, pairs, thr, &mut self.acc);
             let valid = n - start;
             if valid < BLOCK {
                 mask &= (1u32 << valid) - 1;
@@ -535,17 +560,7 @@ impl<'a> Scanner<'a> {
                 let v = mask.trailing_zeros() as usize;
                 mask &= mask - 1;
                 let d = offset + self.acc[v] as f32 * inv_scale;
-                if d < heap.worst() {
-                    let i = start + v;
-                    let row = list.ids[i];
-                    if filter.is_none_or(|f| f(row)) {
-                        heap.push(Cand {
-                            dist: d,
-                            row,
-                            inv_norm: list.inv_norms.get(i).copied().unwrap_or(1.0),
-                        });
-                    }
-                }
+                heap.offer(&list, start + v, d, filter);
             }
         }
     }
@@ -567,11 +582,14 @@ mod tests {
         assert!(distance::dot(&q, &centroids[..2]) > distance::dot(&q, &centroids[2..]));
         let coarse = CoarseI8::new(&centroids, dim);
         let core = |metric| Core {
-            dim,
-            metric,
-            nlist: 2,
-            m: 1,
-            bits: PqBits::Four,
+            shape: IndexShape {
+                dim,
+                metric,
+                nlist: 2,
+                m: 1,
+                bits: PqBits::Four,
+                len: 0,
+            },
             centroids: &centroids,
             coarse: &coarse,
             codebooks: &[],

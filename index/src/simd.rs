@@ -1,5 +1,6 @@
-//! Which SIMD instruction set the index's own kernels use (the 4-bit scan
-//! and the `i8` coarse ranking).
+//! Which SIMD instruction set the index's own kernels use (the 4-bit scan,
+//! the `i8` coarse ranking, k-means assignment and PQ encoding), and the
+//! embedder's few-rows matrix kernel, which asks [`level`] too.
 //!
 //! Detected once at run time. `GLIMPSE_SIMD=scalar|neon|avx2|avx512` caps the
 //! level, which is how benchmarks compare kernels on one machine and how an
@@ -9,8 +10,19 @@
 //! ignored (and the detected level used).
 //! Every kernel returns bit-identical results, so the cap never changes an
 //! answer, only its speed.
+//!
+//! # Dispatch
+//! Callers in this crate never test the level themselves: [`kernels`] is a
+//! table of function pointers ([`Kernels`]) filled once from [`level`], and
+//! each module with per-instruction-set code contributes its entry through
+//! a `kernel_for(level)` function (`fastscan`, `coarse`, `kmeans`, `pq`).
 
 use std::sync::OnceLock;
+
+use crate::coarse::{self, DotsKernel};
+use crate::fastscan::{self, BLOCK, ScanKernel};
+use crate::kmeans::{self, AssignKernel, SmallCentroids};
+use crate::pq::{self, EncodeKernel, PqEncoder};
 
 /// An instruction-set level, ordered from least to most capable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -19,7 +31,9 @@ pub enum SimdLevel {
     Scalar,
     /// AArch64 Advanced SIMD (NEON, part of the base AArch64 instruction set).
     Neon,
-    /// x86-64 AVX2 (with FMA).
+    /// x86-64 AVX2 with FMA and F16C. F16C (half-float conversion) is for the
+    /// embedder's f16 weights; every CPU with AVX2 has it (Intel since Ivy
+    /// Bridge, AMD since Piledriver), so requiring it excludes none in practice.
     Avx2,
     /// x86-64 AVX-512 F + BW (512-bit integer shuffles and arithmetic).
     Avx512,
@@ -64,6 +78,7 @@ impl SimdLevel {
             SimdLevel::Avx2 => {
                 std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
             }
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx512 => {
@@ -110,6 +125,119 @@ pub fn level() -> SimdLevel {
             Some(cap) => SimdLevel::best_at_most(cap),
             None => SimdLevel::detected(),
         }
+    })
+}
+
+/// The crate's SIMD kernels for one [`SimdLevel`]: one function pointer per
+/// kernel, chosen when the table is made, so a hot loop pays one indirect
+/// call and no level test.
+///
+/// The pointers are `unsafe fn`s (the SIMD kernels need their instruction
+/// set); a `Kernels` is only ever made for a level this CPU supports
+/// ([`Kernels::of`] checks), and each method checks the slice lengths its
+/// kernel relies on, which is what makes the methods safe.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernels {
+    level: SimdLevel,
+    scan_block: ScanKernel,
+    dots_i8: DotsKernel,
+    assign_rows: AssignKernel,
+    pq_encode: EncodeKernel,
+}
+
+impl Kernels {
+    /// The kernels of `level`, or `None` when this CPU cannot run them
+    /// (benchmarks and tests compare every level this way).
+    pub fn of(level: SimdLevel) -> Option<Kernels> {
+        level.supported().then(|| Kernels::unchecked(level))
+    }
+
+    /// The table of `level` without the support check: only for a supported level.
+    fn unchecked(level: SimdLevel) -> Kernels {
+        Kernels {
+            level,
+            scan_block: fastscan::kernel_for(level),
+            dots_i8: coarse::kernel_for(level),
+            assign_rows: kmeans::kernel_for(level),
+            pq_encode: pq::kernel_for(level),
+        }
+    }
+
+    /// The level these kernels are for.
+    pub fn level(&self) -> SimdLevel {
+        self.level
+    }
+
+    /// 4-bit fast scan of one block (see [`fastscan`] for the layouts): the
+    /// 32 sums into `out` and the mask of those `<= thr`. `block` must hold
+    /// `pairs * 32` bytes and `lut` `pairs * 64` (else this panics).
+    #[inline]
+    pub fn scan_block(
+        &self,
+        block: &[u8],
+        lut: &[u8],
+        pairs: usize,
+        thr: u16,
+        out: &mut [u16; BLOCK],
+    ) -> u32 {
+        assert!(block.len() >= pairs * BLOCK && lut.len() >= pairs * 64);
+        // SAFETY: `self` exists only for a level the CPU supports (`Kernels::of`, or
+        // `kernels` with `level()`, which is always supported); lengths checked above.
+        unsafe { (self.scan_block)(block, lut, pairs, thr, out) }
+    }
+
+    /// `out[r] = <q, row r of codes>` for `dim`-code rows, exactly in `i32`
+    /// (`sums[r]` is row `r`'s code sum). `q` must hold `dim` codes.
+    #[inline]
+    pub(crate) fn dots_i8(
+        &self,
+        q: &[i8],
+        codes: &[i8],
+        sums: &[i32],
+        dim: usize,
+        out: &mut [i32],
+    ) {
+        assert!(q.len() >= dim);
+        // SAFETY: a supported level (see `scan_block`); `q` holds `dim` codes and the
+        // kernels bound every other access by the slices' lengths.
+        unsafe { (self.dots_i8)(q, codes, sums, dim, out) }
+    }
+
+    /// Nearest centroid of every row of `rows` (see [`SmallCentroids`]).
+    #[inline]
+    pub(crate) fn assign_rows(
+        &self,
+        centroids: &SmallCentroids,
+        rows: &[f32],
+        labels: &mut [u32],
+        dists: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        // SAFETY: a supported level (see `scan_block`); the kernels are safe code
+        // compiled for that level, with no other requirement.
+        unsafe { (self.assign_rows)(centroids, rows, labels, dists, scratch) }
+    }
+
+    /// PQ codes of one vector (see [`PqEncoder::encode`]).
+    #[inline]
+    pub(crate) fn pq_encode(
+        &self,
+        encoder: &PqEncoder,
+        x: &[f32],
+        out: &mut [u8],
+        scratch: &mut Vec<f32>,
+    ) {
+        // SAFETY: as in `assign_rows`.
+        unsafe { (self.pq_encode)(encoder, x, out, scratch) }
+    }
+}
+
+/// The kernels of [`level`], made on first use.
+pub fn kernels() -> &'static Kernels {
+    static KERNELS: OnceLock<Kernels> = OnceLock::new();
+    // `level()` is always supported; scalar is the harmless answer if it ever were not.
+    KERNELS.get_or_init(|| {
+        Kernels::of(level()).unwrap_or_else(|| Kernels::unchecked(SimdLevel::Scalar))
     })
 }
 

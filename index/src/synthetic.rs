@@ -18,6 +18,10 @@
 //!
 //! Generation is parallel (rayon) yet deterministic: every row has its own
 //! RNG stream derived from the seed and the row number.
+//!
+//! Test and benchmark data only: the module exists in this crate's own unit
+//! tests and behind the `testing` feature, which the test and benchmark
+//! crates turn on, so release builds of the server do not carry it.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

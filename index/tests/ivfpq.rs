@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use glimpse_index::synthetic::{SyntheticData, SyntheticSpec, generate};
 use glimpse_index::{
-    IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, PqBits, SearchParams,
+    Cancel, IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, PqBits, SearchParams,
     exact_search,
 };
 
@@ -24,6 +24,7 @@ fn cosine_index() -> &'static IvfPqIndex {
             DIM,
             Metric::Cosine,
             &IndexParams::default(),
+            Cancel::NEVER,
         )
         .unwrap()
     })
@@ -90,7 +91,14 @@ fn cosine_reranks_unnormalised_vectors() {
             v.iter().map(move |x| x * s)
         })
         .collect();
-    let index = IvfPqIndex::build(&scaled, DIM, Metric::Cosine, &IndexParams::default()).unwrap();
+    let index = IvfPqIndex::build(
+        &scaled,
+        DIM,
+        Metric::Cosine,
+        &IndexParams::default(),
+        Cancel::NEVER,
+    )
+    .unwrap();
     let r = mean_recall(&index, &scaled, Metric::Cosine, &SearchParams::default());
     assert!(r >= 0.95, "recall@10 on unnormalised input = {r}");
 }
@@ -108,7 +116,7 @@ fn l2_and_dot_and_eight_bit() {
             pq_train_sample: Some(4000),
             ..IndexParams::default()
         };
-        let index = IvfPqIndex::build(&d.vectors, DIM, metric, &params).unwrap();
+        let index = IvfPqIndex::build(&d.vectors, DIM, metric, &params, Cancel::NEVER).unwrap();
         assert_eq!(index.bits(), bits);
         let p = SearchParams::default();
         let mut r = 0.0;
@@ -180,14 +188,27 @@ fn small_other_index() -> IvfPqIndex {
         nlist: Some(3),
         ..IndexParams::default()
     };
-    IvfPqIndex::build(&d.vectors[..2_000 * DIM], DIM, Metric::Cosine, &params).unwrap()
+    IvfPqIndex::build(
+        &d.vectors[..2_000 * DIM],
+        DIM,
+        Metric::Cosine,
+        &params,
+        Cancel::NEVER,
+    )
+    .unwrap()
 }
 
 #[test]
 fn corrupt_or_truncated_bytes_are_errors() {
     let small = generate(&SyntheticSpec::clip_like(600, 1, 16, 1));
-    let index =
-        IvfPqIndex::build(&small.vectors, 16, Metric::Cosine, &IndexParams::default()).unwrap();
+    let index = IvfPqIndex::build(
+        &small.vectors,
+        16,
+        Metric::Cosine,
+        &IndexParams::default(),
+        Cancel::NEVER,
+    )
+    .unwrap();
     let bytes = index.to_bytes();
     assert!(IvfPqView::from_bytes(&bytes).is_ok());
     for cut in [0, 10, 191, 192, 300, bytes.len() / 2, bytes.len() - 1] {
@@ -272,8 +293,8 @@ fn deterministic_given_seed_and_add_extends() {
         seed: 77,
         ..IndexParams::default()
     };
-    let a = IvfPqIndex::build(&small.vectors, 32, Metric::L2, &p).unwrap();
-    let b = IvfPqIndex::build(&small.vectors, 32, Metric::L2, &p).unwrap();
+    let a = IvfPqIndex::build(&small.vectors, 32, Metric::L2, &p, Cancel::NEVER).unwrap();
+    let b = IvfPqIndex::build(&small.vectors, 32, Metric::L2, &p, Cancel::NEVER).unwrap();
     assert_eq!(a.to_bytes(), b.to_bytes());
     let c = IvfPqIndex::build(
         &small.vectors,
@@ -283,20 +304,25 @@ fn deterministic_given_seed_and_add_extends() {
             seed: 78,
             ..p.clone()
         },
+        Cancel::NEVER,
     )
     .unwrap();
     assert_ne!(a.to_bytes(), c.to_bytes());
 
     // Train on everything, add in two halves: same lists as one add.
-    let mut inc = IvfPqIndex::train(&small.vectors, 32, Metric::L2, &p).unwrap();
-    inc.add(&small.vectors[..1500 * 32], 0).unwrap();
-    inc.add(&small.vectors[1500 * 32..], 1500).unwrap();
+    let mut inc = IvfPqIndex::train(&small.vectors, 32, Metric::L2, &p, Cancel::NEVER).unwrap();
+    inc.add(&small.vectors[..1500 * 32], 0, Cancel::NEVER)
+        .unwrap();
+    inc.add(&small.vectors[1500 * 32..], 1500, Cancel::NEVER)
+        .unwrap();
     assert_eq!(inc.len(), 3000);
     assert_eq!(inc.to_bytes(), a.to_bytes());
     // Extending a loaded index works too.
     let bytes = a.to_bytes();
     let mut loaded = IvfPqView::from_bytes(&bytes).unwrap().to_index();
-    loaded.add(&small.vectors[..32], 3000).unwrap();
+    loaded
+        .add(&small.vectors[..32], 3000, Cancel::NEVER)
+        .unwrap();
     assert_eq!(loaded.len(), 3001);
     let mut both = small.vectors.clone();
     both.extend_from_slice(&small.vectors[..32]);
@@ -308,24 +334,27 @@ fn deterministic_given_seed_and_add_extends() {
 fn bad_input_is_an_error() {
     let v = vec![0.5f32; 100];
     assert!(matches!(
-        IvfPqIndex::build(&v, 3, Metric::L2, &IndexParams::default()),
+        IvfPqIndex::build(&v, 3, Metric::L2, &IndexParams::default(), Cancel::NEVER),
         Err(IndexError::BadVectors(_))
     ));
-    assert!(IvfPqIndex::build(&v, 0, Metric::L2, &IndexParams::default()).is_err());
-    assert!(IvfPqIndex::build(&[], 4, Metric::L2, &IndexParams::default()).is_err());
+    assert!(IvfPqIndex::build(&v, 0, Metric::L2, &IndexParams::default(), Cancel::NEVER).is_err());
+    assert!(IvfPqIndex::build(&[], 4, Metric::L2, &IndexParams::default(), Cancel::NEVER).is_err());
     let mut nan = vec![0.5f32; 100];
     nan[7] = f32::NAN;
-    assert!(IvfPqIndex::build(&nan, 4, Metric::L2, &IndexParams::default()).is_err());
+    assert!(
+        IvfPqIndex::build(&nan, 4, Metric::L2, &IndexParams::default(), Cancel::NEVER).is_err()
+    );
     let p = IndexParams {
         m: Some(8),
         ..IndexParams::default()
     };
     assert!(matches!(
-        IvfPqIndex::build(&v, 4, Metric::L2, &p),
+        IvfPqIndex::build(&v, 4, Metric::L2, &p, Cancel::NEVER),
         Err(IndexError::InvalidParams(_))
     ));
     // Tiny data works (fewer points than default lists).
-    let tiny = IvfPqIndex::build(&v, 4, Metric::L2, &IndexParams::default()).unwrap();
+    let tiny =
+        IvfPqIndex::build(&v, 4, Metric::L2, &IndexParams::default(), Cancel::NEVER).unwrap();
     assert_eq!(
         tiny.search(&[0.5; 4], &v, &SearchParams::default(), None)
             .len(),
@@ -354,15 +383,15 @@ fn trained_quantizers_index_new_rows_without_training() {
     let half = d.vectors.len() / 2;
     let (old, new) = d.vectors.split_at(half);
     let params = IndexParams::default();
-    let template = IvfPqIndex::build(old, DIM, Metric::Cosine, &params).unwrap();
+    let template = IvfPqIndex::build(old, DIM, Metric::Cosine, &params, Cancel::NEVER).unwrap();
     let bytes = template.to_bytes();
     let view = IvfPqView::from_bytes(&bytes).unwrap();
     let mut reused = view.empty_like();
     assert!(reused.is_empty());
     assert_eq!(reused.nlist(), template.nlist());
-    reused.add(new, 0).unwrap();
+    reused.add(new, 0, Cancel::NEVER).unwrap();
     assert_eq!(reused.len(), new.len() / DIM);
-    let own = IvfPqIndex::build(new, DIM, Metric::Cosine, &params).unwrap();
+    let own = IvfPqIndex::build(new, DIM, Metric::Cosine, &params, Cancel::NEVER).unwrap();
     let p = SearchParams::default();
     let mean = |index: &IvfPqIndex| {
         let mut total = 0.0;
@@ -390,27 +419,25 @@ fn trained_quantizers_index_new_rows_without_training() {
 /// one changes nothing (same index as the plain build).
 #[test]
 fn cancel_flag_stops_builds_and_a_clear_one_changes_nothing() {
-    use glimpse_index::Cancel;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let d = data();
     let p = IndexParams::default();
     let flag = AtomicBool::new(true);
-    let r = IvfPqIndex::build_with(&d.vectors, DIM, Metric::Cosine, &p, Cancel::on(&flag));
+    let r = IvfPqIndex::build(&d.vectors, DIM, Metric::Cosine, &p, Cancel::on(&flag));
     assert!(matches!(r, Err(IndexError::Cancelled)), "{r:?}");
-    let r = IvfPqIndex::train_with(&d.vectors, DIM, Metric::Cosine, &p, Cancel::on(&flag));
+    let r = IvfPqIndex::train(&d.vectors, DIM, Metric::Cosine, &p, Cancel::on(&flag));
     assert!(matches!(r, Err(IndexError::Cancelled)), "{r:?}");
 
     // Adding stops before its first batch and leaves the trained index empty and consistent.
-    let mut empty = IvfPqIndex::train(&d.vectors, DIM, Metric::Cosine, &p).unwrap();
-    let r = empty.add_with(&d.vectors, 0, Cancel::on(&flag));
+    let mut empty = IvfPqIndex::train(&d.vectors, DIM, Metric::Cosine, &p, Cancel::NEVER).unwrap();
+    let r = empty.add(&d.vectors, 0, Cancel::on(&flag));
     assert!(matches!(r, Err(IndexError::Cancelled)), "{r:?}");
     assert_eq!(empty.len(), 0);
     assert_eq!(empty.list_sizes().iter().sum::<usize>(), 0);
 
     flag.store(false, Ordering::Relaxed);
-    let built =
-        IvfPqIndex::build_with(&d.vectors, DIM, Metric::Cosine, &p, Cancel::on(&flag)).unwrap();
+    let built = IvfPqIndex::build(&d.vectors, DIM, Metric::Cosine, &p, Cancel::on(&flag)).unwrap();
     assert_eq!(&built, cosine_index());
 }
 

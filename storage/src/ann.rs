@@ -23,9 +23,6 @@ use crate::mmap_f32::map_file;
 /// File name of a segment's index.
 pub(crate) const INDEX_FILE: &str = "index.ivfpq";
 
-/// Whether `build` can produce an index.
-pub(crate) const AVAILABLE: bool = true;
-
 /// Index kind recorded in the segment footer.
 const KIND: &str = "ivfpq-v1";
 
@@ -39,7 +36,7 @@ pub(crate) fn build(
     metric: Metric,
     cancel: Cancel<'_>,
 ) -> Result<Option<(String, Vec<u8>)>> {
-    match IvfPqIndex::build_with(vectors, dim, metric, &IndexParams::default(), cancel) {
+    match IvfPqIndex::build(vectors, dim, metric, &IndexParams::default(), cancel) {
         Ok(ix) => Ok(Some((KIND.to_string(), ix.to_bytes()))),
         Err(IndexError::Cancelled) => Err(interrupted(path)),
         Err(e @ (IndexError::NotEnoughData { .. } | IndexError::InvalidParams(_))) => {
@@ -69,7 +66,7 @@ pub(crate) fn build_like(
     let view = IvfPqView::from_bytes_with(&template.map, &template.coarse)
         .map_err(|e| err(e.to_string()))?;
     let mut index = view.empty_like();
-    match index.add_with(vectors, 0, cancel) {
+    match index.add(vectors, 0, cancel) {
         Ok(()) => {}
         Err(IndexError::Cancelled) => return Err(interrupted(path)),
         Err(e) => return Err(err(e.to_string())),

@@ -20,7 +20,8 @@ use std::time::Instant;
 
 use glimpse_index::synthetic::{SyntheticSpec, generate, to_npy};
 use glimpse_index::{
-    IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, PqBits, SearchParams, exact_search,
+    Cancel, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, PqBits, SearchParams,
+    exact_search,
 };
 use glimpse_storage::mmap_f32::MappedF32;
 use rayon::prelude::*;
@@ -260,11 +261,11 @@ fn main() -> Result<()> {
     };
     let build_cpu = process_cpu_s();
     let t = Instant::now();
-    let index = IvfPqIndex::train(&data.vectors, dim, metric, &params)?;
+    let index = IvfPqIndex::train(&data.vectors, dim, metric, &params, Cancel::NEVER)?;
     let train_s = t.elapsed().as_secs_f64();
     let mut index = index;
     let t = Instant::now();
-    index.add(&data.vectors, 0)?;
+    index.add(&data.vectors, 0, Cancel::NEVER)?;
     let add_s = t.elapsed().as_secs_f64();
     let build_cpu = process_cpu_s() - build_cpu;
     let bytes = index.to_bytes();

@@ -11,8 +11,8 @@
 
 use std::time::Instant;
 
-use glimpse_index::SimdLevel;
-use glimpse_index::fastscan::{BLOCK, block_bytes, kernel_of, lut_bytes};
+use glimpse_index::fastscan::{BLOCK, block_bytes, lut_bytes};
+use glimpse_index::{Kernels, SimdLevel};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -54,11 +54,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         SimdLevel::detected(),
         glimpse_index::simd::level()
     );
-    let reference = kernel_of(SimdLevel::Scalar).ok_or("no scalar kernel")?;
+    let reference = Kernels::of(SimdLevel::Scalar).ok_or("no scalar kernel")?;
     let mut want = vec![[0u16; BLOCK]; blocks];
     let mut want_masks = vec![0u32; blocks];
     for (b, (w, mask)) in want.iter_mut().zip(want_masks.iter_mut()).enumerate() {
-        *mask = reference(&codes[b * bb..(b + 1) * bb], &lut, pairs, thr, w);
+        *mask = reference.scan_block(&codes[b * bb..(b + 1) * bb], &lut, pairs, thr, w);
     }
     println!(
         "| kernel | ns / block of 32 | M codes/s | vs scalar | vs AVX2 | same sums as scalar |"
@@ -67,14 +67,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut scalar_ns = None;
     let mut avx2_ns = None;
     for level in SimdLevel::ALL {
-        let Some(kernel) = kernel_of(level) else {
+        let Some(kernels) = Kernels::of(level) else {
             println!("| {} | not supported by this CPU | | | | |", level.name());
             continue;
         };
         let mut out = [0u16; BLOCK];
         let mut same = true;
         for b in 0..blocks {
-            let mask = kernel(&codes[b * bb..(b + 1) * bb], &lut, pairs, thr, &mut out);
+            let mask = kernels.scan_block(&codes[b * bb..(b + 1) * bb], &lut, pairs, thr, &mut out);
             same &= out == want[b] && mask == want_masks[b];
         }
         let mut best = f64::INFINITY;
@@ -82,7 +82,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..passes {
             let t = Instant::now();
             for b in 0..blocks {
-                sink ^= kernel(&codes[b * bb..(b + 1) * bb], &lut, pairs, thr, &mut out);
+                sink ^=
+                    kernels.scan_block(&codes[b * bb..(b + 1) * bb], &lut, pairs, thr, &mut out);
                 sink ^= out[b % BLOCK] as u32;
             }
             best = best.min(t.elapsed().as_secs_f64());

@@ -12,12 +12,14 @@
 //! kernel widens to f32 in registers (F16C), halving the bytes per query; activations, sums
 //! and everything else stay f32.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Module, Result, Shape, Tensor,
 };
 use candle_nn::VarBuilder;
+use glimpse_index::simd;
 use half::f16;
 
 /// Activations with at most this many rows take the rows kernel on the CPU; above it the
@@ -27,7 +29,9 @@ pub(crate) const ROWS_KERNEL_MAX_ROWS: usize = 32;
 /// Off only to measure the GEMM baseline and to compare both paths in tests.
 static ROWS_KERNEL_ENABLED: AtomicBool = AtomicBool::new(true);
 
-/// Turns the few-rows CPU kernel on or off for the whole process (benchmarks and tests).
+/// Turns the few-rows CPU kernel on or off for the whole process (benchmarks and tests,
+/// hence only with the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn set_rows_kernel_enabled(enabled: bool) {
     ROWS_KERNEL_ENABLED.store(enabled, Ordering::Relaxed);
 }
@@ -331,26 +335,38 @@ fn weight_block<T: WeightElem>(
     k: usize,
     out: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if avx2_fma_f16c() {
-            // SAFETY: the CPU supports AVX2, FMA and F16C (checked just above).
-            unsafe { avx2::weight_block(x, m, w, cols, k, out) };
-            return;
-        }
+    match RowsKernel::get() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `RowsKernel::Avx2` is chosen only at `SimdLevel::Avx2` or above, which
+        // `glimpse_index::simd` grants only to CPUs with AVX2, FMA and F16C.
+        RowsKernel::Avx2 => unsafe { avx2::weight_block(x, m, w, cols, k, out) },
+        RowsKernel::Portable => scalar_weight_block(x, m, w, cols, k, out),
     }
-    scalar_weight_block(x, m, w, cols, k, out);
 }
 
-#[cfg(target_arch = "x86_64")]
-fn avx2_fma_f16c() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-    })
+/// Which build of the few-rows kernel runs, chosen once from the index crate's
+/// [`simd::level`], so one detection (and its `GLIMPSE_SIMD` cap) serves every
+/// SIMD kernel of the process. An enum rather than a function pointer because
+/// the kernel is generic over the weight type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowsKernel {
+    /// Plain Rust, vectorized by the compiler for the baseline target.
+    Portable,
+    /// AVX2 + FMA, with F16C for f16 weights.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl RowsKernel {
+    /// The kernel for the process's SIMD level (decided on first use).
+    fn get() -> RowsKernel {
+        static KERNEL: OnceLock<RowsKernel> = OnceLock::new();
+        *KERNEL.get_or_init(|| match simd::level() {
+            #[cfg(target_arch = "x86_64")]
+            simd::SimdLevel::Avx2 | simd::SimdLevel::Avx512 => RowsKernel::Avx2,
+            _ => RowsKernel::Portable,
+        })
+    }
 }
 
 /// Portable version: eight partial sums per dot product so the compiler can keep them in
