@@ -1,6 +1,6 @@
 //! Metadata filters evaluated per row inside a scan.
 
-use crate::types::MetaValue;
+use crate::meta_value::MetaValue;
 
 /// A predicate over a point's metadata. A missing key makes every leaf
 /// false (so `Not(Eq{..})` matches points without the key).

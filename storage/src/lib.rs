@@ -19,11 +19,11 @@
 //!    the manifest checkpoint.
 
 mod ann;
-mod bulk;
 mod chunk_writer;
 mod codec;
 mod collection;
 mod compaction;
+mod counters;
 pub mod error;
 pub mod filter;
 mod fsutil;
@@ -31,14 +31,14 @@ mod group_commit;
 mod heap;
 mod manifest;
 mod memtable;
-mod metrics;
+mod meta_value;
 pub mod mmap_f32;
 mod segment;
 mod store;
 pub mod types;
 mod wal;
 
-pub use bulk::BulkWriter;
+pub use collection::BulkWriter;
 pub use collection::Collection;
 pub use error::{Result, StorageError};
 pub use filter::Filter;
@@ -48,7 +48,3 @@ pub use segment::{FileSum, SegmentDump, SegmentMeta, dump_segment};
 pub use store::{MAX_DIM, Store, is_valid_collection_name};
 pub use types::*;
 pub use wal::{WalOp, WalRecordSummary, dump_wal};
-
-/// Whether segments above the row threshold get an ANN index in this build
-/// (false while the IVF-PQ index of `glimpse-index` is not wired in).
-pub const ANN_INDEX_AVAILABLE: bool = ann::AVAILABLE;

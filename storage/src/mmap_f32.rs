@@ -1,10 +1,26 @@
-//! Zero-copy `f32` views of memory-mapped files.
+//! The one place where mapped bytes become typed values: zero-copy `f32`
+//! views ([`MappedF32`]) and rkyv archives ([`MappedArchive`]) of
+//! memory-mapped segment files.
 //!
-//! All reinterpretation of mapped bytes as floats goes through
-//! [`MappedF32`], which checks alignment and length once at construction,
-//! so no other module needs `unsafe` casts.
+//! # Safety
+//!
+//! Every `unsafe` in this module rests on two facts, checked or guaranteed
+//! here and nowhere else:
+//! 1. **The bytes never change while mapped.** Segment files are immutable
+//!    once written (written in a temp directory, fsynced, renamed, never
+//!    modified in place; a dropped segment's directory is unlinked, which
+//!    leaves existing mappings intact). A process that truncated or rewrote
+//!    a live segment file behind Glimpse's back would break this, as it
+//!    would for any mmap-based engine.
+//! 2. **Typed views are validated once, at construction.** [`MappedF32`]
+//!    checks length and alignment; [`MappedArchive`] runs rkyv's bytecheck
+//!    over the whole archive. After that, the accessors reinterpret the same
+//!    immutable bytes without re-checking them.
+//!
+//! Other modules hold these types and never cast mapped bytes themselves.
 
 use std::fs::File;
+use std::marker::PhantomData;
 use std::path::Path;
 
 use memmap2::Mmap;
@@ -24,9 +40,8 @@ pub(crate) fn map_file(path: &Path) -> Result<Option<Mmap>> {
     if len == 0 {
         return Ok(None);
     }
-    // SAFETY: segment files are immutable once written (written to a temp
-    // directory, fsynced, renamed, never modified in place), so the mapping
-    // cannot change under us while this process holds it.
+    // SAFETY: fact 1 of the module's contract: segment files are immutable
+    // once written, so the mapping cannot change under us while it is held.
     let m = unsafe { Mmap::map(&f) }.at(path)?;
     Ok(Some(m))
 }
@@ -105,6 +120,37 @@ impl MappedF32 {
         if let Some(m) = &self.map {
             let _ = m.advise(memmap2::Advice::WillNeed);
         }
+    }
+}
+
+/// A memory-mapped rkyv archive of type `T`, validated once when opened.
+pub(crate) struct MappedArchive<T> {
+    map: Mmap,
+    _archive: PhantomData<fn() -> T>,
+}
+
+impl<T> MappedArchive<T>
+where
+    T: rkyv::Portable
+        + for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>,
+{
+    /// Maps `path` and validates it as a `T` archive (`what` names it in
+    /// the error). An empty file is corrupt: every archive has a root.
+    pub(crate) fn open(path: &Path, what: &str) -> Result<Self> {
+        let map = map_file(path)?.ok_or_else(|| StorageError::corrupt(path, 0, "empty file"))?;
+        rkyv::access::<T, rkyv::rancor::Error>(&map)
+            .map_err(|e| StorageError::corrupt(path, 0, format!("invalid {what}: {e}")))?;
+        Ok(Self {
+            map,
+            _archive: PhantomData,
+        })
+    }
+
+    /// The archived root.
+    pub(crate) fn get(&self) -> &T {
+        // SAFETY: fact 2 of the module's contract: `open` validated these
+        // bytes as a `T` with bytecheck, and by fact 1 they have not changed.
+        unsafe { rkyv::access_unchecked::<T>(&self.map) }
     }
 }
 

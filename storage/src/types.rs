@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::filter::Filter;
+pub use crate::meta_value::MetaValue;
 
 /// Longest id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -13,29 +14,6 @@ pub const MAX_ID_BYTES: usize = 256;
 pub const MAX_META_KEY_BYTES: usize = 256;
 /// Largest number of results one search may ask for.
 pub const MAX_K: usize = 10_000;
-
-/// A metadata value: flat, typed, comparable.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-#[serde(untagged)]
-pub enum MetaValue {
-    /// A boolean.
-    Bool(bool),
-    /// A signed 64-bit integer.
-    Int(i64),
-    /// A 64-bit float.
-    Float(f64),
-    /// A UTF-8 string.
-    Str(String),
-}
 
 /// One stored point.
 #[derive(Debug, Clone, PartialEq, Default)]

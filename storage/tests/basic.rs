@@ -828,7 +828,7 @@ fn steady_loading_indexes_shards_early_and_merges_them_after() {
     }
 }
 
-/// `search_timed` says which path a search took: an exact scan while the
+/// `search_with_stats` says which path a search took: an exact scan while the
 /// segment waits for its index, the ANN scan and re-rank once it has one.
 #[test]
 fn search_timings_say_which_path_ran() {
@@ -842,7 +842,7 @@ fn search_timings_say_which_path_ran() {
         refine: Some(4),
         ..SearchRequest::default()
     };
-    let (hits, t) = c.search_timed(&vec_for("v42", 42, 16), &req).unwrap();
+    let (hits, t) = c.search_with_stats(&vec_for("v42", 42, 16), &req).unwrap();
     assert_eq!(hits[0].id, "v42");
     assert_eq!(
         (t.indexed_segments, t.exact_rows, t.reranked),
@@ -851,7 +851,7 @@ fn search_timings_say_which_path_ran() {
     );
     drop(hold);
     wait_indexed(&c);
-    let (hits, t) = c.search_timed(&vec_for("v42", 42, 16), &req).unwrap();
+    let (hits, t) = c.search_with_stats(&vec_for("v42", 42, 16), &req).unwrap();
     assert_eq!(hits[0].id, "v42");
     assert_eq!(
         (t.indexed_segments, t.exact_rows, t.reranked),
@@ -861,7 +861,7 @@ fn search_timings_say_which_path_ran() {
     assert!(t.ann_scan > std::time::Duration::ZERO && t.exact_scan.is_zero());
     // A write in the memtable adds its exact scan.
     c.upsert(vec![point("fresh", 1, 16)]).unwrap();
-    let (_, t) = c.search_timed(&vec_for("v42", 42, 16), &req).unwrap();
+    let (_, t) = c.search_with_stats(&vec_for("v42", 42, 16), &req).unwrap();
     assert_eq!((t.indexed_segments, t.exact_rows), (1, 1), "{t:?}");
 }
 

@@ -12,13 +12,17 @@
 //! else afterwards by the background thread (`StoreOptions::defer_bulk_index`);
 //! until then the segment is searched exactly.
 
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use crate::collection::{Inner, validate_point};
+use super::write::validate_point;
+use super::{Collection, Inner};
 use crate::error::Result;
 use crate::manifest::Manifest;
 use crate::segment::{MetaEntry, SegmentWriter};
 use crate::types::{Point, WriteStats};
+use crate::wal::WalOp;
 
 /// Streams points into a new segment; see the module docs.
 pub struct BulkWriter {
@@ -130,5 +134,82 @@ impl BulkWriter {
 impl Drop for BulkWriter {
     fn drop(&mut self) {
         self.inner.bulk_ended();
+    }
+}
+
+impl Inner {
+    /// Commits a finished bulk segment. Called with the maintenance lock
+    /// and write exclusivity held, after the memtables were flushed.
+    pub(crate) fn commit_bulk(
+        &self,
+        man: &mut Manifest,
+        dir: &Path,
+        id: u64,
+        dead_rows: &[u32],
+    ) -> Result<WriteStats> {
+        let v = self.version.load_full();
+        let seg = self.open_new_segment(dir, id, dead_rows)?;
+        let (mut segments, obsolete, hidden) = self.hide_rows(&v.segments, |old| {
+            // Merge-join of the two sorted id tables.
+            let mut rows = Vec::new();
+            let mut a = seg.reader.sorted_ids().peekable();
+            let mut b = old.reader.sorted_ids().peekable();
+            while let (Some(&(x, _)), Some(&(y, ry))) = (a.peek(), b.peek()) {
+                match x.cmp(y) {
+                    std::cmp::Ordering::Less => {
+                        a.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        b.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        rows.push(ry);
+                        a.next();
+                        b.next();
+                    }
+                }
+            }
+            rows
+        })?;
+        let distinct = seg.reader.meta.distinct_ids;
+        segments.push(seg);
+        self.publish(man, segments, 0, None)?;
+        self.remove_files(&obsolete);
+        self.points
+            .fetch_add(distinct as i64 - hidden as i64, Ordering::Relaxed);
+        self.counters.bulk_commits.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bulk_rows
+            .fetch_add(distinct, Ordering::Relaxed);
+        Ok(WriteStats {
+            inserted: (distinct - hidden) as usize,
+            replaced: hidden as usize,
+        })
+    }
+
+    pub(crate) fn lock_maintenance(&self) -> parking_lot::MutexGuard<'_, Manifest> {
+        self.maint.lock()
+    }
+
+    pub(crate) fn exclusive_writes(
+        &self,
+    ) -> crate::group_commit::Exclusive<'_, WalOp, Result<WriteStats>> {
+        self.queue.exclusive()
+    }
+
+    pub(crate) fn new_segment_writer(&self) -> Result<(u64, SegmentWriter)> {
+        let id = self.alloc_segment_id();
+        Ok((
+            id,
+            SegmentWriter::create(&self.dir, id, self.dim, self.metric)?,
+        ))
+    }
+}
+
+impl Collection {
+    /// Starts a bulk load into a new segment (see [`BulkWriter`]).
+    pub fn bulk_writer(&self) -> Result<BulkWriter> {
+        self.inner.check_open()?;
+        BulkWriter::new(self.inner.clone())
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::filter::{MetaLookup, MetaRef};
-use crate::types::{ArchivedMetaValue, MetaValue};
+use crate::meta_value::{ArchivedMetaValue, MetaValue};
 
 pub(crate) const VECTORS_FILE: &str = "vectors.f32";
 pub(crate) const IDS_FILE: &str = "ids.rkyv";

@@ -19,7 +19,7 @@ use crate::ann;
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::{crc32_file, decode_framed};
 use crate::manifest::IndexFileRef;
-use crate::mmap_f32::{MappedF32, map_file};
+use crate::mmap_f32::{MappedArchive, MappedF32, map_file};
 use crate::types::{MetaValue, Point, VerifyPolicy};
 
 /// A read-only, memory-mapped segment.
@@ -30,8 +30,8 @@ pub(crate) struct SegmentReader {
     pub rows: u32,
     pub meta: SegmentMeta,
     vectors: MappedF32,
-    ids: Mmap,
-    rows_map: Mmap,
+    ids: MappedArchive<ArchivedIdTable>,
+    rows_map: MappedArchive<ArchivedRowTable>,
     blobs: Option<Mmap>,
     /// The ANN index: from the footer, or attached later by a deferred
     /// build (swapped in while searches run).
@@ -75,10 +75,6 @@ fn verify_file(dir: &Path, f: &FileSum) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn required_map(path: &Path) -> Result<Mmap> {
-    map_file(path)?.ok_or_else(|| StorageError::corrupt(path, 0, "empty file"))
 }
 
 /// Opens a deferred index file after checking its length and crc32
@@ -171,9 +167,8 @@ impl SegmentReader {
         }
         let vectors = MappedF32::open(&dir.join(VECTORS_FILE), rows as usize * dim)?;
         let ids_path = dir.join(IDS_FILE);
-        let ids = required_map(&ids_path)?;
-        let table = rkyv::access::<ArchivedIdTable, rkyv::rancor::Error>(&ids)
-            .map_err(|e| StorageError::corrupt(&ids_path, 0, format!("invalid id table: {e}")))?;
+        let ids = MappedArchive::<ArchivedIdTable>::open(&ids_path, "id table")?;
+        let table = ids.get();
         if table.ids.len() != rows as usize
             || table.sorted.len() as u64 != meta.distinct_ids
             || table.sorted.iter().any(|r| r.to_native() >= rows)
@@ -185,9 +180,8 @@ impl SegmentReader {
             ));
         }
         let rows_path = dir.join(ROWS_FILE);
-        let rows_map = required_map(&rows_path)?;
-        let rt = rkyv::access::<ArchivedRowTable, rkyv::rancor::Error>(&rows_map)
-            .map_err(|e| StorageError::corrupt(&rows_path, 0, format!("invalid row table: {e}")))?;
+        let rows_map = MappedArchive::<ArchivedRowTable>::open(&rows_path, "row table")?;
+        let rt = rows_map.get();
         if rt.rows.len() != rows as usize {
             return Err(StorageError::corrupt(
                 &rows_path,
@@ -256,13 +250,11 @@ impl SegmentReader {
     }
 
     fn id_table(&self) -> &ArchivedIdTable {
-        // SAFETY: validated with bytecheck in `open`; the map is immutable.
-        unsafe { rkyv::access_unchecked::<ArchivedIdTable>(&self.ids) }
+        self.ids.get()
     }
 
     fn row_table(&self) -> &ArchivedRowTable {
-        // SAFETY: validated with bytecheck in `open`; the map is immutable.
-        unsafe { rkyv::access_unchecked::<ArchivedRowTable>(&self.rows_map) }
+        self.rows_map.get()
     }
 
     /// Id of `row`.
