@@ -4,7 +4,8 @@
 //! * [`resolve_model`] finds a checkpoint (local directory or hub id) as a [`ModelDir`].
 //! * [`ClipTextEncoder`] tokenizes and embeds queries; [`ClipImageEncoder`] decodes,
 //!   preprocesses and embeds images; [`ClipEmbedder`] holds both plus a query cache.
-//! * [`testing::write_tiny_clip`] writes tiny formula-weighted checkpoints for tests.
+//! * `testing::write_tiny_clip` (feature `testing`) writes tiny formula-weighted checkpoints
+//!   for tests.
 //!
 //! All outputs are L2-normalised `f32` vectors of width `projection_dim`.
 
@@ -18,6 +19,7 @@ pub mod image;
 mod image_encoder;
 mod model;
 mod model_dir;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod text_encoder;
 pub mod tokenizer;
@@ -28,7 +30,9 @@ pub use embedder::{CacheStats, ClipEmbedder, DEFAULT_TEXT_CACHE};
 pub use error::{EmbedderError, ImageError, Result};
 pub use image::PreprocessedImage;
 pub use image_encoder::ClipImageEncoder;
-pub use model_dir::{DEFAULT_MODEL, ModelDir, TokenizerFiles, WeightFiles, resolve_model};
+pub use model_dir::{
+    DEFAULT_MODEL, ModelDir, TokenizerFiles, WeightFiles, hub_token, resolve_model,
+};
 pub use text_encoder::ClipTextEncoder;
 pub use tokenizer::ClipTokenizer;
 

@@ -254,8 +254,10 @@ fn cached_snapshot(cache: &hf_hub::Cache, spec: &str) -> Option<PathBuf> {
     ModelDir::from_dir(&dir).ok().map(|_| dir)
 }
 
-/// `HF_TOKEN` from the environment, else a `HF_TOKEN=` line of `~/.env`.
-fn hub_token() -> Option<String> {
+/// `HF_TOKEN` from the environment, else a `HF_TOKEN=` line of `~/.env`: the
+/// token for the Hugging Face hub, for models here and for datasets in the
+/// server's `glimpse embed --hf-dataset`.
+pub fn hub_token() -> Option<String> {
     if let Ok(t) = std::env::var("HF_TOKEN")
         && !t.trim().is_empty()
     {
@@ -350,6 +352,10 @@ mod tests {
         let text = "FOO=1\nexport HF_TOKEN=\"hf_abc\"\n";
         assert_eq!(token_from_dotenv(text).as_deref(), Some("hf_abc"));
         assert_eq!(token_from_dotenv("HF_TOKEN=\n"), None);
+        assert_eq!(
+            token_from_dotenv("A=1\nexport HF_TOKEN='hf_x'\n").as_deref(),
+            Some("hf_x")
+        );
     }
 
     #[test]

@@ -128,6 +128,23 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
     }
 }
 
+/// Storage errors: the caller's mistakes are 4xx, everything else is a 500
+/// with the engine's message.
+impl From<glimpse_storage::StorageError> for ApiError {
+    fn from(e: glimpse_storage::StorageError) -> Self {
+        use glimpse_storage::StorageError as S;
+        let msg = e.to_string();
+        match e {
+            S::InvalidName(_) | S::InvalidPoint { .. } | S::InvalidArgument(_) => {
+                ApiError::invalid("invalid_argument", msg)
+            }
+            S::CollectionMismatch { .. } => ApiError::conflict(msg),
+            S::Closed(_) => ApiError::not_found(msg),
+            _ => ApiError::internal(msg),
+        }
+    }
+}
+
 impl From<axum::extract::rejection::PathRejection> for ApiError {
     fn from(r: axum::extract::rejection::PathRejection) -> Self {
         ApiError::invalid("invalid_path", r.body_text())

@@ -1,19 +1,24 @@
 //! The Glimpse server: the `glimpse` binary's library. It wires the storage
 //! engine, the index and the CLIP embedder together behind an HTTP API, a
 //! search page and a command line.
+//!
+//! Only what the binary, the end-to-end tests (`tests/`) and the benchmarks
+//! (`benches/`) call from outside is public: the subcommands (`cli`), the
+//! router (`http`), the embed pipeline (`embed`), the Parquet readers and
+//! writers (`ingest`) and the model wrapper (`model`). Everything else is an
+//! implementation detail of those and stays private to the crate.
 
-pub mod bulk;
 pub mod cli;
-pub mod config;
+mod config;
 pub mod embed;
-pub mod error;
-pub mod filter;
+mod error;
+mod filter_json;
 pub mod http;
 pub mod ingest;
-pub mod jobs;
-pub mod metrics;
+mod jobs;
+mod metrics;
 pub mod model;
-pub mod paths;
-pub mod photos;
-pub mod state;
-pub mod storage_err;
+mod paths;
+mod photos;
+mod shard_loader;
+mod state;

@@ -35,11 +35,22 @@ pub fn resolve_inside(root: &Path, user: &str) -> Result<PathBuf, PathError> {
     {
         return Err(PathError::Invalid(user.to_string()));
     }
+    let given_root = root;
     let root = root
         .canonicalize()
         .map_err(|_| PathError::NotFound(root.display().to_string()))?;
     let candidate = Path::new(user);
     let joined = if candidate.is_absolute() {
+        // Refused lexically when it is not spelled under the root (as given or canonical), so
+        // that a missing file elsewhere answers exactly like an existing one: the answer must
+        // not tell which files exist outside the root.
+        if !(candidate.starts_with(&root) || candidate.starts_with(given_root))
+            || candidate
+                .components()
+                .any(|c| matches!(c, Component::ParentDir))
+        {
+            return Err(PathError::OutsideRoot(user.to_string()));
+        }
         candidate.to_path_buf()
     } else {
         // Refuse `..` lexically before touching the file system, so that a
@@ -102,6 +113,25 @@ mod tests {
         assert!(matches!(
             resolve_inside(&root, "nope.jpg"),
             Err(PathError::NotFound(_))
+        ));
+        // Outside the root, an existing and a missing file get the same answer.
+        let missing = dir.path().join("no-such-file");
+        assert_eq!(
+            resolve_inside(&root, missing.to_str().unwrap()),
+            Err(PathError::OutsideRoot(missing.display().to_string()))
+        );
+        assert!(matches!(
+            resolve_inside(&root, "/etc/passwd"),
+            Err(PathError::OutsideRoot(_))
+        ));
+        assert!(matches!(
+            resolve_inside(&root, "/no/such/dir/passwd"),
+            Err(PathError::OutsideRoot(_))
+        ));
+        let dotdot = format!("{}/sub/../../secret", root.display());
+        assert!(matches!(
+            resolve_inside(&root, &dotdot),
+            Err(PathError::OutsideRoot(_))
         ));
         assert!(matches!(
             resolve_inside(&root, ""),

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use glimpse_index::Metric;
-use glimpse_storage::{Collection, MetaValue, Point, Store};
+use glimpse_storage::{Collection, MAX_ID_BYTES, MetaValue, Point, Store};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -23,8 +23,6 @@ use crate::state::AppState;
 
 /// Images embedded per forward pass and per commit.
 const BATCH: usize = 32;
-/// Longest id the storage engine accepts.
-const MAX_ID_BYTES: usize = 256;
 /// Metadata key holding the file size in bytes.
 const META_SIZE: &str = "file_size";
 /// Metadata key holding the modification time in nanoseconds since the Unix epoch.

@@ -16,7 +16,6 @@ use serde::Serialize;
 use crate::error::ApiError;
 use crate::ingest::{self, IngestRow};
 use crate::jobs::JobProgress;
-use crate::storage_err::storage_error;
 
 /// The answer of a finished bulk load.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -47,22 +46,7 @@ pub fn row_to_point(row: IngestRow) -> Point {
         vector: row.vector,
         image_path: row.image_path,
         image_bytes: row.image_bytes,
-        metadata: row
-            .metadata
-            .into_iter()
-            .map(|(k, v)| (k, meta_to_storage(v)))
-            .collect(),
-    }
-}
-
-/// Converts an ingest metadata value into the storage one.
-pub fn meta_to_storage(v: ingest::MetaValue) -> glimpse_storage::MetaValue {
-    use glimpse_storage::MetaValue as S;
-    match v {
-        ingest::MetaValue::Str(s) => S::Str(s),
-        ingest::MetaValue::Int(i) => S::Int(i),
-        ingest::MetaValue::Float(f) => S::Float(f),
-        ingest::MetaValue::Bool(b) => S::Bool(b),
+        metadata: row.metadata,
     }
 }
 
@@ -140,7 +124,7 @@ fn load_shards(
             };
             store
                 .create_collection(collection, d, Metric::Cosine)
-                .map_err(storage_error)?
+                .map_err(ApiError::from)?
         }
     };
     if let Some(d) = dim
@@ -155,21 +139,21 @@ fn load_shards(
         ));
     }
 
-    let mut writer = coll.bulk_writer().map_err(storage_error)?;
+    let mut writer = coll.bulk_writer().map_err(ApiError::from)?;
     let mut rows = 0u64;
     for reader in readers {
         for batch in reader.batches().map_err(ingest_error)? {
             let batch = batch.map_err(ingest_error)?;
             let n = batch.len() as u64;
             for row in batch {
-                writer.push(row_to_point(row)).map_err(storage_error)?;
+                writer.push(row_to_point(row)).map_err(ApiError::from)?;
             }
             rows += n;
             progress.rows_done.fetch_add(n, Ordering::Relaxed);
         }
         progress.shards_done.fetch_add(1, Ordering::Relaxed);
     }
-    let stats = writer.commit().map_err(storage_error)?;
+    let stats = writer.commit().map_err(ApiError::from)?;
     let seconds = started.elapsed().as_secs_f64();
     let m = &crate::metrics::METRICS;
     m.bulk_load_rows_total.inc_by(rows);

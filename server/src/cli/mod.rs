@@ -3,13 +3,13 @@
 
 mod client;
 mod embed;
-mod embed_cmds;
+mod print_embedding;
 mod query;
 mod serve;
 
 pub use client::{LoadArgs, SearchArgs, load, search};
 pub use embed::{EmbedArgs, SkyLaunchArgs, embed, sky_launch, sky_launch_commands};
-pub use embed_cmds::{EmbedImageArgs, EmbedTextArgs, embed_image, embed_text};
+pub use print_embedding::{EmbedImageArgs, EmbedTextArgs, embed_image, embed_text};
 pub use query::{QueryArgs, query};
 pub use serve::{
     DEFAULT_PHOTOS_COLLECTION, ServeArgs, build_state, serve, shutdown_signal, start_background,

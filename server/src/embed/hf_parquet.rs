@@ -18,8 +18,8 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use crate::embed::error::{EmbedError, Result, io_err};
-use crate::embed::source::{Payload, SourceItem};
-use crate::ingest::{ExtraColumn, MetaKind, MetaValue, discover_shards};
+use crate::embed::item::{Payload, SourceItem};
+use crate::ingest::{ExtraColumn, MetaValue, discover_shards, meta_kind};
 
 /// Name of the image column.
 pub const IMAGE_COLUMN: &str = "image";
@@ -50,23 +50,6 @@ pub struct ParquetImages {
     files: Vec<ParquetFile>,
     extra_columns: Vec<ExtraColumn>,
     len: u64,
-}
-
-fn meta_kind(dt: &DataType) -> Option<MetaKind> {
-    Some(match dt {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => MetaKind::Str,
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => MetaKind::Int,
-        DataType::Float32 | DataType::Float64 => MetaKind::Float,
-        DataType::Boolean => MetaKind::Bool,
-        _ => return None,
-    })
 }
 
 impl ParquetImages {

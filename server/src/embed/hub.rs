@@ -2,35 +2,15 @@
 //! usual `~/.cache/huggingface/hub`, so a rerun or a second slice on the same machine does not
 //! download again).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Repo, RepoType};
 
+use glimpse_embedder::hub_token;
+
 use crate::embed::error::{EmbedError, Result};
 use crate::ingest::natural_cmp;
-
-/// `HF_TOKEN` from the environment, else a `HF_TOKEN=` line of `~/.env`.
-pub fn hub_token() -> Option<String> {
-    if let Ok(t) = std::env::var("HF_TOKEN")
-        && !t.trim().is_empty()
-    {
-        return Some(t.trim().to_owned());
-    }
-    let home = std::env::var_os("HOME")?;
-    let text = std::fs::read_to_string(Path::new(&home).join(".env")).ok()?;
-    token_from_dotenv(&text)
-}
-
-fn token_from_dotenv(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let line = line.trim();
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let value = line.strip_prefix("HF_TOKEN=")?.trim();
-        let value = value.trim_matches(|c| c == '"' || c == '\'');
-        (!value.is_empty()).then(|| value.to_owned())
-    })
-}
 
 /// Whether a repository file is a Parquet file of `split`: `data/train-00000-of-00257.parquet`
 /// (the `datasets` push layout) or `default/train/0000.parquet` (the parquet-converter layout).
@@ -147,14 +127,5 @@ mod tests {
             err.contains("ILSVRC/imagenet-1k") && err.contains("--image-parquet"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn dotenv_token() {
-        assert_eq!(
-            token_from_dotenv("A=1\nexport HF_TOKEN='hf_x'\n").as_deref(),
-            Some("hf_x")
-        );
-        assert_eq!(token_from_dotenv("HF_TOKEN=\n"), None);
     }
 }

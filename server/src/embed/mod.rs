@@ -12,6 +12,7 @@
 pub mod error;
 pub mod hf_parquet;
 pub mod hub;
+pub mod item;
 pub mod partition;
 pub mod pipeline;
 pub mod plan;

@@ -11,7 +11,7 @@ use glimpse_embedder::image::{MAX_SIDE, PreprocessorConfig, Rgb8, decode_rgb};
 use image::{ExtendedColorType, ImageFormat, ImageReader, Limits};
 
 use crate::embed::error::{Result, io_err};
-use crate::embed::source::{Payload, SourceItem};
+use crate::embed::item::{Payload, SourceItem};
 use crate::ingest::MetaValue;
 
 /// An item ready for the model, or the reason it cannot be embedded.

@@ -14,34 +14,11 @@ use std::path::{Path, PathBuf};
 
 use crate::embed::error::{EmbedError, Result, io_err};
 use crate::embed::hf_parquet::ParquetImages;
-use crate::ingest::{ExtraColumn, MetaValue};
+pub use crate::embed::item::{Payload, SourceItem};
+use crate::ingest::ExtraColumn;
 
 /// File extensions (compared case-insensitively) taken from an image folder.
 pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "gif", "bmp"];
-
-/// Where an item's encoded image comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Payload {
-    /// A file to read.
-    File(PathBuf),
-    /// Bytes already in memory (from a Parquet row).
-    Bytes(Vec<u8>),
-    /// No image at all (e.g. a null cell); the reason is recorded as the item's failure.
-    Missing(String),
-}
-
-/// One input image with its global id.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SourceItem {
-    /// Position in the input order.
-    pub id: u64,
-    /// The image's path as the input names it, if any.
-    pub image_path: Option<String>,
-    /// The encoded image.
-    pub payload: Payload,
-    /// Carried-through column values (Parquet inputs only); null cells are absent.
-    pub extra: BTreeMap<String, MetaValue>,
-}
 
 /// The input a run reads.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,10 +17,10 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use super::blocking;
-use crate::bulk::bulk_load as run_bulk_load;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::jobs::{JobProgress, JobState};
 use crate::paths::{PathError, resolve_inside};
+use crate::shard_loader::bulk_load as run_bulk_load;
 use crate::state::AppState;
 
 /// Query string of a bulk load.

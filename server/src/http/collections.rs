@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use super::blocking;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::state::AppState;
-use crate::storage_err::storage_error;
 
 /// Body of `POST /v1/collections`.
 #[derive(Debug, Deserialize)]
@@ -51,7 +50,7 @@ pub(super) async fn create(
         let c = st
             .store
             .create_collection(&body.name, body.dim, metric)
-            .map_err(storage_error)?;
+            .map_err(ApiError::from)?;
         Ok(describe(&c))
     })
     .await?;
@@ -104,7 +103,7 @@ pub(super) async fn drop_one(
     state.collection(&name)?;
     let st = state.clone();
     blocking(move || {
-        st.store.drop_collection(&name).map_err(storage_error)?;
+        st.store.drop_collection(&name).map_err(ApiError::from)?;
         Ok(Json(json!({ "dropped": name })))
     })
     .await
@@ -121,7 +120,7 @@ pub(super) async fn compact(
     let c = state.collection(&name)?;
     blocking(move || {
         let started = std::time::Instant::now();
-        c.compact().map_err(storage_error)?;
+        c.compact().map_err(ApiError::from)?;
         let mut info = describe(&c);
         info["compact_seconds"] = json!(started.elapsed().as_secs_f64());
         Ok(Json(info))

@@ -3,7 +3,7 @@
 //! The entry point is [`serve`]`(listener, state, shutdown)`: tests bind
 //! `127.0.0.1:0` and hand the listener in.
 
-mod bulk;
+mod bulk_load;
 mod collections;
 mod compat;
 mod images;
@@ -49,8 +49,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/collections/{c}/search",
             post(search::search_collection),
         )
-        .route("/v1/jobs", get(bulk::jobs))
-        .route("/v1/jobs/{id}", get(bulk::job))
+        .route("/v1/jobs", get(bulk_load::jobs))
+        .route("/v1/jobs/{id}", get(bulk_load::job))
         .route("/search", get(search::search_get).post(compat::search_post))
         .route("/images/{c}/{id}", get(images::by_id))
         .route("/image/{*path}", get(images::by_path))
@@ -63,7 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(json_limit));
     // Bulk-load bodies are streamed to disk under their own (larger) limit.
     let upload = Router::new()
-        .route("/v1/collections/{c}/bulk-load", post(bulk::bulk_load))
+        .route("/v1/collections/{c}/bulk-load", post(bulk_load::bulk_load))
         .layer(DefaultBodyLimit::disable());
     api.merge(upload)
         .fallback(unknown_route)
@@ -101,23 +101,44 @@ async fn unknown_route(req: Request) -> ApiError {
     ))
 }
 
-/// Whether a request changes stored data.
-fn is_write(method: &Method, path: &str) -> bool {
-    if path.ends_with("/search") || path == "/search" {
-        return false;
+/// Routes that read although they are POSTed (a query body).
+const READ_ONLY_POSTS: [&str; 2] = ["/v1/collections/{c}/search", "/search"];
+
+/// Whether a request may change stored data, decided from the route it matched (`route`, the
+/// template, never the raw path: a collection or point may be named `search`) and its method.
+/// Unknown routes and methods count as writes, so the key is asked for rather than skipped.
+fn is_write(method: &Method, route: Option<&str>) -> bool {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS => false,
+        Method::POST => !route.is_some_and(|r| READ_ONLY_POSTS.contains(&r)),
+        _ => true,
     }
-    matches!(
-        *method,
-        Method::POST | Method::PUT | Method::DELETE | Method::PATCH
-    )
+}
+
+/// The method as a metrics label: the standard ones by name, anything else folded into one
+/// value, so made-up methods cannot grow the label set.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Bearer-token check for write routes (and reads with `--protect-reads`).
 async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(key) = &state.config.api_key {
-        let path = req.uri().path();
-        let open = matches!(path, "/healthz" | "/readyz" | "/health" | "/metrics");
-        let needs = !open && (state.config.protect_reads || is_write(req.method(), path));
+        let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str());
+        let open = matches!(route, Some("/healthz" | "/readyz" | "/health" | "/metrics"))
+            && matches!(*req.method(), Method::GET | Method::HEAD);
+        let needs = !open && (state.config.protect_reads || is_write(req.method(), route));
         if needs {
             let given = req
                 .headers()
@@ -146,17 +167,17 @@ async fn track(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let started = Instant::now();
     let resp = next.run(req).await;
     let secs = started.elapsed().as_secs_f64();
     METRICS
         .http_request_duration_seconds
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[route.as_str(), method])
         .observe(secs);
     METRICS
         .http_requests_total
-        .with_label_values(&[&route, &method, resp.status().as_str()])
+        .with_label_values(&[route.as_str(), method, resp.status().as_str()])
         .inc();
     resp
 }

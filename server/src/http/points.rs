@@ -6,14 +6,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use glimpse_storage::{MetaValue, Point};
+use glimpse_storage::{MAX_ID_BYTES, MetaValue, Point};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::blocking;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::state::AppState;
-use crate::storage_err::storage_error;
 
 /// Body of an upsert.
 #[derive(Debug, Deserialize)]
@@ -33,9 +32,6 @@ pub struct PointIn {
     #[serde(default)]
     metadata: Option<serde_json::Map<String, Value>>,
 }
-
-/// Longest id in bytes, as the storage engine enforces.
-pub(crate) const MAX_ID_BYTES: usize = 256;
 
 /// Accepts a string id or an integer id (as its decimal string).
 pub(crate) fn id_from_json(v: &Value) -> Result<String, ApiError> {
@@ -157,7 +153,7 @@ pub(super) async fn upsert(
         });
     }
     blocking(move || {
-        let stats = coll.upsert(points).map_err(storage_error)?;
+        let stats = coll.upsert(points).map_err(ApiError::from)?;
         Ok(Json(
             json!({"inserted": stats.inserted, "replaced": stats.replaced}),
         ))
@@ -193,7 +189,7 @@ pub(super) async fn delete_one(
     blocking(move || {
         let n = coll
             .delete(std::slice::from_ref(&id))
-            .map_err(storage_error)?;
+            .map_err(ApiError::from)?;
         if n == 0 {
             return Err(ApiError::not_found(format!(
                 "point {id:?} not found in {name:?}"

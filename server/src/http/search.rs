@@ -15,10 +15,9 @@ use serde_json::{Value, json};
 use super::blocking;
 use super::points::{id_from_json, meta_json, vector_from_json};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
-use crate::filter::parse_filter;
+use crate::filter_json::parse_filter;
 use crate::metrics::METRICS;
 use crate::state::AppState;
-use crate::storage_err::storage_error;
 
 /// What to search with.
 #[derive(Debug)]
@@ -250,7 +249,7 @@ pub async fn run_search(
     let c = coll.clone();
     let t1 = Instant::now();
     let (hits, timings): (Vec<Hit>, SearchTimings) =
-        blocking(move || c.search_timed(&query, &req).map_err(storage_error)).await?;
+        blocking(move || c.search_with_stats(&query, &req).map_err(ApiError::from)).await?;
     let search_secs = t1.elapsed().as_secs_f64();
     let stage = |name: &str, secs: f64| {
         METRICS

@@ -13,6 +13,7 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 
 use crate::ingest::row::MetaValue;
+use crate::ingest::write::MetaKind;
 
 /// Human-readable list of accepted id types, for error messages.
 pub(crate) const ID_TYPES: &str = "string, large_string, or an integer type";
@@ -46,6 +47,22 @@ fn is_float(dt: &DataType) -> bool {
         dt,
         DataType::Float16 | DataType::Float32 | DataType::Float64
     )
+}
+
+/// The metadata kind of a carried-through column of type `dt` in `glimpse embed`'s Parquet
+/// inputs; `None` for types that are not carried.
+pub(crate) fn meta_kind(dt: &DataType) -> Option<MetaKind> {
+    if is_str(dt) {
+        Some(MetaKind::Str)
+    } else if is_int(dt) {
+        Some(MetaKind::Int)
+    } else if matches!(dt, DataType::Float32 | DataType::Float64) {
+        Some(MetaKind::Float)
+    } else if matches!(dt, DataType::Boolean) {
+        Some(MetaKind::Bool)
+    } else {
+        None
+    }
 }
 
 /// Whether `dt` can hold ids.

@@ -15,6 +15,7 @@ mod reader;
 mod row;
 mod write;
 
+pub(crate) use columns::meta_kind;
 pub use discover::{discover_shards, natural_cmp};
 pub use error::{IngestError, Result};
 pub use reader::{

@@ -262,7 +262,8 @@ impl ShardReader {
     }
 }
 
-fn open_file(path: &Path) -> Result<File> {
+/// Opens a shard, telling a missing file from other IO errors.
+pub(crate) fn open_file(path: &Path) -> Result<File> {
     File::open(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             IngestError::NotFound {

@@ -7,24 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ingest::error::{IngestError, Result};
 
-/// Longest accepted id, in UTF-8 bytes.
-pub const MAX_ID_BYTES: usize = 256;
-
-/// One metadata value carried from an extra Parquet column.
-///
-/// Serialises untagged, i.e. as a plain JSON string, number or boolean.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum MetaValue {
-    /// From a string column.
-    Str(String),
-    /// From an integer column (unsigned 64-bit values above `i64::MAX` become [`MetaValue::Str`]).
-    Int(i64),
-    /// From a float column (NaN is treated as missing and skipped).
-    Float(f64),
-    /// From a boolean column.
-    Bool(bool),
-}
+pub use glimpse_storage::{MAX_ID_BYTES, MetaValue};
 
 /// One vector with its id and payload, independent of the file format it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -572,18 +572,7 @@ impl QueryResultsWriter {
 }
 
 fn open_parquet(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            IngestError::NotFound {
-                path: path.to_path_buf(),
-            }
-        } else {
-            IngestError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })?;
+    let file = crate::ingest::reader::open_file(path)?;
     contain_panics(path, || {
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| IngestError::Parquet {
             path: path.to_path_buf(),

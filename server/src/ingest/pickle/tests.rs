@@ -1,0 +1,236 @@
+//! Unit tests of the pickle reader: hand-assembled opcode streams.
+
+#![allow(clippy::unwrap_used)]
+use super::*;
+
+/// Emits the opcodes CPython's protocol-4 pickler writes for `(path, np.array(v, '<f4'))`
+/// with numpy >= 2 (module `numpy._core.multiarray`).
+fn proto4(path: &str, order: &str, kind: &str, data: &[u8], n: u8) -> Vec<u8> {
+    let mut p = vec![0x80, 4];
+    let su = |p: &mut Vec<u8>, s: &str| {
+        p.push(0x8c);
+        p.push(s.len() as u8);
+        p.extend_from_slice(s.as_bytes());
+        p.push(0x94);
+    };
+    su(&mut p, path);
+    su(&mut p, "numpy._core.multiarray");
+    su(&mut p, "_reconstruct");
+    p.extend_from_slice(&[0x93, 0x94]);
+    su(&mut p, "numpy");
+    su(&mut p, "ndarray");
+    p.extend_from_slice(&[
+        0x93, 0x94, b'K', 0, 0x85, 0x94, b'C', 1, b'b', 0x94, 0x87, 0x94,
+    ]);
+    p.extend_from_slice(&[b'R', 0x94, b'(', b'K', 1, b'K', n, 0x85, 0x94]);
+    p.extend_from_slice(&[b'h', 4]);
+    su(&mut p, "dtype");
+    p.extend_from_slice(&[0x93, 0x94]);
+    su(&mut p, kind);
+    p.extend_from_slice(&[0x89, 0x88, 0x87, 0x94, b'R', 0x94, b'(', b'K', 3]);
+    su(&mut p, order);
+    p.extend_from_slice(&[b'N', b'N', b'N', b'J', 0xff, 0xff, 0xff, 0xff]);
+    p.extend_from_slice(&[
+        b'J', 0xff, 0xff, 0xff, 0xff, b'K', 0, b't', 0x94, b'b', 0x89,
+    ]);
+    p.push(b'C');
+    p.push(data.len() as u8);
+    p.extend_from_slice(data);
+    p.extend_from_slice(&[0x94, b't', 0x94, b'b', 0x86, 0x94, b'.']);
+    p
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn decodes_hand_made_protocol4_f4() {
+    let p = proto4(
+        "/img/a.jpg",
+        "<",
+        "f4",
+        &f32_bytes(&[0.0, 1.0, 2.0, 3.0]),
+        4,
+    );
+    let out = decode_pipeline_output(&p).unwrap();
+    assert_eq!(out.image, PickledImage::Str("/img/a.jpg".into()));
+    assert_eq!(out.embedding, vec![0.0, 1.0, 2.0, 3.0]);
+}
+
+#[test]
+fn converts_f2_and_f8() {
+    let h: Vec<u8> = [1.5f32, -2.0]
+        .iter()
+        .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+        .collect();
+    let out = decode_pipeline_output(&proto4("p", "<", "f2", &h, 2)).unwrap();
+    assert_eq!(out.embedding, vec![1.5, -2.0]);
+    let d: Vec<u8> = [0.25f64, 8.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let out = decode_pipeline_output(&proto4("p", "<", "f8", &d, 2)).unwrap();
+    assert_eq!(out.embedding, vec![0.25, 8.0]);
+}
+
+#[test]
+fn rejects_big_endian_and_other_dtypes() {
+    let p = proto4("p", ">", "f4", &[0, 0, 0, 0], 1);
+    assert!(matches!(
+        decode_pipeline_output(&p),
+        Err(PickleError::BigEndian(_))
+    ));
+    let p = proto4("p", "<", "i4", &[0, 0, 0, 0], 1);
+    assert!(matches!(
+        decode_pipeline_output(&p),
+        Err(PickleError::UnsupportedDtype(_))
+    ));
+}
+
+#[test]
+fn rejects_data_length_mismatch() {
+    let p = proto4("p", "<", "f4", &f32_bytes(&[1.0, 2.0]), 3);
+    assert_eq!(
+        decode_pipeline_output(&p),
+        Err(PickleError::DataLength {
+            expected: 12,
+            found: 8
+        })
+    );
+}
+
+#[test]
+fn rejects_os_system_global() {
+    // The classic exploit: cos\nsystem\n(S'echo pwned'\ntR.
+    let p = b"\x80\x02cos\nsystem\nX\x0a\x00\x00\x00echo pwned\x85R.";
+    assert_eq!(
+        decode_pipeline_output(p),
+        Err(PickleError::ForbiddenGlobal {
+            module: "os".into(),
+            name: "system".into()
+        })
+    );
+    // Same through STACK_GLOBAL (protocol 4).
+    let p = b"\x80\x04\x8c\x05posix\x8c\x06system\x93.";
+    assert!(matches!(
+        decode_pipeline_output(p),
+        Err(PickleError::ForbiddenGlobal { .. })
+    ));
+    let p = b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.";
+    assert!(matches!(
+        decode_pipeline_output(p),
+        Err(PickleError::ForbiddenGlobal { .. })
+    ));
+}
+
+#[test]
+fn rejects_unknown_opcodes_and_protocols() {
+    // Protocol 0 text pickle of an int.
+    assert!(matches!(
+        decode_pipeline_output(b"I42\n."),
+        Err(PickleError::UnknownOpcode {
+            opcode: b'I',
+            offset: 0
+        })
+    ));
+    assert_eq!(
+        decode_pipeline_output(b"\x80\x01N."),
+        Err(PickleError::UnsupportedProtocol(1))
+    );
+    // EMPTY_DICT is outside the subset.
+    assert!(matches!(
+        decode_pipeline_output(b"\x80\x04}."),
+        Err(PickleError::UnknownOpcode { opcode: b'}', .. })
+    ));
+    assert_eq!(
+        decode_pipeline_output(b"\x80\x05\x97."),
+        Err(PickleError::OutOfBand)
+    );
+}
+
+#[test]
+fn rejects_wrong_top_level_shapes() {
+    assert!(matches!(
+        decode_pipeline_output(b"\x80\x04N."),
+        Err(PickleError::UnexpectedValue(_))
+    ));
+    assert!(matches!(
+        decode_pipeline_output(b"\x80\x04NN\x86."),
+        Err(PickleError::UnexpectedValue(_))
+    ));
+    // REDUCE on a non-callable.
+    assert!(matches!(
+        decode_pipeline_output(b"\x80\x04N)R."),
+        Err(PickleError::Malformed { .. })
+    ));
+    // Values left over at STOP.
+    assert!(matches!(
+        decode_pipeline_output(b"\x80\x04NN."),
+        Err(PickleError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn every_truncation_is_an_error_not_a_panic() {
+    let p = proto4("/x.jpg", "<", "f4", &f32_bytes(&[1.0, 2.0, 3.0]), 3);
+    for cut in 0..p.len() {
+        assert!(decode_pipeline_output(&p[..cut]).is_err(), "cut at {cut}");
+    }
+    assert!(decode_pipeline_output(&p).is_ok());
+}
+
+#[test]
+fn huge_lengths_and_bad_memo_are_errors() {
+    assert!(matches!(
+        decode_pipeline_output(b"\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\xff"),
+        Err(PickleError::Truncated { .. })
+    ));
+    assert!(matches!(
+        decode_pipeline_output(b"\x80\x04\x95\xff\xff\xff\xff\xff\xff\xff\x7f"),
+        Err(PickleError::Truncated { .. })
+    ));
+    assert!(matches!(
+        decode_pipeline_output(b"\x80\x04h\x07."),
+        Err(PickleError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn memo_doubling_bomb_is_cheap_and_deep_nesting_is_refused() {
+    // t = (None,); repeat t = (t, t) via BINGET: 2^30 leaves if values were copied.
+    let mut p = vec![0x80, 4, b'N', 0x85, 0x94];
+    for i in 0u8..30 {
+        p.extend_from_slice(&[b'h', i, 0x86, 0x94]);
+    }
+    p.push(b'.');
+    assert!(matches!(
+        decode_pipeline_output(&p),
+        Err(PickleError::UnexpectedValue(_))
+    ));
+    // A million nested 1-tuples must not overflow the stack when dropped.
+    let mut p = vec![0x80, 4, b'N'];
+    p.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+    p.push(b'.');
+    assert!(matches!(
+        decode_pipeline_output(&p),
+        Err(PickleError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn random_garbage_never_panics() {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let base = proto4("/x.jpg", "<", "f4", &f32_bytes(&[1.0, 2.0]), 2);
+    for _ in 0..5000 {
+        let mut p = base.clone();
+        for _ in 0..3 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let at = (state as usize) % p.len();
+            p[at] = (state >> 32) as u8;
+        }
+        let _ = decode_pipeline_output(&p);
+    }
+}
