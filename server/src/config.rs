@@ -26,7 +26,13 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     /// Where uploads are spooled before they are read (inside the data dir).
     pub spool_dir: PathBuf,
+    /// Heavy requests (bulk loads, image queries, bodies over [`HEAVY_BODY_BYTES`]) served at
+    /// once; more are answered 503 with `Retry-After`.
+    pub max_heavy_requests: usize,
 }
+
+/// A request body larger than this (or of unknown length) makes a request heavy.
+pub const HEAVY_BODY_BYTES: u64 = 1 << 20;
 
 impl ServerConfig {
     /// Defaults for a data directory: everything closed that can be.
@@ -42,6 +48,7 @@ impl ServerConfig {
             max_json_bytes: 64 * 1024 * 1024,
             max_upload_bytes: 64 * 1024 * 1024 * 1024,
             spool_dir,
+            max_heavy_requests: 2,
         }
     }
 }

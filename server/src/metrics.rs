@@ -40,6 +40,8 @@ pub struct Metrics {
     pub bulk_load_duration_seconds: Histogram,
     /// Errors answered, by error code.
     pub errors_total: IntCounterVec,
+    /// Heavy requests turned away because `--max-heavy-requests` were running.
+    pub http_heavy_rejected_total: IntCounter,
     /// Live points per collection (refreshed at scrape).
     pub collection_points: IntGaugeVec,
     /// Segments per collection (refreshed at scrape).
@@ -95,6 +97,11 @@ impl Metrics {
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
                 &["stage"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            http_heavy_rejected_total: IntCounter::new(
+                "glimpse_http_heavy_rejected_total",
+                "Heavy requests answered 503 because --max-heavy-requests were running.",
             )
             .unwrap_or_else(|e| panic!("metric: {e}")),
             query_cache_hits_total: IntCounter::new(
@@ -187,6 +194,7 @@ impl Metrics {
             Box::new(m.bulk_load_bytes_total.clone()),
             Box::new(m.bulk_load_duration_seconds.clone()),
             Box::new(m.errors_total.clone()),
+            Box::new(m.http_heavy_rejected_total.clone()),
             Box::new(m.collection_points.clone()),
             Box::new(m.collection_segments.clone()),
             Box::new(m.collection_segment_bytes.clone()),

@@ -73,6 +73,19 @@ pub fn resolve_inside(root: &Path, user: &str) -> Result<PathBuf, PathError> {
     Ok(canonical)
 }
 
+/// `path` as shown to a client: relative to `root` when it lies inside it, so answers never
+/// spell out the server's own directory layout; else its file name alone.
+pub fn relative_to(root: &Path, path: &Path) -> String {
+    let canonical_root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    path.strip_prefix(root)
+        .or_else(|_| path.strip_prefix(&canonical_root))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| {
+            path.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -5,7 +5,7 @@
 //! is all-or-nothing: any bad row aborts the writer and nothing becomes
 //! visible. Ids are upserted, so loading a shard twice leaves one copy.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -53,13 +53,28 @@ pub fn row_to_point(row: IngestRow) -> Point {
 /// Loads every shard under `paths` into `collection`, creating it (with the
 /// data's dimension and cosine) when missing. Blocking: call it from
 /// `spawn_blocking` or a plain thread.
+///
+/// With `root`, every shard found (a folder's files included, symlinks resolved) must lie inside
+/// it: 403 otherwise. A load that fails leaves no trace, not even the collection it created.
 pub fn bulk_load(
     store: &Store,
     collection: &str,
     paths: &[PathBuf],
+    root: Option<&Path>,
     progress: &JobProgress,
 ) -> Result<BulkLoadReport, ApiError> {
-    let out = load_shards(store, collection, paths, progress);
+    let existed = store.collection(collection).is_some();
+    let out = load_shards(store, collection, paths, root, progress);
+    if out.is_err()
+        && !existed
+        && let Some(c) = store.collection(collection)
+        && c.is_empty()
+    {
+        // Created by this load and still empty: the failed request must change nothing.
+        if let Err(e) = store.drop_collection(collection) {
+            tracing::warn!(collection, error = %e, "could not remove the collection a failed load created");
+        }
+    }
     // Parquet pages and staging buffers of a large load are hundreds of MiB; glibc would keep
     // them in its arenas, and a server that loaded once would stay that large.
     glimpse_storage::release_free_heap();
@@ -70,10 +85,45 @@ fn load_shards(
     store: &Store,
     collection: &str,
     paths: &[PathBuf],
+    root: Option<&Path>,
     progress: &JobProgress,
 ) -> Result<BulkLoadReport, ApiError> {
     let started = Instant::now();
+    // Errors name files relative to the import root (or the spool), never by server paths.
+    let prefixes: Vec<String> = root
+        .into_iter()
+        .flat_map(|r| [r.to_path_buf(), r.canonicalize().unwrap_or_default()])
+        .chain(
+            paths
+                .iter()
+                .filter_map(|p| p.parent().map(Path::to_path_buf)),
+        )
+        .map(|p| format!("{}/", p.display()))
+        .filter(|p| p.len() > 2)
+        .collect();
+    let scrub = |message: String| {
+        prefixes
+            .iter()
+            .fold(message, |m, prefix| m.replace(prefix.as_str(), ""))
+    };
+    let ingest_error =
+        |e: ingest::IngestError| ApiError::invalid("invalid_parquet", scrub(e.to_string()));
     let shards = ingest::discover_shards(paths).map_err(ingest_error)?;
+    if let Some(root) = root {
+        for shard in &shards {
+            crate::paths::resolve_inside(root, &shard.to_string_lossy()).map_err(|e| match e {
+                crate::paths::PathError::OutsideRoot(_) => ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "outside_import_root",
+                    format!(
+                        "{} leads outside --import-root (a symlink?)",
+                        crate::paths::relative_to(root, shard)
+                    ),
+                ),
+                other => ApiError::invalid("invalid_path", other.to_string()),
+            })?;
+        }
+    }
     if shards.is_empty() {
         return Err(ApiError::invalid(
             "no_shards",
@@ -103,7 +153,7 @@ fn load_shards(
                         "dimension_mismatch",
                         format!(
                             "{} has dimension {d} but earlier shards have {prev}",
-                            path.display()
+                            scrub(path.display().to_string())
                         ),
                     ));
                 }
@@ -168,9 +218,4 @@ fn load_shards(
         seconds,
         unindexed_rows: coll.unindexed_rows(),
     })
-}
-
-/// Maps an ingest error to a 400 naming the file and the problem.
-pub fn ingest_error(e: ingest::IngestError) -> ApiError {
-    ApiError::invalid("invalid_parquet", e.to_string())
 }

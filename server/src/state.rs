@@ -19,6 +19,8 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Async bulk-load jobs.
     pub jobs: JobRegistry,
+    /// Permits for heavy requests (see `http::admission`).
+    pub heavy: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {

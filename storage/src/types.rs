@@ -12,6 +12,12 @@ pub use crate::meta_value::MetaValue;
 pub const MAX_ID_BYTES: usize = 256;
 /// Longest metadata key, in bytes.
 pub const MAX_META_KEY_BYTES: usize = 256;
+/// Most metadata one point may carry, keys and string values together, in bytes: every search
+/// hit echoes it, and a bulk load holds it in memory until its commit.
+pub const MAX_META_BYTES_PER_POINT: usize = 64 << 10;
+/// Largest squared L2 norm of a stored or query vector: beyond it, dot products and distances
+/// overflow `f32` and scores turn into infinities or NaN.
+pub const MAX_SQUARED_NORM: f64 = f32::MAX as f64;
 /// Largest number of results one search may ask for.
 pub const MAX_K: usize = 10_000;
 

@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Largest Parquet upload in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024 * 1024)]
     pub max_upload_bytes: u64,
+    /// Heavy requests (bulk loads, image queries, bodies over 1 MiB) served at once; more get
+    /// 503 with Retry-After, so concurrent large bodies cannot exhaust memory.
+    #[arg(long, default_value_t = 2)]
+    pub max_heavy_requests: usize,
     /// Fsync the WAL every N milliseconds instead of on every commit (faster, loses up to N ms on power loss).
     #[arg(long)]
     pub fsync_interval_ms: Option<u64>,
@@ -154,11 +158,13 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
     config.max_k = a.max_k;
     config.max_json_bytes = a.max_json_bytes;
     config.max_upload_bytes = a.max_upload_bytes;
+    config.max_heavy_requests = a.max_heavy_requests.max(1);
     // Uploads interrupted by a crash leave spool files; nothing refers to them.
     let _ = std::fs::remove_dir_all(&config.spool_dir);
     Ok(Arc::new(AppState {
         store: Arc::new(store),
         model,
+        heavy: Arc::new(tokio::sync::Semaphore::new(config.max_heavy_requests)),
         config,
         jobs: Default::default(),
     }))

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use super::blocking;
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use crate::jobs::{JobProgress, JobState};
 use crate::paths::{PathError, resolve_inside};
 use crate::shard_loader::bulk_load as run_bulk_load;
@@ -122,9 +122,29 @@ pub(super) async fn bulk_load(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
+    // Paths named in JSON, and every shard a walk of them finds, must lie inside this root.
+    let root = if is_json {
+        state.config.import_root.clone()
+    } else {
+        None
+    };
     let (paths, spool) = if is_json {
-        use axum::extract::FromRequest;
-        let ApiJson(body) = ApiJson::<PathsBody>::from_request(req, &state).await?;
+        // The upload route has no body limit (Parquet is streamed to disk); a JSON body is
+        // buffered, so it gets the JSON limit of every other route.
+        let limit = state.config.max_json_bytes;
+        let mut bytes = Vec::new();
+        let mut stream = req.into_body().into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(ApiError::too_large(format!(
+                    "JSON body is larger than the limit of {limit} bytes (--max-json-bytes)"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body: PathsBody = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::invalid("invalid_json", format!("invalid JSON body: {e}")))?;
         (resolve_paths(&state, &body.paths)?, None)
     } else {
         let spool = spool_body(&state, req.into_body()).await?;
@@ -137,7 +157,7 @@ pub(super) async fn bulk_load(
         let j = job.clone();
         tokio::task::spawn_blocking(move || {
             let _spool = spool;
-            match run_bulk_load(&st.store, &name, &paths, &j.progress) {
+            match run_bulk_load(&st.store, &name, &paths, root.as_deref(), &j.progress) {
                 Ok(report) => j.finish(JobState::Done, json!(report)),
                 Err(e) => j.finish(
                     JobState::Failed,
@@ -153,7 +173,13 @@ pub(super) async fn bulk_load(
     let st = state.clone();
     let report = blocking(move || {
         let _spool = spool;
-        run_bulk_load(&st.store, &name, &paths, &JobProgress::default())
+        run_bulk_load(
+            &st.store,
+            &name,
+            &paths,
+            root.as_deref(),
+            &JobProgress::default(),
+        )
     })
     .await?;
     Ok((StatusCode::OK, Json(json!(report))))

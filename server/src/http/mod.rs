@@ -3,6 +3,7 @@
 //! The entry point is [`serve`]`(listener, state, shutdown)`: tests bind
 //! `127.0.0.1:0` and hand the listener in.
 
+mod admission;
 mod bulk_load;
 mod collections;
 mod compat;
@@ -67,6 +68,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::disable());
     api.merge(upload)
         .fallback(unknown_route)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            admission::admit,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(track))
         .with_state(state)

@@ -34,8 +34,10 @@ pub fn discover_shards(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         })?;
         if meta.is_dir() {
             walk(path, &mut shards, &mut seen_files, &mut seen_dirs)?;
-        } else {
+        } else if meta.is_file() {
             push_unique(path.clone(), &mut shards, &mut seen_files);
+        } else {
+            return Err(IngestError::NotRegularFile { path: path.clone() });
         }
     }
     if shards.is_empty() {
@@ -90,6 +92,9 @@ fn walk(
         if meta.is_dir() {
             walk(&path, shards, seen_files, seen_dirs)?;
         } else if name.to_ascii_lowercase().ends_with(".parquet") {
+            if !meta.is_file() {
+                return Err(IngestError::NotRegularFile { path });
+            }
             push_unique(path, shards, seen_files);
         }
     }

@@ -16,6 +16,13 @@ pub enum IngestError {
         /// The missing path.
         path: PathBuf,
     },
+    /// A path names something other than a regular file or a folder (a FIFO, a socket, a
+    /// device): opening it could block forever or read without end.
+    #[error("{path}: not a regular file or folder")]
+    NotRegularFile {
+        /// The offending path.
+        path: PathBuf,
+    },
     /// The given paths hold no `*.parquet` file at all.
     #[error("no Parquet shards found under {paths}")]
     NoShards {

@@ -262,20 +262,36 @@ impl ShardReader {
     }
 }
 
-/// Opens a shard, telling a missing file from other IO errors.
+/// Opens a shard, telling a missing file from other IO errors. Only a regular file is read:
+/// the open does not block (a FIFO swapped in after the folder walk would hang a worker for
+/// good), and the opened file's own type is checked.
 pub(crate) fn open_file(path: &Path) -> Result<File> {
-    File::open(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            IngestError::NotFound {
-                path: path.to_path_buf(),
-            }
-        } else {
-            IngestError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| open_error(path, source))?;
+    let meta = file.metadata().map_err(|source| open_error(path, source))?;
+    if !meta.is_file() {
+        return Err(IngestError::NotRegularFile {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(file)
+}
+
+fn open_error(path: &Path, source: std::io::Error) -> IngestError {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        IngestError::NotFound {
+            path: path.to_path_buf(),
         }
-    })
+    } else {
+        IngestError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// Iterator over the row batches of one shard; see [`ShardReader::batches`].

@@ -103,7 +103,7 @@ impl BulkWriter {
         } else {
             inner.opts.index_min_rows
         };
-        let fin = w.finish(
+        let mut fin = w.finish(
             index_min_rows,
             template.as_ref().map(|t| &t.index),
             // A bulk load runs to its commit: its client waits for the answer.
@@ -112,7 +112,11 @@ impl BulkWriter {
         let result = {
             let mut man = inner.lock_maintenance();
             (|| {
+                // Checked under the lock that `drop_collection`'s shutdown takes: a dropped
+                // collection's writer never renames into a directory that a new collection of
+                // the same name may own now.
                 inner.check_open()?;
+                fin.publish()?;
                 let _exclusive = inner.exclusive_writes();
                 inner.rotate(true);
                 inner.flush_frozen(&mut man)?;

@@ -50,7 +50,8 @@ impl Inner {
                     )?;
                 }
             }
-            let fin = w.finish(self.opts.index_min_rows, None, Cancel::on(&self.closing))?;
+            let mut fin = w.finish(self.opts.index_min_rows, None, Cancel::on(&self.closing))?;
+            fin.publish()?;
             Some(self.open_new_segment(&fin.dir, id, &fin.dead_rows)?)
         } else {
             None

@@ -41,7 +41,8 @@ impl Inner {
                     meta_entries(&r.metadata),
                 )?;
             }
-            let fin = w.finish(self.opts.index_min_rows, None, Cancel::NEVER)?;
+            let mut fin = w.finish(self.opts.index_min_rows, None, Cancel::NEVER)?;
+            fin.publish()?;
             match self.open_new_segment(&fin.dir, id, &fin.dead_rows) {
                 Ok(s) => Some(s),
                 Err(e) => {

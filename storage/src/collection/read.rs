@@ -106,6 +106,8 @@ impl Collection {
                 "query contains a non-finite value".into(),
             ));
         }
+        super::write::check_norm(query)
+            .map_err(|why| StorageError::InvalidArgument(format!("query: {why}")))?;
         if req.k == 0 || req.k > MAX_K {
             return Err(StorageError::InvalidArgument(format!(
                 "k must be 1..={MAX_K}, got {}",

@@ -8,8 +8,24 @@ use std::time::Instant;
 use super::{Collection, Inner, Version};
 use crate::error::{Result, StorageError};
 use crate::memtable::{MemEntry, Memtable};
-use crate::types::{Durability, MAX_ID_BYTES, MAX_META_KEY_BYTES, MetaValue, Point, WriteStats};
+use crate::types::{
+    Durability, MAX_ID_BYTES, MAX_META_BYTES_PER_POINT, MAX_META_KEY_BYTES, MetaValue, Point,
+    WriteStats,
+};
 use crate::wal::{MAX_RECORD_BODY, WalOp};
+
+/// Refuses a vector whose squared norm overflows `f32` (see [`MAX_SQUARED_NORM`]).
+pub(crate) fn check_norm(v: &[f32]) -> std::result::Result<(), String> {
+    let sq: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    if sq > crate::types::MAX_SQUARED_NORM {
+        return Err(format!(
+            "vector norm {:.3e} is too large: scores would overflow f32 (squared norm at most {:.3e})",
+            sq.sqrt(),
+            crate::types::MAX_SQUARED_NORM
+        ));
+    }
+    Ok(())
+}
 
 pub(super) fn short_id(id: &str) -> String {
     id.chars().take(64).collect()
@@ -32,6 +48,7 @@ pub(crate) fn validate_point(dim: usize, index: usize, p: &Point) -> Result<()> 
     if let Some(i) = p.vector.iter().position(|x| !x.is_finite()) {
         return Err(bad(format!("vector value #{i} is not finite")));
     }
+    check_norm(&p.vector).map_err(bad)?;
     if let Some(path) = &p.image_path
         && path.len() > 4096
     {
@@ -42,7 +59,18 @@ pub(crate) fn validate_point(dim: usize, index: usize, p: &Point) -> Result<()> 
     {
         return Err(bad("inline image larger than 64 MiB".into()));
     }
+    let mut meta_bytes = 0usize;
+    let mut largest: Option<(&str, usize)> = None;
     for (k, v) in &p.metadata {
+        let size = k.len()
+            + match v {
+                MetaValue::Str(s) => s.len(),
+                _ => 8,
+            };
+        meta_bytes += size;
+        if largest.is_none_or(|(_, l)| size > l) {
+            largest = Some((k, size));
+        }
         if k.is_empty() || k.len() > MAX_META_KEY_BYTES {
             return Err(bad(format!(
                 "metadata key {:?} must be 1..={MAX_META_KEY_BYTES} bytes",
@@ -54,11 +82,14 @@ pub(crate) fn validate_point(dim: usize, index: usize, p: &Point) -> Result<()> 
         {
             return Err(bad(format!("metadata value of {k:?} is not finite")));
         }
-        if let MetaValue::Str(s) = v
-            && s.len() > 1 << 20
-        {
-            return Err(bad(format!("metadata value of {k:?} is longer than 1 MiB")));
-        }
+    }
+    if meta_bytes > MAX_META_BYTES_PER_POINT {
+        let (key, size) = largest.unwrap_or(("", 0));
+        return Err(bad(format!(
+            "metadata of {meta_bytes} bytes is over the limit of {MAX_META_BYTES_PER_POINT} per point \
+             (largest: {:?}, {size} bytes)",
+            short_id(key)
+        )));
     }
     Ok(())
 }

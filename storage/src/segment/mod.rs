@@ -32,7 +32,18 @@ pub(crate) fn parse_dir_name(name: &str) -> Option<u64> {
     name.strip_prefix("seg-")?.parse().ok()
 }
 
-/// Temp directory name used while segment `id` is being written.
+/// Temp directory name used while segment `id` is being written. Unique to this writer: a
+/// collection dropped and created again under the same name numbers its segments from 1 again,
+/// and a writer of the dropped one must never share (or clean up) a path of the new one.
 pub(crate) fn tmp_dir_name(id: u64) -> String {
-    format!("tmp-seg-{id:012}")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "tmp-seg-{id:012}-{:x}-{nanos:x}-{unique:x}",
+        std::process::id()
+    )
 }

@@ -60,11 +60,54 @@ impl SummedFile {
     }
 }
 
-/// A finished, renamed (but not yet committed to the manifest) segment.
+/// A finished segment, complete and fsynced in its temp directory until [`publish`] renames it
+/// to its final name (not yet committed to the manifest either way).
+///
+/// [`publish`]: FinishedSegment::publish
 pub(crate) struct FinishedSegment {
+    /// Where the segment is now: the temp directory, then its final one.
     pub dir: PathBuf,
+    /// The final directory, `seg-<id>` beside the temp one.
+    dest: PathBuf,
+    published: bool,
     /// Rows superseded by a later row with the same id in this segment.
     pub dead_rows: Vec<u32>,
+}
+
+impl FinishedSegment {
+    /// Renames the segment to its final directory. Callers hold the maintenance lock of an open
+    /// collection, so a collection dropped meanwhile (whose name a new one may already use)
+    /// never receives it. An existing directory of that name is never replaced: it belongs to
+    /// someone else.
+    pub(crate) fn publish(&mut self) -> Result<()> {
+        if self.published {
+            return Ok(());
+        }
+        if self.dest.exists() {
+            return Err(StorageError::InvalidArgument(format!(
+                "segment directory {} exists already",
+                self.dest.display()
+            )));
+        }
+        fs::rename(&self.dir, &self.dest).at(&self.dest)?;
+        if let Some(parent) = self.dest.parent() {
+            fsync_dir(parent)?;
+        }
+        self.dir = self.dest.clone();
+        self.published = true;
+        Ok(())
+    }
+}
+
+impl Drop for FinishedSegment {
+    fn drop(&mut self) {
+        // Never published: nothing refers to the temp directory.
+        if !self.published
+            && let Err(e) = fs::remove_dir_all(&self.dir)
+        {
+            tracing::warn!(path = %self.dir.display(), error = %e, "could not remove an unpublished segment");
+        }
+    }
 }
 
 /// Builds one segment.
@@ -152,8 +195,8 @@ impl SegmentWriter {
         Ok(row)
     }
 
-    /// Writes ids, rows, index and footer, fsyncs everything and renames the
-    /// directory to its final name. The index (for at least `index_min_rows`
+    /// Writes ids, rows, index and footer and fsyncs everything, still in the
+    /// temp directory ([`FinishedSegment::publish`] renames it). The index (for at least `index_min_rows`
     /// rows) is trained on the segment, or built with the quantizers of
     /// `template` when one is given; training stops with
     /// [`StorageError::Interrupted`] once `cancel` is set, and the temp
@@ -247,15 +290,11 @@ impl SegmentWriter {
             &encode_framed(META_MAGIC, META_VERSION, &json),
         )?;
         fsync_dir(&self.tmp)?;
-        let dest = self.parent.join(dir_name(self.id));
-        if dest.exists() {
-            fs::remove_dir_all(&dest).at(&dest)?;
-        }
-        fs::rename(&self.tmp, &dest).at(&dest)?;
-        fsync_dir(&self.parent)?;
         self.finished = true;
         Ok(FinishedSegment {
-            dir: dest,
+            dir: self.tmp.clone(),
+            dest: self.parent.join(dir_name(self.id)),
+            published: false,
             dead_rows,
         })
     }

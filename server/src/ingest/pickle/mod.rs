@@ -11,8 +11,18 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-/// Upper bound on the stack and memo sizes; real pipeline pickles need about 25 entries.
+/// Upper bound on the values held at once (the stack and every stack saved under a MARK,
+/// together) and on the memo; real pipeline pickles need about 25 entries.
 const MAX_ENTRIES: usize = 4096;
+
+/// Longest numpy dtype spelling accepted (`<f4`, `float32`): a dtype string is copied into
+/// every array that uses it, so an unbounded one would multiply memory.
+const MAX_DTYPE_CHARS: usize = 16;
+
+/// Bytes a decode may allocate beyond what it reads: strings and bytes copied out of the input
+/// total at most its length, but `_codecs.encode` builds new bytes from a (memoized, reusable)
+/// string, so the total of everything allocated is capped at a small multiple of the input.
+const ALLOC_SLACK: usize = 64 << 10;
 
 /// Upper bound on tuple nesting; real pipeline pickles nest 3 deep. Keeps drops non-recursive-deep.
 const MAX_DEPTH: u32 = 32;
@@ -192,7 +202,11 @@ struct Machine<'a> {
     op_at: usize,
     stack: Vec<Value>,
     marks: Vec<Vec<Value>>,
+    /// Values in the stacks saved under MARKs (`stack.len()` plus this is bounded).
+    marked: usize,
     memo: HashMap<u32, Value>,
+    /// Bytes that string and bytes values may still allocate (see [`ALLOC_SLACK`]).
+    alloc_left: usize,
 }
 
 /// Decodes one `output` cell: `pickle.dumps((image, numpy_1d_float_array))`.
@@ -296,7 +310,9 @@ impl<'a> Machine<'a> {
             op_at: 0,
             stack: Vec::new(),
             marks: Vec::new(),
+            marked: 0,
             memo: HashMap::new(),
+            alloc_left: input.len().saturating_mul(2).saturating_add(ALLOC_SLACK),
         }
     }
 
@@ -356,9 +372,18 @@ impl<'a> Machine<'a> {
         std::str::from_utf8(line).map_err(|_| self.malformed("GLOBAL name is not UTF-8"))
     }
 
+    /// Takes `n` bytes from the allocation budget.
+    fn charge(&mut self, n: usize) -> Result<(), PickleError> {
+        self.alloc_left = self
+            .alloc_left
+            .checked_sub(n)
+            .ok_or_else(|| self.malformed("values larger than a small multiple of the input"))?;
+        Ok(())
+    }
+
     fn push(&mut self, v: Value) -> Result<(), PickleError> {
-        if self.stack.len() >= MAX_ENTRIES {
-            return Err(self.malformed("stack too deep"));
+        if self.stack.len() + self.marked >= MAX_ENTRIES {
+            return Err(self.malformed("too many values on the stacks"));
         }
         self.stack.push(v);
         Ok(())
@@ -381,6 +406,7 @@ impl<'a> Machine<'a> {
             .marks
             .pop()
             .ok_or_else(|| self.malformed("no MARK on the stack"))?;
+        self.marked -= saved.len();
         Ok(std::mem::replace(&mut self.stack, saved))
     }
 
@@ -404,7 +430,13 @@ impl<'a> Machine<'a> {
 
     fn push_str(&mut self, bytes: &[u8]) -> Result<(), PickleError> {
         let s = std::str::from_utf8(bytes).map_err(|_| self.malformed("str is not valid UTF-8"))?;
+        self.charge(s.len())?;
         self.push(Value::Str(Rc::new(s.to_owned())))
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) -> Result<(), PickleError> {
+        self.charge(bytes.len())?;
+        self.push(Value::Bytes(Rc::new(bytes.to_vec())))
     }
 
     fn tuple_of(&mut self, n: usize) -> Result<(), PickleError> {
@@ -462,6 +494,7 @@ impl<'a> Machine<'a> {
                         return Err(self.malformed("too many MARKs"));
                     }
                     let current = std::mem::take(&mut self.stack);
+                    self.marked += current.len();
                     self.marks.push(current);
                 }
                 b'N' => self.push(Value::None)?,
@@ -517,17 +550,17 @@ impl<'a> Machine<'a> {
                 b'C' => {
                     let n = usize::from(self.u8()?);
                     let b = self.take(n)?;
-                    self.push(Value::Bytes(Rc::new(b.to_vec())))?;
+                    self.push_bytes(b)?;
                 }
                 b'B' => {
                     let n = self.u32()? as usize;
                     let b = self.take(n)?;
-                    self.push(Value::Bytes(Rc::new(b.to_vec())))?;
+                    self.push_bytes(b)?;
                 }
                 0x8e | 0x96 => {
                     let n = self.u64_len()?;
                     let b = self.take(n)?;
-                    self.push(Value::Bytes(Rc::new(b.to_vec())))?;
+                    self.push_bytes(b)?;
                 }
                 0x97 | 0x98 => return Err(PickleError::OutOfBand),
                 b')' => self.push_tuple(Vec::new())?,
@@ -578,6 +611,9 @@ impl<'a> Machine<'a> {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let v = self.reduce(callable, args)?;
+                    if let Value::Bytes(b) = &v {
+                        self.charge(b.len())?;
+                    }
                     self.push(v)?;
                 }
                 b'b' => {
@@ -608,7 +644,15 @@ impl<'a> Machine<'a> {
             (Global::Reconstruct, [Value::Global(Global::Ndarray), Value::Tuple(..), _]) => {
                 Ok(Value::EmptyArray)
             }
-            (Global::Dtype, [Value::Str(spelled), ..]) => Ok(Value::Dtype(parse_dtype(spelled))),
+            (Global::Dtype, [Value::Str(spelled), ..]) => {
+                if spelled.chars().count() > MAX_DTYPE_CHARS {
+                    return Err(PickleError::UnsupportedDtype(format!(
+                        "a dtype spelled in {} characters",
+                        spelled.chars().count()
+                    )));
+                }
+                Ok(Value::Dtype(parse_dtype(spelled)))
+            }
             (Global::CodecsEncode, [Value::Str(text), Value::Str(encoding)])
                 if encoding.as_str() == "latin1" || encoding.as_str() == "latin-1" =>
             {

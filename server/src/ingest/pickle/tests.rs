@@ -234,3 +234,87 @@ fn random_garbage_never_panics() {
         let _ = decode_pipeline_output(&p);
     }
 }
+
+/// `numpy.dtype(<spelled>)` built from a memoized `str`, then `reps` fetches of that dtype from
+/// the memo, a MARK every `per_mark` fetches so no single stack grows past its limit.
+fn dtype_memo_attack(spelled_len: usize, reps: usize, per_mark: usize) -> Vec<u8> {
+    let mut p = vec![0x80, 4];
+    let su = |p: &mut Vec<u8>, s: &str| {
+        p.push(0x8c);
+        p.push(s.len() as u8);
+        p.extend_from_slice(s.as_bytes());
+    };
+    su(&mut p, "numpy");
+    su(&mut p, "dtype");
+    p.push(0x93);
+    // A long dtype spelling: BINUNICODE8 of `spelled_len` bytes.
+    p.push(0x8d);
+    p.extend_from_slice(&(spelled_len as u64).to_le_bytes());
+    p.extend(std::iter::repeat_n(b'f', spelled_len));
+    p.extend_from_slice(&[0x85, b'R', b'q', 0]);
+    for i in 0..reps {
+        if i % per_mark == 0 {
+            p.push(b'(');
+        }
+        p.extend_from_slice(&[b'h', 0]);
+    }
+    p.push(b'.');
+    p
+}
+
+#[test]
+fn a_memoized_huge_dtype_is_refused_before_it_is_copied() {
+    // 1 MiB spelling fetched 8,000 times: before the fix every fetch copied the megabyte.
+    let p = dtype_memo_attack(1 << 20, 8_000, 4_000);
+    assert!(p.len() < (1 << 20) + 20_000);
+    match decode_pipeline_output(&p) {
+        Err(PickleError::UnsupportedDtype(why)) => assert!(why.contains("1048576"), "{why}"),
+        other => panic!("expected an unsupported dtype, got {other:?}"),
+    }
+}
+
+#[test]
+fn values_held_under_marks_count_against_one_limit() {
+    // A short, valid dtype fetched 3 * MAX_ENTRIES times, a MARK every 1,000 fetches: each
+    // stack stays small, but together they pass the limit.
+    let p = dtype_memo_attack(2, 3 * MAX_ENTRIES, 1_000);
+    match decode_pipeline_output(&p) {
+        Err(PickleError::Malformed { reason, .. }) => {
+            assert!(reason.contains("too many values"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn repeated_latin1_encodes_of_one_string_hit_the_allocation_budget() {
+    // `_codecs.encode(s, 'latin1')` on one memoized 256 KiB string, 64 times: 16 MiB of new
+    // bytes from a 256 KiB input unless the total is bounded.
+    let mut p = vec![0x80, 4];
+    let su = |p: &mut Vec<u8>, s: &str| {
+        p.push(0x8c);
+        p.push(s.len() as u8);
+        p.extend_from_slice(s.as_bytes());
+    };
+    su(&mut p, "_codecs");
+    su(&mut p, "encode");
+    p.extend_from_slice(&[0x93, b'q', 0]);
+    let n = 256 << 10;
+    p.push(0x8d);
+    p.extend_from_slice(&(n as u64).to_le_bytes());
+    p.extend(std::iter::repeat_n(b'a', n));
+    p.extend_from_slice(&[b'q', 1]);
+    su(&mut p, "latin1");
+    p.extend_from_slice(&[b'q', 2]);
+    p.push(b'(');
+    for _ in 0..64 {
+        p.extend_from_slice(&[b'h', 0, b'h', 1, b'h', 2, 0x86, b'R']);
+    }
+    p.extend_from_slice(b"t.");
+    match decode_pipeline_output(&p) {
+        Err(PickleError::Malformed { reason, .. }) => {
+            assert!(reason.contains("small multiple of the input"), "{reason}")
+        }
+        other => panic!("expected the budget to refuse, got {other:?}"),
+    }
+}
