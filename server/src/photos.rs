@@ -128,8 +128,11 @@ pub fn sync_once(
     Ok(report)
 }
 
-/// Deletes points whose photo is no longer in the folder. An empty listing of a non-empty
-/// collection is taken as an unmounted or mistyped folder, not as "every photo deleted".
+/// Deletes points whose photo is no longer in the folder: only points the folder sync made
+/// (points added through the API share the collection and are never touched), and only when
+/// the file is definitely gone (`stat` says "not found"; a file that cannot be read right now,
+/// or a folder that cannot be listed, is kept). An empty listing of a non-empty collection is
+/// taken as an unmounted or mistyped folder, not as "every photo deleted".
 fn remove_missing(
     dir: &Path,
     collection: &Collection,
@@ -139,6 +142,8 @@ fn remove_missing(
         .ids()
         .into_iter()
         .filter(|id| !present.contains(id))
+        .filter(|id| collection.get(id).is_some_and(|p| made_by_sync(&p)))
+        .filter(|id| definitely_gone(&dir.join(id)))
         .collect();
     if gone.is_empty() {
         return Ok(0);
@@ -155,6 +160,20 @@ fn remove_missing(
         collection.delete(chunk)?;
     }
     Ok(gone.len() as u64)
+}
+
+/// Whether the folder sync wrote `p`: its image path is its id and it carries the file's size
+/// and modification time.
+fn made_by_sync(p: &Point) -> bool {
+    p.image_path.as_deref() == Some(p.id.as_str())
+        && matches!(p.metadata.get(META_SIZE), Some(MetaValue::Int(_)))
+        && matches!(p.metadata.get(META_MTIME), Some(MetaValue::Int(_)))
+}
+
+/// Whether `path` does not exist: an error other than "not found" (permissions, I/O) says
+/// nothing about the photo, so it is not taken as a deletion.
+fn definitely_gone(path: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 fn is_current(p: &Point, f: &PhotoFile) -> bool {
@@ -317,6 +336,7 @@ fn run_pass(state: &AppState, dir: &Path, name: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -330,5 +350,48 @@ mod tests {
         assert_eq!(relative_id(dir, Path::new("/elsewhere/a.jpg")), None);
         let long = format!("/photos/{}.jpg", "x".repeat(300));
         assert_eq!(relative_id(dir, Path::new(&long)), None);
+    }
+
+    /// Only points the sync made are deleted, and only when `stat` says the file is gone.
+    #[test]
+    fn removal_spares_api_points_and_files_that_cannot_be_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("photos");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("keep.png"), b"x").unwrap();
+        // `sub` is a file, so `sub/b.png` cannot be looked up (ENOTDIR), not "not found".
+        std::fs::write(dir.join("sub"), b"x").unwrap();
+        let store = Store::open(&tmp.path().join("data"), Default::default()).unwrap();
+        let c = store.create_collection("p", 4, Metric::Cosine).unwrap();
+        let synced = |id: &str| Point {
+            id: id.into(),
+            vector: vec![1.0, 0.0, 0.0, 0.0],
+            image_path: Some(id.into()),
+            image_bytes: None,
+            metadata: BTreeMap::from([
+                (META_SIZE.to_string(), MetaValue::Int(1)),
+                (META_MTIME.to_string(), MetaValue::Int(2)),
+            ]),
+        };
+        let api = Point {
+            id: "from-the-api".into(),
+            vector: vec![0.0, 1.0, 0.0, 0.0],
+            image_path: None,
+            image_bytes: None,
+            metadata: BTreeMap::new(),
+        };
+        c.upsert(vec![
+            synced("keep.png"),
+            synced("gone.png"),
+            synced("sub/b.png"),
+            api,
+        ])
+        .unwrap();
+        let present = HashSet::from(["keep.png".to_string()]);
+        assert_eq!(remove_missing(&dir, &c, &present).unwrap(), 1);
+        assert!(c.get("gone.png").is_none());
+        assert!(c.get("from-the-api").is_some());
+        assert!(c.get("sub/b.png").is_some());
+        assert!(c.get("keep.png").is_some());
     }
 }

@@ -6,6 +6,7 @@
 //! orientation is ignored (CLIPImageProcessor ignores it too).
 
 use std::io::Cursor;
+use std::os::raw::c_int;
 
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
@@ -14,6 +15,10 @@ use crate::error::ImageError;
 
 /// Largest accepted side, a guard against decompression bombs.
 pub const MAX_SIDE: u32 = 16_384;
+
+/// Largest decoded RGB8 image in bytes (the `image` crate's default allocation limit): a
+/// 16384 x 16384 JPEG of a few kilobytes would otherwise take 768 MiB.
+pub const MAX_DECODED_BYTES: usize = 512 << 20;
 
 /// What happens to transparency when converting to RGB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,8 +83,9 @@ pub fn decode_rgb_with(bytes: &[u8], alpha: AlphaMode) -> Result<Rgb8, ImageErro
 /// fixed-point YCbCr conversion, so the pixels equal PIL's bit for bit. The `image` crate's
 /// decoder rounds differently (±1 on many pixels, ~5e-3 on the embedding).
 ///
-/// A file truncated inside its scan data decodes with the missing rows grey, as libjpeg does
-/// (Pillow raises "image file is truncated" there); truncated headers are errors.
+/// A file truncated inside its scan data is refused, as Pillow refuses it ("image file is
+/// truncated"): libjpeg would fill the missing rows with grey and only warn, so the warning is
+/// caught (see [`jpeg_error_mgr`]). Truncated headers are errors too.
 ///
 /// `None` for the colour spaces libjpeg cannot turn into RGB (CMYK, YCCK), which the caller
 /// decodes with the `image` crate instead. libjpeg reports fatal errors by unwinding (the
@@ -88,7 +94,11 @@ fn decode_jpeg_like_pillow(bytes: &[u8]) -> Option<Result<Rgb8, ImageError>> {
     use mozjpeg::ColorSpace;
     let attempt = std::panic::catch_unwind(|| -> Result<Option<Rgb8>, ImageError> {
         let io = |e: std::io::Error| ImageError::Decode(format!("JPEG: {e}"));
-        let jpeg = mozjpeg::Decompress::new_mem(bytes).map_err(io)?;
+        PREMATURE_EOF.set(false);
+        let jpeg = mozjpeg::Decompress::builder()
+            .with_err(jpeg_error_mgr())
+            .from_mem(bytes)
+            .map_err(io)?;
         if matches!(
             jpeg.color_space(),
             ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK
@@ -105,8 +115,18 @@ fn decode_jpeg_like_pillow(bytes: &[u8]) -> Option<Result<Rgb8, ImageError>> {
                 "{width}x{height} exceeds the {max}-pixel side limit"
             )));
         }
+        if width * height * 3 > MAX_DECODED_BYTES {
+            return Err(ImageError::Decode(format!(
+                "{width}x{height} decodes to more than {MAX_DECODED_BYTES} bytes"
+            )));
+        }
         let mut started = jpeg.rgb().map_err(io)?;
         let data: Vec<u8> = started.read_scanlines::<u8>().map_err(io)?;
+        if PREMATURE_EOF.get() {
+            return Err(ImageError::Decode(
+                "JPEG: image file is truncated (premature end of the scan data)".into(),
+            ));
+        }
         started.finish().map_err(io)?;
         if data.len() != width * height * 3 {
             return Err(ImageError::Decode("JPEG: truncated scanlines".into()));
@@ -130,6 +150,56 @@ fn decode_jpeg_like_pillow(bytes: &[u8]) -> Option<Result<Rgb8, ImageError>> {
             Some(Err(ImageError::Decode(message)))
         }
     }
+}
+
+thread_local! {
+    /// Set by [`note_warning`] when libjpeg warns that the data ended early; a decode runs on
+    /// one thread from start to end, so a thread-local carries it out of the C callback.
+    static PREMATURE_EOF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// libjpeg's standard error manager with mozjpeg's behaviour for fatal errors (unwind with
+/// the formatted message) and one change: warnings are noted instead of silenced.
+fn jpeg_error_mgr() -> mozjpeg_sys::jpeg_error_mgr {
+    // SAFETY: `jpeg_error_mgr` is a plain C struct of numbers and function pointers, for which
+    // all-zero is a valid value; `jpeg_std_error` then fills in every field.
+    let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
+    // SAFETY: `err` is a valid, exclusively borrowed error manager.
+    unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
+    err.error_exit = Some(unwind_error_exit);
+    err.emit_message = Some(note_warning);
+    err
+}
+
+/// libjpeg's `emit_message`: level -1 is a warning; only a premature end of data matters here.
+extern "C-unwind" fn note_warning(cinfo: &mut mozjpeg_sys::jpeg_common_struct, level: c_int) {
+    if level >= 0 {
+        return;
+    }
+    // SAFETY: libjpeg calls this with `cinfo.err` pointing at the manager installed above.
+    let code = unsafe { cinfo.err.as_ref() }.map_or(0, |e| e.msg_code);
+    if code == mozjpeg_sys::JWRN_JPEG_EOF as c_int {
+        PREMATURE_EOF.set(true);
+    }
+}
+
+/// libjpeg's `error_exit`: unwinds with the formatted message (caught by `catch_unwind` in
+/// [`decode_jpeg_like_pillow`]; `resume_unwind` skips the panic hook, as mozjpeg's own does).
+extern "C-unwind" fn unwind_error_exit(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
+    let buffer = [0u8; 80];
+    // SAFETY: `cinfo.err` is the manager installed above, whose `format_message` libjpeg set
+    // (`jpeg_std_error`); it writes at most 80 bytes, NUL-terminated, into `buffer`.
+    let message = unsafe {
+        match cinfo.err.as_ref().and_then(|e| e.format_message) {
+            Some(format) => {
+                format(cinfo, &buffer);
+                let text = buffer.split(|&c| c == 0).next().unwrap_or_default();
+                String::from_utf8_lossy(text).into_owned()
+            }
+            None => "unknown error".to_owned(),
+        }
+    };
+    std::panic::resume_unwind(Box::new(format!("libjpeg fatal error: {message}")));
 }
 
 fn to_rgb8(img: DynamicImage, alpha: AlphaMode) -> Rgb8 {
@@ -195,8 +265,8 @@ mod tests {
     }
 
     /// The libjpeg path: a JPEG signature over garbage is a `Decode` error (libjpeg's fatal
-    /// errors unwind into it), never a panic or an abort. A file cut inside the scan data
-    /// decodes with libjpeg's grey fill (Pillow would refuse it); cut in the headers, it fails.
+    /// errors unwind into it), never a panic or an abort. A file cut inside the scan data is
+    /// refused as Pillow refuses it, not grey-filled; cut in the headers, it fails too.
     #[test]
     fn broken_jpegs_are_errors_not_panics() {
         let mut garbage = vec![0xff, 0xd8, 0xff, 0xe0];
@@ -209,11 +279,21 @@ mod tests {
         .unwrap();
         let whole = decode_rgb(&bytes).unwrap();
         assert_eq!((whole.width, whole.height), (97, 61));
-        for cut in [4, 20, 200, bytes.len() / 2, bytes.len() - 2] {
+        for cut in [4, 20, 200, bytes.len() / 2, bytes.len() - 40] {
             match decode_rgb(&bytes[..cut]) {
-                Ok(img) => assert_eq!((img.width, img.height), (97, 61), "cut {cut}"),
+                Ok(img) => panic!("cut {cut} decoded as {}x{}", img.width, img.height),
                 Err(e) => assert!(matches!(e, ImageError::Decode(_)), "cut {cut}: {e}"),
             }
+        }
+        let e = decode_rgb(&bytes[..bytes.len() / 2]).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        // Even with only the end-of-image marker missing, Pillow 13 refuses it ("image file is
+        // truncated (37 bytes not processed)"): libjpeg ran out of data in the last row.
+        assert!(decode_rgb(&bytes[..bytes.len() - 2]).is_err());
+        // libjpeg's own fatal errors still carry its message.
+        match decode_rgb(&garbage) {
+            Err(ImageError::Decode(m)) => assert!(m.contains("libjpeg"), "{m}"),
+            other => panic!("{other:?}"),
         }
     }
 
