@@ -26,7 +26,7 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     /// Where uploads are spooled before they are read (inside the data dir).
     pub spool_dir: PathBuf,
-    /// Heavy requests (bulk loads, image queries, bodies over [`HEAVY_BODY_BYTES`]) served at
+    /// Heavy requests (bulk loads, multipart uploads, bodies over [`HEAVY_BODY_BYTES`]) served at
     /// once; more are answered 503 with `Retry-After`.
     pub max_heavy_requests: usize,
 }

@@ -54,7 +54,7 @@ pub struct ServeArgs {
     /// Largest Parquet upload in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024 * 1024)]
     pub max_upload_bytes: u64,
-    /// Heavy requests (bulk loads, image queries, bodies over 1 MiB) served at once; more get
+    /// Heavy requests (bulk loads, multipart uploads, bodies over 1 MiB) served at once; more get
     /// 503 with Retry-After, so concurrent large bodies cannot exhaust memory.
     #[arg(long, default_value_t = 2)]
     pub max_heavy_requests: usize,

@@ -1,7 +1,7 @@
 //! Admission control: at most `--max-heavy-requests` heavy requests run at once; the next one
 //! is answered `503` with `Retry-After` at once instead of queueing its body in memory.
 //!
-//! Heavy means: a bulk load, an image query (multipart or base64 bodies), or any body larger
+//! Heavy means: a bulk load, a multipart image query, or any body larger
 //! than [`HEAVY_BODY_BYTES`] or of unknown length. Light requests (a text search, a small
 //! upsert, a GET) never wait for a permit, so searches stay fast while loads run.
 
