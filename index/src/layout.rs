@@ -523,3 +523,6 @@ impl Lists for IvfPqView<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -94,6 +94,14 @@ impl<'a> Cursor<'a> {
     pub(crate) fn is_empty(&self) -> bool {
         self.pos == self.buf.len()
     }
+    /// Offset of the next byte to read.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+    /// Bytes left to read.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
     pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Dec<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
         match end {

@@ -27,6 +27,8 @@ mod counters;
 pub mod error;
 pub mod filter;
 mod fsutil;
+#[cfg(test)]
+mod fuzz;
 mod group_commit;
 mod heap;
 mod manifest;

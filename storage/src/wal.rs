@@ -48,6 +48,10 @@ pub(crate) const MAX_RECORD_BODY: usize = 1 << 30;
 
 const KIND_UPSERT: u8 = 1;
 const KIND_DELETE: u8 = 2;
+/// Fewest bytes an encoded point takes (empty id, no vector, flags, no metadata).
+const MIN_POINT_BYTES: usize = 2 + 4 + 1 + 1 + 4;
+/// Fewest bytes an encoded id takes (its length prefix).
+const MIN_ID_BYTES: usize = 2;
 
 /// A logged operation.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,20 +85,34 @@ impl WalOp {
         out
     }
 
-    fn decode(body: &[u8]) -> std::result::Result<WalOp, codec::DecodeError> {
+    /// Decodes a record body. With `dim`, every upserted vector must have that length: a
+    /// record of another dimension (checksums prove only that the bytes are as written) would
+    /// put rows of the wrong width into the memtable. The count only sizes the first
+    /// allocation as far as the body can hold that many entries.
+    fn decode(body: &[u8], dim: Option<usize>) -> std::result::Result<WalOp, codec::DecodeError> {
         let mut c = Cursor::new(body);
         let kind = c.u8("record kind")?;
         let n = c.u32("count")? as usize;
         let op = match kind {
             KIND_UPSERT => {
-                let mut v = Vec::with_capacity(n.min(1 << 16));
+                let room = c.remaining() / MIN_POINT_BYTES;
+                let mut v = Vec::with_capacity(n.min(1 << 16).min(room));
                 for _ in 0..n {
-                    v.push(c.point()?);
+                    let at = c.position();
+                    let p = c.point()?;
+                    if dim.is_some_and(|d| p.vector.len() != d) {
+                        return Err(codec::DecodeError {
+                            offset: at,
+                            what: "vector dimension (not the collection's)",
+                        });
+                    }
+                    v.push(p);
                 }
                 WalOp::Upsert(v)
             }
             KIND_DELETE => {
-                let mut v = Vec::with_capacity(n.min(1 << 16));
+                let room = c.remaining() / MIN_ID_BYTES;
+                let mut v = Vec::with_capacity(n.min(1 << 16).min(room));
                 for _ in 0..n {
                     v.push(c.id()?);
                 }
@@ -289,10 +307,12 @@ pub(crate) struct ReplayOutcome {
 
 /// Replays the log in `dir`, calling `apply` for every record with a
 /// sequence number above `checkpoint`. Files wholly at or below the
-/// checkpoint are deleted without being read.
+/// checkpoint are deleted without being read. A record whose vectors are not
+/// `dim` long is corruption.
 pub(crate) fn replay(
     dir: &Path,
     checkpoint: u64,
+    dim: usize,
     salvage: bool,
     mut apply: impl FnMut(u64, WalOp) -> Result<()>,
 ) -> Result<ReplayOutcome> {
@@ -328,7 +348,7 @@ pub(crate) fn replay(
                 if seq <= checkpoint {
                     return Ok(());
                 }
-                let op = WalOp::decode(body).map_err(|e| {
+                let op = WalOp::decode(body, Some(dim)).map_err(|e| {
                     StorageError::corrupt(
                         &path,
                         off + REC_HEADER as u64 + e.offset as u64,
@@ -543,7 +563,7 @@ pub fn dump_wal(dir: &Path) -> Result<Vec<WalRecordSummary>> {
             false,
             &mut expected,
             |off, seq, body| {
-                let op = WalOp::decode(body).map_err(|e| {
+                let op = WalOp::decode(body, None).map_err(|e| {
                     StorageError::corrupt(path, off, format!("undecodable record: bad {}", e.what))
                 })?;
                 let (kind, ids): (&str, Vec<String>) = match &op {

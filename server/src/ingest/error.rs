@@ -47,7 +47,8 @@ pub enum IngestError {
         #[source]
         source: parquet::errors::ParquetError,
     },
-    /// The Parquet library panicked on corrupt data; the panic was contained.
+    /// Corrupt data the Parquet library would panic on: refused up front, or the panic was
+    /// contained.
     #[error("{path}: corrupt Parquet data: {reason}")]
     Corrupt {
         /// The file.

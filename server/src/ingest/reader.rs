@@ -74,6 +74,7 @@ impl ShardReader {
                 }
             })
         })?;
+        check_chunk_ranges(path, &metadata)?;
         let schema = metadata.schema().clone();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let missing = |column: &str| IngestError::MissingColumn {
@@ -260,6 +261,28 @@ impl ShardReader {
             finished: false,
         })
     }
+}
+
+/// Refuses a footer whose column chunks start at or span a negative number of bytes: the
+/// `parquet` crate asserts against those when it reads the chunk (found by fuzzing), and a clear
+/// error at open beats a contained panic on the first read.
+fn check_chunk_ranges(path: &Path, metadata: &ArrowReaderMetadata) -> Result<()> {
+    for (g, group) in metadata.metadata().row_groups().iter().enumerate() {
+        for (c, chunk) in group.columns().iter().enumerate() {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or_else(|| chunk.data_page_offset());
+            if start < 0 || chunk.compressed_size() < 0 {
+                return Err(IngestError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "row group {g}, column {c}: the footer gives a negative offset or size"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens a shard, telling a missing file from other IO errors. Only a regular file is read:

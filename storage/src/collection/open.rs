@@ -22,6 +22,7 @@ use crate::group_commit::GroupCommit;
 use crate::manifest::{MANIFEST_FILE, Manifest};
 use crate::memtable::Memtable;
 use crate::segment::{self, SegmentReader, Tombstones};
+use crate::store::MAX_DIM;
 use crate::types::StoreOptions;
 use crate::wal::{self, WalWriter};
 
@@ -93,6 +94,15 @@ impl Collection {
             StorageError::corrupt(&mpath, 16, format!("unknown metric {:?}", man.metric))
         })?;
         let dim = man.dim;
+        // Collections are created with a dimension in 1..=MAX_DIM: anything else is damage,
+        // refused here rather than met later as empty or unallocatable vectors.
+        if dim == 0 || dim > MAX_DIM {
+            return Err(StorageError::corrupt(
+                &mpath,
+                16,
+                format!("dimension {dim} outside 1..={MAX_DIM}"),
+            ));
+        }
         clean_directory(dir, &man)?;
         let mut segments = Vec::with_capacity(man.segments.len());
         let mut dropped = false;
@@ -143,7 +153,7 @@ impl Collection {
         }
         let mut active = Memtable::new(dim);
         let started = Instant::now();
-        let outcome = wal::replay(&wal_dir, checkpoint, opts.salvage, |seq, op| {
+        let outcome = wal::replay(&wal_dir, checkpoint, dim, opts.salvage, |seq, op| {
             apply_op(&mut active, &version, seq, op, &points);
             Ok(())
         })?;

@@ -318,3 +318,224 @@ fn repeated_latin1_encodes_of_one_string_hit_the_allocation_budget() {
         other => panic!("expected the budget to refuse, got {other:?}"),
     }
 }
+
+// Fuzzing on stable Rust: valid pickles mutated byte-wise, and streams assembled from the
+// opcodes the decoder accepts, must decode or fail, never panic, and what decodes stays within
+// a small multiple of its input. Inputs that once broke something live in
+// `tests/fuzz-corpus/pickle/` and are replayed by `corpus_replays`.
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+/// One edit of a byte string; positions are taken modulo the length.
+#[derive(Debug, Clone)]
+enum Edit {
+    Flip(usize, u8),
+    Set(usize, u8),
+    Insert(usize, Vec<u8>),
+    Delete(usize, usize),
+    Truncate(usize),
+    /// A boundary integer, little endian, `width` bytes: how length fields go wrong.
+    Int(usize, u64, usize),
+}
+
+const INTERESTING: &[u64] = &[
+    0,
+    1,
+    2,
+    0x7f,
+    0x80,
+    0xff,
+    0xffff,
+    0x7fff_ffff,
+    0xffff_ffff,
+    1 << 32,
+    i64::MAX as u64,
+    u64::MAX,
+];
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Edit::Flip(at, bit)),
+        (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Edit::Set(at, b)),
+        (any::<usize>(), vec(any::<u8>(), 1..16)).prop_map(|(at, b)| Edit::Insert(at, b)),
+        (any::<usize>(), 1usize..32).prop_map(|(at, n)| Edit::Delete(at, n)),
+        any::<usize>().prop_map(Edit::Truncate),
+        (
+            any::<usize>(),
+            proptest::sample::select(INTERESTING),
+            proptest::sample::select(&[1usize, 2, 4, 8][..])
+        )
+            .prop_map(|(at, v, w)| Edit::Int(at, v, w)),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, edits: &[Edit]) {
+    for edit in edits {
+        let len = bytes.len();
+        let at = |i: usize| if len == 0 { 0 } else { i % len };
+        match edit {
+            Edit::Flip(i, bit) if len > 0 => bytes[at(*i)] ^= 1 << bit,
+            Edit::Set(i, b) if len > 0 => bytes[at(*i)] = *b,
+            Edit::Insert(i, b) => {
+                let i = i % (len + 1);
+                bytes.splice(i..i, b.iter().copied());
+            }
+            Edit::Delete(i, n) if len > 0 => {
+                let i = at(*i);
+                bytes.drain(i..(i + n).min(len));
+            }
+            Edit::Truncate(i) => bytes.truncate(i % (len + 1)),
+            Edit::Int(i, v, w) if len > 0 => {
+                let i = at(*i);
+                let end = (i + w).min(len);
+                bytes[i..end].copy_from_slice(&v.to_le_bytes()[..end - i]);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Valid pipeline pickles to mutate: f4, f2 and f8 arrays, a path and an empty one.
+fn seeds() -> Vec<Vec<u8>> {
+    let h: Vec<u8> = [1.5f32, -2.0]
+        .iter()
+        .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+        .collect();
+    let d: Vec<u8> = [0.25f64, 8.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    vec![
+        proto4(
+            "/img/a.jpg",
+            "<",
+            "f4",
+            &f32_bytes(&[0.0, 1.0, 2.0, 3.0]),
+            4,
+        ),
+        proto4("p", "<", "f2", &h, 2),
+        proto4("", "<", "f8", &d, 2),
+    ]
+}
+
+/// An error, or an output that holds at most a small multiple of the input.
+fn check(input: &[u8]) {
+    if let Ok(out) = decode_pipeline_output(input) {
+        let image = match &out.image {
+            PickledImage::Str(s) => s.len(),
+            PickledImage::Bytes(b) => b.len(),
+            PickledImage::None => 0,
+        };
+        let held = image + 4 * out.embedding.len();
+        assert!(
+            held <= 4 * input.len() + 64,
+            "{held} bytes decoded from {}",
+            input.len()
+        );
+    }
+}
+
+/// Opcode sequences the decoder accepts, each with well-formed arguments; strung together at
+/// random they reach the stack machine's checks rather than the byte reader's.
+const TOKENS: &[&[u8]] = &[
+    b"N",
+    b"\x88",
+    b"\x89",
+    b"K\x00",
+    b"K\x03",
+    b"M\xff\xff",
+    b"J\xff\xff\xff\xff",
+    b"\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80",
+    b"G\x7f\xf8\x00\x00\x00\x00\x00\x00",
+    b"\x8c\x02f4",
+    b"\x8c\x03<f4",
+    b"\x8c\x01<",
+    b"\x8c\x01C",
+    b"\x8c\x06latin1",
+    b"\x8c\x05numpy",
+    b"\x8c\x05dtype",
+    b"\x8c\x07ndarray",
+    b"\x8c\x16numpy._core.multiarray",
+    b"\x8c\x0c_reconstruct",
+    b"\x8c\x07_codecs\x8c\x06encode\x93",
+    b"\x8c\x05numpy\x8c\x05dtype\x93",
+    b"\x8c\x05numpy\x8c\x07ndarray\x93",
+    b"\x8c\x16numpy._core.multiarray\x8c\x0c_reconstruct\x93",
+    b"\x8c\x13numpy._core.numeric\x8c\x0b_frombuffer\x93",
+    b"cnumpy\ndtype\n",
+    b"X\x04\x00\x00\x00\xc3\xbfab",
+    b"C\x04\x00\x00\x80?",
+    b"C\x08\x00\x00\x80?\x00\x00\x00@",
+    b"B\x02\x00\x00\x00\x00<",
+    b"\x8e\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x80?",
+    b"\x95\x02\x00\x00\x00\x00\x00\x00\x00",
+    b"(",
+    b"t",
+    b")",
+    b"\x85",
+    b"\x86",
+    b"\x87",
+    b"\x94",
+    b"q\x00",
+    b"q\x01",
+    b"r\x02\x00\x00\x00",
+    b"h\x00",
+    b"h\x01",
+    b"j\x02\x00\x00\x00",
+    b"\x93",
+    b"R",
+    b"b",
+    b".",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn mutated_pipeline_pickles_decode_or_fail(
+        seed in 0usize..3,
+        edits in vec(edit(), 1..8),
+    ) {
+        let mut p = seeds()[seed].clone();
+        apply(&mut p, &edits);
+        check(&p);
+    }
+
+    #[test]
+    fn opcode_soup_decodes_or_fails(
+        proto in 2u8..6,
+        tokens in vec(proptest::sample::select(TOKENS), 0..48),
+    ) {
+        let mut p = vec![0x80, proto];
+        for t in tokens {
+            p.extend_from_slice(t);
+        }
+        p.push(b'.');
+        check(&p);
+    }
+
+    #[test]
+    fn arbitrary_bytes_after_a_protocol_header_decode_or_fail(
+        tail in vec(any::<u8>(), 0..256),
+    ) {
+        let mut p = vec![0x80, 4];
+        p.extend_from_slice(&tail);
+        check(&p);
+    }
+}
+
+#[test]
+fn corpus_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fuzz-corpus/pickle");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        check(&std::fs::read(entry.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n >= 2, "corpus {} has {n} files", dir.display());
+}

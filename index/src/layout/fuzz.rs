@@ -1,0 +1,261 @@
+//! Fuzzing on stable Rust: [`IvfPqView::from_bytes`] over mutated index buffers, and search,
+//! copy-out and `add` over whatever it accepts. An error or a value, never a panic; what a view
+//! copies out of its input stays within a small multiple of it. Inputs that once broke something
+//! live in `tests/fuzz-corpus/index/` and are replayed by [`corpus_replays`].
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::OnceLock;
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+use super::*;
+use crate::params::IndexParams;
+use crate::{Cancel, synthetic};
+
+const DIM: usize = 8;
+const ROWS: usize = 256;
+
+/// The vectors every fuzzed index was built over.
+fn data() -> &'static [f32] {
+    static D: OnceLock<Vec<f32>> = OnceLock::new();
+    D.get_or_init(|| {
+        synthetic::generate(&synthetic::SyntheticSpec::clip_like(ROWS, 1, DIM, 7)).vectors
+    })
+}
+
+/// Valid buffers to start from: a 4-bit cosine index (with the norms section) and an 8-bit
+/// l2 index.
+fn seeds() -> &'static [Vec<u8>] {
+    static S: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    S.get_or_init(|| {
+        [
+            (Metric::Cosine, PqBits::Four, 4),
+            (Metric::L2, PqBits::Eight, 2),
+        ]
+        .into_iter()
+        .map(|(metric, bits, m)| {
+            let params = IndexParams {
+                nlist: Some(4),
+                m: Some(m),
+                bits,
+                ..IndexParams::default()
+            };
+            IvfPqIndex::build(data(), DIM, metric, &params, Cancel::NEVER)
+                .unwrap()
+                .to_bytes()
+        })
+        .collect()
+    })
+}
+
+/// One edit of a byte string; positions are taken modulo the length.
+#[derive(Debug, Clone)]
+enum Edit {
+    Flip(usize, u8),
+    Set(usize, u8),
+    Insert(usize, Vec<u8>),
+    Delete(usize, usize),
+    Truncate(usize),
+    /// A boundary integer, little endian, `width` bytes: how length and offset fields go wrong.
+    Int(usize, u64, usize),
+}
+
+const INTERESTING: &[u64] = &[
+    0,
+    1,
+    0x3f,
+    0x40,
+    0x7f,
+    0x80,
+    0xff,
+    0x7fff,
+    0xffff,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_ffff,
+    1 << 32,
+    i64::MAX as u64,
+    u64::MAX,
+];
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Edit::Flip(at, bit)),
+        (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Edit::Set(at, b)),
+        (any::<usize>(), vec(any::<u8>(), 1..16)).prop_map(|(at, b)| Edit::Insert(at, b)),
+        (any::<usize>(), 1usize..64).prop_map(|(at, n)| Edit::Delete(at, n)),
+        any::<usize>().prop_map(Edit::Truncate),
+        (
+            any::<usize>(),
+            proptest::sample::select(INTERESTING),
+            proptest::sample::select(&[1usize, 2, 4, 8][..])
+        )
+            .prop_map(|(at, v, w)| Edit::Int(at, v, w)),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, edit: &Edit) {
+    let len = bytes.len();
+    let at = |i: usize| if len == 0 { 0 } else { i % len };
+    match edit {
+        Edit::Flip(i, bit) if len > 0 => bytes[at(*i)] ^= 1 << bit,
+        Edit::Set(i, b) if len > 0 => bytes[at(*i)] = *b,
+        Edit::Insert(i, b) => {
+            let i = i % (len + 1);
+            bytes.splice(i..i, b.iter().copied());
+        }
+        Edit::Delete(i, n) if len > 0 => {
+            let i = at(*i);
+            bytes.drain(i..(i + n).min(len));
+        }
+        Edit::Truncate(i) => bytes.truncate(i % (len + 1)),
+        Edit::Int(i, v, w) if len > 0 => {
+            let i = at(*i);
+            let end = (i + w).min(len);
+            bytes[i..end].copy_from_slice(&v.to_le_bytes()[..end - i]);
+        }
+        _ => {}
+    }
+}
+
+/// Bytes a view holds that it does not borrow from its input.
+fn owned_bytes(view: &IvfPqView<'_>) -> usize {
+    // The variant is the point: a `&[T]` would not say whether it was copied.
+    #[allow(clippy::ptr_arg)]
+    fn owned<T: Clone>(c: &Cow<'_, [T]>) -> usize {
+        match c {
+            Cow::Owned(v) => std::mem::size_of_val(v.as_slice()),
+            Cow::Borrowed(_) => 0,
+        }
+    }
+    let coarse = match &view.coarse {
+        Cow::Owned(t) => t.codes.len() + 4 * (t.scales.len() + t.norms.len() + t.sums.len()),
+        Cow::Borrowed(_) => 0,
+    };
+    let lists = match &view.lists {
+        ViewLists::Flat {
+            list_offsets,
+            code_offsets,
+            ids,
+            inv_norms,
+            ..
+        } => owned(list_offsets) + owned(code_offsets) + owned(ids) + owned(inv_norms),
+        ViewLists::Index(_) => 0,
+    };
+    owned(&view.centroids) + owned(&view.codebooks) + coarse + lists
+}
+
+/// Parses `bytes` (at an odd address when `misalign`, so sections are copied, not borrowed)
+/// and, when accepted, searches, copies out and extends the view: none of it may panic.
+fn exercise(bytes: &[u8], misalign: bool, k: usize, nprobe: Option<usize>) {
+    let mut buf = Vec::with_capacity(bytes.len() + 1);
+    if misalign {
+        buf.push(0);
+    }
+    buf.extend_from_slice(bytes);
+    let input = &buf[usize::from(misalign)..];
+    let Ok(view) = IvfPqView::from_bytes(input) else {
+        return;
+    };
+    // Copies (misaligned sections, the coarse table) stay within a small multiple of the input.
+    assert!(
+        owned_bytes(&view) <= 2 * input.len(),
+        "{} bytes owned for {} of input",
+        owned_bytes(&view),
+        input.len()
+    );
+    let dim = view.dim();
+    // The raw vectors: the real ones when the shape still fits, else zeros of the view's shape.
+    let zeros;
+    let vectors: &[f32] = if dim == DIM {
+        data()
+    } else {
+        zeros = vec![0.0f32; dim * ROWS.min(view.len())];
+        &zeros
+    };
+    let query: Vec<f32> = vectors
+        .get(..dim)
+        .map_or_else(|| vec![0.5; dim], <[f32]>::to_vec);
+    let params = SearchParams {
+        k,
+        nprobe,
+        refine: Some(2),
+    };
+    let hits = view.search(&query, vectors, &params, None);
+    assert!(hits.len() <= k);
+    let even = |row: u32| row.is_multiple_of(2);
+    let hits = view.search(&query, vectors, &params, Some(&even));
+    assert!(hits.iter().all(|n| n.row.is_multiple_of(2)));
+    // Whatever was accepted serialises back into a buffer that is accepted again.
+    let copy = view.to_index();
+    assert!(IvfPqView::from_bytes(&copy.to_bytes()).is_ok());
+    // The storage engine indexes new segments with a loaded index's quantizers.
+    let mut fresh = view.empty_like();
+    let _ = fresh.add(&query, 0, Cancel::NEVER);
+}
+
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    #[test]
+    fn mutated_index_buffers_never_panic(
+        seed in 0usize..2,
+        edits in vec(edit(), 1..6),
+        misalign in any::<bool>(),
+        k in 1usize..12,
+        nprobe in proptest::option::of(1usize..6),
+    ) {
+        let mut bytes = seeds()[seed].clone();
+        for e in &edits {
+            apply(&mut bytes, e);
+        }
+        exercise(&bytes, misalign, k, nprobe);
+    }
+
+    #[test]
+    fn arbitrary_bytes_after_a_valid_header_never_panic(
+        seed in 0usize..2,
+        tail in vec(any::<u8>(), 0..512),
+    ) {
+        // A valid header keeps the parser going past the magic into the section checks.
+        let mut bytes = seeds()[seed][..HEADER_LEN].to_vec();
+        bytes.extend_from_slice(&tail);
+        exercise(&bytes, false, 5, None);
+    }
+}
+
+#[test]
+fn seeds_parse_and_search() {
+    for s in seeds() {
+        let view = IvfPqView::from_bytes(s).unwrap();
+        assert_eq!(view.len(), ROWS);
+        let hits = view.search(&data()[..DIM], data(), &SearchParams::default(), None);
+        assert!(!hits.is_empty());
+    }
+}
+
+#[test]
+fn corpus_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fuzz-corpus/index");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        for misalign in [false, true] {
+            exercise(&bytes, misalign, 10, None);
+            exercise(&bytes, misalign, 3, Some(1));
+        }
+        n += 1;
+    }
+    assert!(n >= 2, "corpus {} has {n} files", dir.display());
+}
