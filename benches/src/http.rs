@@ -161,8 +161,19 @@ impl HttpClient {
 
     /// `GET path`.
     pub fn get(&mut self, path: &str) -> Result<Response, HttpError> {
+        self.bodyless("GET", path)
+    }
+
+    /// `DELETE path`.
+    pub fn delete(&mut self, path: &str) -> Result<Response, HttpError> {
+        self.bodyless("DELETE", path)
+    }
+
+    /// A request without a body. A request on a reused connection the server
+    /// had closed is retried once on a fresh one.
+    fn bodyless(&mut self, method: &str, path: &str) -> Result<Response, HttpError> {
         let req = format!(
-            "GET {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
+            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
             self.url.prefix, self.url.authority
         )
         .into_bytes();
@@ -409,7 +420,7 @@ mod tests {
         assert_eq!((r.status, r.body.as_slice()), (200, &b"{\"ok\":true}"[..]));
         let r = c.post("/x", "application/json", b"{\"q\":1}").unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"{\"a\":1}"[..]));
-        let r = c.get("/missing").unwrap();
+        let r = c.delete("/missing").unwrap();
         assert_eq!((r.status, r.body.as_slice()), (404, &b"no"[..]));
         assert_eq!(
             accepts.load(Ordering::SeqCst),
