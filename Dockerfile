@@ -8,7 +8,7 @@ WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends pkg-config g++ nasm \
     && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN cargo build --release --locked -p glimpse-server --bin glimpse \
+RUN cargo build --release --locked -p glimpse-server --features jpeg-simd --bin glimpse \
     && strip target/release/glimpse
 
 FROM debian:bookworm-slim AS runtime

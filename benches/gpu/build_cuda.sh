@@ -37,9 +37,9 @@ gcc -shared -fPIC -Wl,-soname,libcuda.so.1 "$SDK/cuda_stub.c" -o "$CUDA_HOME/lib
 export CUDA_HOME PATH="$CUDA_HOME/bin:$PATH" LIBRARY_PATH="$CUDA_HOME/lib"
 export CUDA_COMPUTE_CAP=$ARCH CUDARC_CUDA_VERSION=13000
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target-cuda}
-cargo build --release --locked -p glimpse-benches --features cuda \
+cargo build --release --locked -p glimpse-benches --features cuda,jpeg-simd \
     --bin embed_bench --bin embed_pipeline_bench
-REF=$(cargo test --release --locked -p glimpse-embedder --features cuda --test reference \
+REF=$(cargo test --release --locked -p glimpse-embedder --features cuda,jpeg-simd --test reference \
     --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json,sys
 for l in sys.stdin:

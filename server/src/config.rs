@@ -29,6 +29,8 @@ pub struct ServerConfig {
     /// Heavy requests (bulk loads, multipart uploads, bodies over [`HEAVY_BODY_BYTES`]) served at
     /// once; more are answered 503 with `Retry-After`.
     pub max_heavy_requests: usize,
+    /// Whether `/readyz` waits for the model (`--wait-for-model`).
+    pub wait_for_model: bool,
 }
 
 /// A request body larger than this (or of unknown length) makes a request heavy.
@@ -49,6 +51,7 @@ impl ServerConfig {
             max_upload_bytes: 64 * 1024 * 1024 * 1024,
             spool_dir,
             max_heavy_requests: 2,
+            wait_for_model: false,
         }
     }
 }

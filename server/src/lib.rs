@@ -5,7 +5,7 @@
 //! Only what the binary, the end-to-end tests (`tests/`) and the benchmarks
 //! (`benches/`) call from outside is public: the subcommands (`cli`), the
 //! router (`http`), the embed pipeline (`embed`), the Parquet readers and
-//! writers (`ingest`) and the model wrapper (`model`). Everything else is an
+//! writers (`ingest`) and the model and its loading state (`model`, `model_slot`). Everything else is an
 //! implementation detail of those and stays private to the crate.
 
 pub mod cli;
@@ -18,6 +18,7 @@ pub mod ingest;
 mod jobs;
 mod metrics;
 pub mod model;
+pub mod model_slot;
 mod paths;
 mod photos;
 mod shard_loader;

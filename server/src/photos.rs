@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::jobs::{JobProgress, JobState};
 use crate::model::Model;
+use crate::model_slot::ModelState;
 use crate::state::AppState;
 
 /// Images embedded per forward pass and per commit.
@@ -281,6 +282,19 @@ pub fn spawn_sync(
     std::thread::Builder::new()
         .name("glimpse-photos".into())
         .spawn(move || {
+            // The model loads in the background: wait for it holding only the slot, so a
+            // server shutting down meanwhile is not kept alive.
+            loop {
+                let Some(state) = weak.upgrade() else {
+                    return;
+                };
+                let slot = state.model.clone();
+                drop(state);
+                if !matches!(slot.state(), ModelState::Loading(_)) {
+                    break;
+                }
+                slot.wait(Duration::from_secs(1));
+            }
             loop {
                 let Some(state) = weak.upgrade() else {
                     return;
@@ -300,13 +314,25 @@ pub fn spawn_sync(
 
 /// One pass as a job; `false` when the store is closed (the server is going away).
 fn run_pass(state: &AppState, dir: &Path, name: &str) -> bool {
-    let (Some(model), Some(collection)) = (state.model.as_ref(), state.store.collection(name))
-    else {
+    // Loading has ended (see `spawn_sync`); a failed load ends the sync, and the log and
+    // /readyz say why.
+    let Some(model) = state.model.wait(Duration::ZERO) else {
+        tracing::error!(dir = %dir.display(), model = %state.model.describe(), "the photo folder cannot be synced without the CLIP model");
         return false;
+    };
+    let collection = match state.store.collection(name) {
+        Some(c) => c,
+        None => match photo_collection(&state.store, name, &model) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(collection = name, error = %e, "cannot open the photo collection");
+                return false;
+            }
+        },
     };
     let job = state.jobs.start("photo_sync", name);
     let started = Instant::now();
-    match sync_once(dir, &collection, model, &job.progress) {
+    match sync_once(dir, &collection, &model, &job.progress) {
         Ok(r) => {
             tracing::info!(
                 dir = %dir.display(),

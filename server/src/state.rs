@@ -8,13 +8,14 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::jobs::JobRegistry;
 use crate::model::Model;
+use crate::model_slot::ModelSlot;
 
 /// Shared state of a running server.
 pub struct AppState {
     /// The storage engine.
     pub store: Arc<Store>,
-    /// The CLIP model, when one was loaded (`--model none` leaves it out).
-    pub model: Option<Arc<Model>>,
+    /// The CLIP model: absent (`--model none`), loading in the background, ready or failed.
+    pub model: Arc<ModelSlot>,
     /// Limits, roots and auth.
     pub config: ServerConfig,
     /// Async bulk-load jobs.
@@ -54,13 +55,9 @@ impl AppState {
         }
     }
 
-    /// The model, or 503 naming what is missing.
-    pub fn model(&self) -> Result<&Arc<Model>, ApiError> {
-        self.model.as_ref().ok_or_else(|| {
-            ApiError::unavailable(
-                "no CLIP model is loaded (the server runs with `--model none`): \
-                 text and image queries need `--model openai/clip-vit-base-patch32` or `--model DIR`",
-            )
-        })
+    /// The model, or the 503 that says why there is none (not configured, still loading,
+    /// failed to load).
+    pub fn model(&self) -> Result<Arc<Model>, ApiError> {
+        self.model.get()
     }
 }

@@ -34,14 +34,24 @@ pub struct TestServer {
     pub url: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
+    model: std::sync::Arc<glimpse_server::model_slot::ModelSlot>,
 }
 
 impl TestServer {
     /// Starts a server with the given `glimpse serve` flags (`--bind` is
     /// forced to `127.0.0.1:0`).
     pub fn start(flags: &[&str]) -> TestServer {
+        let server = Self::start_loading(flags);
+        // The model loads in the background; these tests query text at once.
+        server.wait_for_model();
+        server
+    }
+
+    /// Starts a server without waiting for its model (which loads in the background).
+    pub fn start_loading(flags: &[&str]) -> TestServer {
         let args = serve_args(flags);
         let state = glimpse_server::cli::build_state(&args).unwrap();
+        let model = state.model.clone();
         glimpse_server::cli::start_background(&state, &args).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -64,7 +74,14 @@ impl TestServer {
             url: format!("http://{addr}"),
             shutdown: Some(tx),
             thread: Some(thread),
+            model,
         }
+    }
+
+    /// Waits (up to 5 minutes) until the model has loaded or failed; `--model none` returns
+    /// at once.
+    pub fn wait_for_model(&self) {
+        self.model.wait(Duration::from_secs(300));
     }
 
     /// `glimpse serve --photos PHOTOS` over data dir `data` with CLIP model directory `model`,
@@ -180,9 +197,29 @@ impl ChildServer {
                         sink.clear();
                     }
                 });
-                return ChildServer { url, child };
+                let srv = ChildServer { url, child };
+                srv.wait_for_model();
+                return srv;
             }
             assert!(Instant::now() < deadline, "child server did not start");
+        }
+    }
+
+    /// Polls `/readyz` until the model (loading in the background) is ready or failed.
+    pub fn wait_for_model(&self) {
+        let client = reqwest::blocking::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            let model = client
+                .get(format!("{}/readyz", self.url))
+                .send()
+                .ok()
+                .and_then(|r| r.json::<serde_json::Value>().ok())
+                .and_then(|v| v["model"].as_str().map(str::to_string));
+            if model.is_some_and(|m| m != "loading") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

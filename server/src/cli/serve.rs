@@ -9,7 +9,8 @@ use clap::Args;
 use glimpse_storage::{Durability, Store, StoreOptions};
 
 use crate::config::ServerConfig;
-use crate::model::{DeviceArg, Model};
+use crate::model::DeviceArg;
+use crate::model_slot::{ModelSlot, ModelState};
 use crate::state::AppState;
 
 /// Arguments of `glimpse serve`.
@@ -27,6 +28,15 @@ pub struct ServeArgs {
     /// Device for the model.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
+    /// `/readyz` answers 503 until the model is loaded (and for good if it fails), so a
+    /// SkyServe or Kubernetes readiness probe sends no traffic that needs text search too
+    /// early. Without it the server is ready as soon as the store is open.
+    #[arg(long)]
+    pub wait_for_model: bool,
+    /// When `--model` names a local directory that is missing or incomplete at start (a
+    /// volume mounted or filled later), keep looking for it this many seconds before giving up.
+    #[arg(long, default_value_t = 0)]
+    pub model_wait_secs: u64,
     /// Serve image files referenced by `image_path` from inside this directory only.
     #[arg(long)]
     pub images_dir: Option<PathBuf>,
@@ -111,10 +121,14 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
     opts.defer_bulk_index = !a.index_during_load;
     let store = Store::open(&a.data_dir, opts)
         .with_context(|| format!("opening data dir {}", a.data_dir.display()))?;
+    // The port is bound at once; the model is resolved, downloaded and loaded meanwhile.
     let model = if a.model.eq_ignore_ascii_case("none") {
-        None
+        if a.wait_for_model {
+            bail!("--wait-for-model waits for a CLIP model; drop it or `--model none`");
+        }
+        ModelSlot::disabled()
     } else {
-        Some(Arc::new(Model::load(&a.model, a.device)?))
+        ModelSlot::load_in_background(&a.model, a.device, Duration::from_secs(a.model_wait_secs))
     };
     for (flag, dir) in [
         ("--images-dir", &a.images_dir),
@@ -130,9 +144,9 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
     let mut images_dir = a.images_dir.clone();
     let mut default_collection = a.collection.clone();
     if let Some(photos) = &a.photos {
-        let Some(model) = &model else {
+        if matches!(model.state(), ModelState::Disabled) {
             bail!("--photos needs a CLIP model to embed the photos; drop `--model none`");
-        };
+        }
         if let Some(d) = &images_dir
             && std::fs::canonicalize(d).ok() != std::fs::canonicalize(photos).ok()
         {
@@ -142,11 +156,9 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
             );
         }
         images_dir = Some(photos.clone());
-        let name = default_collection
-            .get_or_insert_with(|| DEFAULT_PHOTOS_COLLECTION.to_string())
-            .clone();
-        crate::photos::photo_collection(&store, &name, model)
-            .with_context(|| format!("opening the photo collection {name:?}"))?;
+        // The collection is created by the sync thread once the model (and so the
+        // dimension) is known.
+        default_collection.get_or_insert_with(|| DEFAULT_PHOTOS_COLLECTION.to_string());
     }
     let mut config = ServerConfig::new(a.data_dir.join("spool"));
     config.import_root = a.import_root.clone();
@@ -159,6 +171,7 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
     config.max_json_bytes = a.max_json_bytes;
     config.max_upload_bytes = a.max_upload_bytes;
     config.max_heavy_requests = a.max_heavy_requests.max(1);
+    config.wait_for_model = a.wait_for_model;
     // Uploads interrupted by a crash leave spool files; nothing refers to them.
     let _ = std::fs::remove_dir_all(&config.spool_dir);
     Ok(Arc::new(AppState {

@@ -9,6 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::metrics::METRICS;
+use crate::model_slot::ModelState;
 use crate::state::AppState;
 
 /// The OpenAPI document, kept beside docs/api.md.
@@ -21,15 +22,26 @@ pub(super) async fn healthz() -> Json<Value> {
 }
 
 pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
-    // The store is opened before the listener exists, and the model is loaded
-    // before serving starts, so a running server is ready; this reports what
-    // it serves so a probe can tell a vector-only server apart.
+    // The store is opened before the listener exists; the model loads in the background.
+    // Ready means: vector search and loads work, and with --wait-for-model also text search.
     let collections = state.store.list().len();
+    let model = state.model.describe();
+    let model_id = match state.model.state() {
+        ModelState::Ready(m) => Some(m.id().to_string()),
+        _ => None,
+    };
+    let model_ready = matches!(state.model.state(), ModelState::Ready(_));
+    let ready = !state.config.wait_for_model || model_ready;
     (
-        StatusCode::OK,
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
         Json(json!({
-            "status": "ready",
-            "model": state.model.as_ref().map(|m| m.id().to_string()),
+            "status": if ready { "ready" } else { "waiting_for_model" },
+            "model": model,
+            "model_id": model_id,
             "collections": collections,
         })),
     )
