@@ -98,7 +98,9 @@ impl BulkWriter {
         } else {
             None
         };
-        let index_min_rows = if inner.opts.defer_bulk_index && template.is_none() {
+        let index_min_rows = if template.is_some() {
+            inner.opts.borrowed_index_min_rows
+        } else if inner.opts.defer_bulk_index {
             usize::MAX
         } else {
             inner.opts.index_min_rows

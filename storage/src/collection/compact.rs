@@ -50,7 +50,14 @@ impl Inner {
                     )?;
                 }
             }
-            let mut fin = w.finish(self.opts.index_min_rows, None, Cancel::on(&self.closing))?;
+            // A merge of small segments that is still below `index_min_rows` borrows a trained
+            // index rather than being scanned exactly; a big one trains its own.
+            let (min_rows, template) = self.index_plan(w.rows());
+            let mut fin = w.finish(
+                min_rows,
+                template.as_ref().map(|t| &t.index),
+                Cancel::on(&self.closing),
+            )?;
             fin.publish()?;
             Some(self.open_new_segment(&fin.dir, id, &fin.dead_rows)?)
         } else {
@@ -207,5 +214,59 @@ mod tests {
         assert_eq!(c.len(), 58);
         assert!(c.get("p21").is_none());
         assert_eq!(c.get("p59").unwrap().vector, point(59, 1, DIM).vector);
+    }
+
+    #[test]
+    fn a_merge_below_the_training_threshold_borrows_a_trained_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            memtable_flush_rows: usize::MAX,
+            defer_bulk_index: false,
+            index_min_rows: 2_000,
+            borrowed_index_min_rows: 100,
+            compaction: CompactionOptions {
+                enabled: false,
+                ..CompactionOptions::default()
+            },
+            ..StoreOptions::default()
+        };
+        let dim = 16;
+        let c = open(tmp.path(), dim, &opts);
+        let mut w = c.bulk_writer().unwrap();
+        for i in 0..3_000 {
+            w.push(point(i, 1, dim)).unwrap();
+        }
+        w.commit().unwrap();
+        // Three flushes of 60 rows: each below the borrowing threshold, so scanned exactly.
+        for s in 0..3 {
+            c.upsert(
+                (10_000 + s * 60..10_000 + (s + 1) * 60)
+                    .map(|i| point(i, 1, dim))
+                    .collect(),
+            )
+            .unwrap();
+            c.flush().unwrap();
+        }
+        let small: Vec<u64> = {
+            let v = c.inner.version.load();
+            assert!(v.segments[1..].iter().all(|s| !s.reader.has_index()));
+            v.segments[1..].iter().map(|s| s.reader.id).collect()
+        };
+        {
+            let mut man = c.inner.lock_maintenance();
+            c.inner.compact_segments(&mut man, &small).unwrap();
+        }
+        let v = c.inner.version.load();
+        assert_eq!(v.segments.len(), 2);
+        let merged = &v.segments[1].reader;
+        assert_eq!(merged.rows, 180);
+        assert!(
+            merged.has_index(),
+            "180 rows merged, below index_min_rows: borrowed"
+        );
+        assert_eq!(
+            c.get("p10100").unwrap().vector,
+            point(10_100, 1, dim).vector
+        );
     }
 }

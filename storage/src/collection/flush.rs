@@ -41,7 +41,10 @@ impl Inner {
                     meta_entries(&r.metadata),
                 )?;
             }
-            let mut fin = w.finish(self.opts.index_min_rows, None, Cancel::NEVER)?;
+            // A trained index lends its quantizers to a flush big enough to gain from one, so
+            // writes under steady load do not pile up as exactly scanned segments.
+            let (min_rows, template) = self.index_plan(w.rows());
+            let mut fin = w.finish(min_rows, template.as_ref().map(|t| &t.index), Cancel::NEVER)?;
             fin.publish()?;
             match self.open_new_segment(&fin.dir, id, &fin.dead_rows) {
                 Ok(s) => Some(s),
@@ -179,5 +182,49 @@ mod tests {
         let c = open(tmp.path(), DIM, &opts());
         assert_eq!(c.len(), 10);
         assert_eq!(c.get("p3").unwrap().vector, point(3, 2, DIM).vector);
+    }
+
+    #[test]
+    fn a_small_flush_borrows_a_trained_index_instead_of_being_scanned_exactly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            memtable_flush_rows: usize::MAX,
+            defer_bulk_index: false,
+            index_min_rows: 2_000,
+            borrowed_index_min_rows: 300,
+            ..StoreOptions::default()
+        };
+        let dim = 16;
+        let c = open(tmp.path(), dim, &opts);
+        let mut w = c.bulk_writer().unwrap();
+        for i in 0..3_000 {
+            w.push(point(i, 1, dim)).unwrap();
+        }
+        w.commit().unwrap();
+        c.upsert((10_000..10_500).map(|i| point(i, 1, dim)).collect())
+            .unwrap();
+        c.flush().unwrap();
+        let v = c.inner.version.load();
+        assert_eq!(v.segments.len(), 2);
+        let small = &v.segments[1].reader;
+        assert_eq!(small.rows, 500);
+        assert!(
+            small.has_index(),
+            "500 rows, below index_min_rows, borrowed the trained index"
+        );
+        // Found through its index.
+        let q = point(10_123, 1, dim).vector;
+        let hits = c
+            .search(
+                &q,
+                &crate::types::SearchRequest {
+                    k: 1,
+                    nprobe: None,
+                    refine: None,
+                    filter: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(hits[0].id, "p10123");
     }
 }

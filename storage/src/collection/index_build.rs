@@ -30,6 +30,26 @@ impl Inner {
             .map(|(_, slot)| slot)
     }
 
+    /// How a segment of `rows` rows written by a flush or a merge gets its index: trained on
+    /// its own when it has `index_min_rows`; else with the quantizers of a trained index when
+    /// it has `borrowed_index_min_rows` and the collection has one (an assignment pass, no
+    /// k-means); else none (searched exactly). Returns the row threshold to pass to
+    /// `SegmentWriter::finish` and the template.
+    pub(super) fn index_plan(
+        &self,
+        rows: usize,
+    ) -> (usize, Option<Arc<crate::segment::IndexSlot>>) {
+        let own = self.opts.index_min_rows;
+        let borrowed = self.opts.borrowed_index_min_rows;
+        if rows >= own || rows < borrowed {
+            return (own, None);
+        }
+        match self.index_template(rows) {
+            Some(t) => (borrowed, Some(t)),
+            None => (own, None),
+        }
+    }
+
     /// A segment waiting for a deferred index build that a trained index
     /// can take without training (see [`Inner::index_template`]).
     pub(super) fn borrowable_pending(&self) -> Option<Arc<LiveSegment>> {
