@@ -278,6 +278,35 @@ fn token_from_dotenv(text: &str) -> Option<String> {
     })
 }
 
+/// A hub repository whose downloads are logged with their size and time.
+struct LoggedRepo<'a> {
+    repo: &'a hf_hub::api::sync::ApiRepo,
+    spec: &'a str,
+}
+
+impl LoggedRepo<'_> {
+    fn get(&self, file: &str) -> std::result::Result<PathBuf, hf_hub::api::sync::ApiError> {
+        let started = std::time::Instant::now();
+        tracing::info!(
+            model = self.spec,
+            file,
+            "fetching from the Hugging Face hub (or its cache)"
+        );
+        let got = self.repo.get(file);
+        if let Ok(path) = &got {
+            let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+            tracing::info!(
+                model = self.spec,
+                file,
+                bytes,
+                seconds = started.elapsed().as_secs_f64(),
+                "fetched"
+            );
+        }
+        got
+    }
+}
+
 fn download(spec: &str) -> Result<ModelDir> {
     let fail = |message: String| EmbedderError::Resolve {
         spec: spec.into(),
@@ -290,7 +319,10 @@ fn download(spec: &str) -> Result<ModelDir> {
     let api = builder
         .build()
         .map_err(|e| fail(format!("hub client: {e}")))?;
-    let repo = api.model(spec.to_string());
+    let hub = api.model(spec.to_string());
+    // Progress in the log, file by file (the weights are ~600 MB): a server that loads its
+    // model in the background says what it is waiting for.
+    let repo = LoggedRepo { repo: &hub, spec };
     let config = repo.get("config.json").map_err(|e| {
         fail(format!(
             "download of config.json failed ({e}); check the repository id and network, set \
@@ -298,7 +330,7 @@ fn download(spec: &str) -> Result<ModelDir> {
         ))
     })?;
     let got_weights = repo.get("model.safetensors").is_ok()
-        || sharded(&repo)
+        || sharded(&hub)
         || repo.get("pytorch_model.bin").is_ok();
     if !got_weights {
         return Err(fail(

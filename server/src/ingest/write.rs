@@ -4,6 +4,10 @@
 //! Every file is written to a hidden temporary file in its destination folder, fsynced, renamed
 //! into place and the folder fsynced, so a crash leaves either the old file or the complete new
 //! one, never a torn file under the final name.
+//!
+//! (About 730 lines, over the ~700 the house keeps to: the shard writer, the query-results
+//! writer and the query reader share the schema and the atomic-write helpers here; split them
+//! when a fourth format arrives.)
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -7,6 +7,9 @@
 //! accepts only the handful of numpy globals that rebuild an array. Anything else is an error: the
 //! decoder never calls anything, never allocates more than a small multiple of its input, and
 //! never panics.
+//!
+//! (About 740 lines, over the ~700 the house keeps to: one stack machine whose opcode `match`
+//! reads best whole; its tests are in `tests.rs`.)
 
 use std::collections::HashMap;
 use std::rc::Rc;
