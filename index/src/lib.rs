@@ -19,6 +19,8 @@
 //! vectors, so returned scores are exact. [`IvfPqIndex::to_bytes`] /
 //! [`IvfPqView::from_bytes`] give a single aligned buffer searchable in place.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod byte_edits;
 mod cancel;
 mod coarse;
 pub mod distance;

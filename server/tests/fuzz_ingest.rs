@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow_array::{ArrayRef, BinaryArray, Int64Array, RecordBatch, StringArray};
+use glimpse_index::byte_edits::{Edit, apply, edit};
 use glimpse_server::ingest::{
     ExtraColumn, IngestError, IngestRow, MetaKind, MetaValue, ShardReader, ShardRecord,
     ShardWriterOptions, write_partition_atomic,
@@ -135,75 +136,6 @@ fn seeds() -> &'static [Vec<u8>] {
             std::fs::read(fixture).unwrap(),
         ]
     })
-}
-
-/// One edit of a byte string; positions are taken modulo the length.
-#[derive(Debug, Clone)]
-enum Edit {
-    Flip(usize, u8),
-    Set(usize, u8),
-    Insert(usize, Vec<u8>),
-    Delete(usize, usize),
-    Truncate(usize),
-    /// A boundary integer, little endian, `width` bytes: how length fields go wrong.
-    Int(usize, u64, usize),
-}
-
-const INTERESTING: &[u64] = &[
-    0,
-    1,
-    0x7f,
-    0x80,
-    0xff,
-    0xffff,
-    0x7fff_ffff,
-    0x8000_0000,
-    0xffff_ffff,
-    1 << 32,
-    i64::MAX as u64,
-    u64::MAX,
-];
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Edit::Flip(at, bit)),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Edit::Set(at, b)),
-        (any::<usize>(), vec(any::<u8>(), 1..16)).prop_map(|(at, b)| Edit::Insert(at, b)),
-        (any::<usize>(), 1usize..32).prop_map(|(at, n)| Edit::Delete(at, n)),
-        any::<usize>().prop_map(Edit::Truncate),
-        (
-            any::<usize>(),
-            proptest::sample::select(INTERESTING),
-            proptest::sample::select(&[1usize, 2, 4, 8][..])
-        )
-            .prop_map(|(at, v, w)| Edit::Int(at, v, w)),
-    ]
-}
-
-fn apply(bytes: &mut Vec<u8>, edits: &[Edit]) {
-    for edit in edits {
-        let len = bytes.len();
-        let at = |i: usize| if len == 0 { 0 } else { i % len };
-        match edit {
-            Edit::Flip(i, bit) if len > 0 => bytes[at(*i)] ^= 1 << bit,
-            Edit::Set(i, b) if len > 0 => bytes[at(*i)] = *b,
-            Edit::Insert(i, b) => {
-                let i = i % (len + 1);
-                bytes.splice(i..i, b.iter().copied());
-            }
-            Edit::Delete(i, n) if len > 0 => {
-                let i = at(*i);
-                bytes.drain(i..(i + n).min(len));
-            }
-            Edit::Truncate(i) => bytes.truncate(i % (len + 1)),
-            Edit::Int(i, v, w) if len > 0 => {
-                let i = at(*i);
-                let end = (i + w).min(len);
-                bytes[i..end].copy_from_slice(&v.to_le_bytes()[..end - i]);
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Applies `edits` to the Thrift footer of a Parquet file only (where every size and offset

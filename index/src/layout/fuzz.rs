@@ -11,6 +11,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::*;
+use crate::byte_edits::{apply, edit};
 use crate::params::IndexParams;
 use crate::{Cancel, synthetic};
 
@@ -48,76 +49,6 @@ fn seeds() -> &'static [Vec<u8>] {
         })
         .collect()
     })
-}
-
-/// One edit of a byte string; positions are taken modulo the length.
-#[derive(Debug, Clone)]
-enum Edit {
-    Flip(usize, u8),
-    Set(usize, u8),
-    Insert(usize, Vec<u8>),
-    Delete(usize, usize),
-    Truncate(usize),
-    /// A boundary integer, little endian, `width` bytes: how length and offset fields go wrong.
-    Int(usize, u64, usize),
-}
-
-const INTERESTING: &[u64] = &[
-    0,
-    1,
-    0x3f,
-    0x40,
-    0x7f,
-    0x80,
-    0xff,
-    0x7fff,
-    0xffff,
-    0x7fff_ffff,
-    0x8000_0000,
-    0xffff_ffff,
-    1 << 32,
-    i64::MAX as u64,
-    u64::MAX,
-];
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Edit::Flip(at, bit)),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Edit::Set(at, b)),
-        (any::<usize>(), vec(any::<u8>(), 1..16)).prop_map(|(at, b)| Edit::Insert(at, b)),
-        (any::<usize>(), 1usize..64).prop_map(|(at, n)| Edit::Delete(at, n)),
-        any::<usize>().prop_map(Edit::Truncate),
-        (
-            any::<usize>(),
-            proptest::sample::select(INTERESTING),
-            proptest::sample::select(&[1usize, 2, 4, 8][..])
-        )
-            .prop_map(|(at, v, w)| Edit::Int(at, v, w)),
-    ]
-}
-
-fn apply(bytes: &mut Vec<u8>, edit: &Edit) {
-    let len = bytes.len();
-    let at = |i: usize| if len == 0 { 0 } else { i % len };
-    match edit {
-        Edit::Flip(i, bit) if len > 0 => bytes[at(*i)] ^= 1 << bit,
-        Edit::Set(i, b) if len > 0 => bytes[at(*i)] = *b,
-        Edit::Insert(i, b) => {
-            let i = i % (len + 1);
-            bytes.splice(i..i, b.iter().copied());
-        }
-        Edit::Delete(i, n) if len > 0 => {
-            let i = at(*i);
-            bytes.drain(i..(i + n).min(len));
-        }
-        Edit::Truncate(i) => bytes.truncate(i % (len + 1)),
-        Edit::Int(i, v, w) if len > 0 => {
-            let i = at(*i);
-            let end = (i + w).min(len);
-            bytes[i..end].copy_from_slice(&v.to_le_bytes()[..end - i]);
-        }
-        _ => {}
-    }
 }
 
 /// Bytes a view holds that it does not borrow from its input.
@@ -216,9 +147,7 @@ proptest! {
         nprobe in proptest::option::of(1usize..6),
     ) {
         let mut bytes = seeds()[seed].clone();
-        for e in &edits {
-            apply(&mut bytes, e);
-        }
+        apply(&mut bytes, &edits);
         exercise(&bytes, misalign, k, nprobe);
     }
 

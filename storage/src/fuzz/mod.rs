@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use proptest::collection::vec;
+pub(super) use glimpse_index::byte_edits::{INTERESTING, apply, edits};
 use proptest::prelude::*;
 
 use crate::types::{CompactionOptions, MetaValue, Point, SearchRequest, StoreOptions};
@@ -23,82 +23,6 @@ use crate::{Metric, Store};
 mod manifest;
 mod segment;
 mod wal;
-
-/// One edit of a byte string; positions are taken modulo the length.
-#[derive(Debug, Clone)]
-pub(super) enum Edit {
-    Flip(usize, u8),
-    Set(usize, u8),
-    Insert(usize, Vec<u8>),
-    Delete(usize, usize),
-    Truncate(usize),
-    /// A boundary integer, little endian, `width` bytes: how length fields go wrong.
-    Int(usize, u64, usize),
-}
-
-const INTERESTING: &[u64] = &[
-    0,
-    1,
-    0x7f,
-    0x80,
-    0xff,
-    0x100,
-    0x7fff,
-    0xffff,
-    0x7fff_ffff,
-    0x8000_0000,
-    0xffff_ffff,
-    1 << 32,
-    i64::MAX as u64,
-    u64::MAX,
-];
-
-pub(super) fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Edit::Flip(at, bit)),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Edit::Set(at, b)),
-        (any::<usize>(), vec(any::<u8>(), 1..16)).prop_map(|(at, b)| Edit::Insert(at, b)),
-        (any::<usize>(), 1usize..64).prop_map(|(at, n)| Edit::Delete(at, n)),
-        any::<usize>().prop_map(Edit::Truncate),
-        (
-            any::<usize>(),
-            proptest::sample::select(INTERESTING),
-            proptest::sample::select(&[1usize, 2, 4, 8][..])
-        )
-            .prop_map(|(at, v, w)| Edit::Int(at, v, w)),
-    ]
-}
-
-/// A few edits, as each property applies them.
-pub(super) fn edits() -> impl Strategy<Value = Vec<Edit>> {
-    vec(edit(), 1..6)
-}
-
-pub(super) fn apply(bytes: &mut Vec<u8>, edits: &[Edit]) {
-    for edit in edits {
-        let len = bytes.len();
-        let at = |i: usize| if len == 0 { 0 } else { i % len };
-        match edit {
-            Edit::Flip(i, bit) if len > 0 => bytes[at(*i)] ^= 1 << bit,
-            Edit::Set(i, b) if len > 0 => bytes[at(*i)] = *b,
-            Edit::Insert(i, b) => {
-                let i = i % (len + 1);
-                bytes.splice(i..i, b.iter().copied());
-            }
-            Edit::Delete(i, n) if len > 0 => {
-                let i = at(*i);
-                bytes.drain(i..(i + n).min(len));
-            }
-            Edit::Truncate(i) => bytes.truncate(i % (len + 1)),
-            Edit::Int(i, v, w) if len > 0 => {
-                let i = at(*i);
-                let end = (i + w).min(len);
-                bytes[i..end].copy_from_slice(&v.to_le_bytes()[..end - i]);
-            }
-            _ => {}
-        }
-    }
-}
 
 /// `cases` cases, no regression files in the source tree (kept inputs go to the corpus).
 pub(super) fn config(cases: u32) -> ProptestConfig {
