@@ -182,7 +182,7 @@ fn number(field: &str, op: &str, v: &Value) -> Result<f64, FilterError> {
 const SHOWN_CHARS: usize = 64;
 
 /// `s` cut to [`SHOWN_CHARS`] characters for an error message.
-fn cut(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn cut(s: &str) -> std::borrow::Cow<'_, str> {
     match s.char_indices().nth(SHOWN_CHARS) {
         Some((end, _)) => format!("{}…", &s[..end]).into(),
         None => s.into(),

@@ -8,6 +8,7 @@
 //! writers (`ingest`) and the model and its loading state (`model`, `model_slot`). Everything else is an
 //! implementation detail of those and stays private to the crate.
 
+mod chroma;
 pub mod cli;
 mod config;
 pub mod embed;

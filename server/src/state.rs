@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use glimpse_storage::{Collection, Store};
 
+use crate::chroma::registry::Registry;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::jobs::JobRegistry;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub jobs: JobRegistry,
     /// Permits for heavy requests (see `http::admission`).
     pub heavy: Arc<tokio::sync::Semaphore>,
+    /// The Chroma API's tenants, databases and collection UUIDs.
+    pub chroma: Arc<Registry>,
 }
 
 impl AppState {

@@ -33,6 +33,14 @@ pub enum Filter {
         /// Accepted values.
         values: Vec<MetaValue>,
     },
+    /// `metadata[key]` is a string containing `needle` (case-sensitive, byte-wise); any other
+    /// value, or none, fails. ChromaDB's `where_document` `$contains` is this on the document.
+    Contains {
+        /// Metadata key.
+        key: String,
+        /// Substring to look for.
+        needle: String,
+    },
     /// All sub-filters hold (true when empty).
     And(Vec<Filter>),
     /// At least one sub-filter holds (false when empty).
@@ -121,6 +129,9 @@ impl Filter {
             Filter::In { key, values } => meta
                 .lookup(key)
                 .is_some_and(|v| values.iter().any(|c| v.equals(c))),
+            Filter::Contains { key, needle } => {
+                matches!(meta.lookup(key), Some(MetaRef::Str(s)) if s.contains(needle.as_str()))
+            }
             Filter::And(fs) => fs.iter().all(|f| f.eval(meta)),
             Filter::Or(fs) => fs.iter().any(|f| f.eval(meta)),
             Filter::Not(f) => !f.eval(meta),
@@ -181,5 +192,22 @@ mod tests {
         assert!(Filter::Or(vec![eq("b", MetaValue::Bool(false)), inn.clone()]).matches(&m));
         assert!(!Filter::Or(vec![]).matches(&m));
         assert!(Filter::Not(Box::new(eq("missing", MetaValue::Int(1)))).matches(&m));
+    }
+
+    #[test]
+    fn contains_is_a_case_sensitive_substring_of_strings_only() {
+        let mut m = BTreeMap::new();
+        m.insert("doc".to_string(), MetaValue::Str("a Black cat".into()));
+        m.insert("n".to_string(), MetaValue::Int(12));
+        let c = |k: &str, n: &str| Filter::Contains {
+            key: k.into(),
+            needle: n.into(),
+        };
+        assert!(c("doc", "Black c").matches(&m));
+        assert!(c("doc", "").matches(&m));
+        assert!(!c("doc", "black").matches(&m));
+        assert!(!c("n", "1").matches(&m), "numbers are not searched as text");
+        assert!(!c("missing", "").matches(&m));
+        assert!(Filter::Not(Box::new(c("missing", "x"))).matches(&m));
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use glimpse_storage::{Durability, Store, StoreOptions};
 
+use crate::chroma::registry::Registry;
 use crate::config::ServerConfig;
 use crate::model::DeviceArg;
 use crate::model_slot::{ModelSlot, ModelState};
@@ -121,6 +122,7 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
     opts.defer_bulk_index = !a.index_during_load;
     let store = Store::open(&a.data_dir, opts)
         .with_context(|| format!("opening data dir {}", a.data_dir.display()))?;
+    let chroma = Registry::open(&a.data_dir).context("opening the Chroma namespace")?;
     // The port is bound at once; the model is resolved, downloaded and loaded meanwhile.
     let model = if a.model.eq_ignore_ascii_case("none") {
         if a.wait_for_model {
@@ -180,6 +182,7 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
         heavy: Arc::new(tokio::sync::Semaphore::new(config.max_heavy_requests)),
         config,
         jobs: Default::default(),
+        chroma: Arc::new(chroma),
     }))
 }
 

@@ -61,6 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/", get(ops::page))
+        .merge(crate::chroma::routes())
         .layer(DefaultBodyLimit::max(json_limit));
     // Bulk-load bodies are streamed to disk under their own (larger) limit.
     let upload = Router::new()
@@ -115,7 +116,9 @@ const READ_ONLY_POSTS: [&str; 2] = ["/v1/collections/{c}/search", "/search"];
 fn is_write(method: &Method, route: Option<&str>) -> bool {
     match *method {
         Method::GET | Method::HEAD | Method::OPTIONS => false,
-        Method::POST => !route.is_some_and(|r| READ_ONLY_POSTS.contains(&r)),
+        Method::POST => !route.is_some_and(|r| {
+            READ_ONLY_POSTS.contains(&r) || crate::chroma::READ_ONLY_POSTS.contains(&r)
+        }),
         _ => true,
     }
 }
@@ -145,11 +148,13 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
             && matches!(*req.method(), Method::GET | Method::HEAD);
         let needs = !open && (state.config.protect_reads || is_write(req.method(), route));
         if needs {
-            let given = req
-                .headers()
+            // Chroma's client sends its token either way (`chroma_auth_token_transport_header`).
+            let headers = req.headers();
+            let given = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .or_else(|| headers.get("x-chroma-token").and_then(|v| v.to_str().ok()));
             if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
                 return ApiError::unauthorized().into_response();
             }

@@ -7,8 +7,16 @@ use std::time::Instant;
 
 use super::Collection;
 use crate::error::{Result, StorageError};
+use crate::filter::Filter;
 use crate::memtable::{MemEntry, Memtable};
+use crate::segment::SegmentReader;
 use crate::types::{CollectionStats, Hit, MAX_K, Point, SearchRequest, SearchTimings};
+
+/// A live row found by a listing walk.
+enum LiveRow<'a> {
+    Mem(&'a Memtable, u32),
+    Seg(&'a SegmentReader, u32),
+}
 
 /// Where a search candidate came from.
 #[derive(Clone, Copy)]
@@ -71,6 +79,93 @@ impl Collection {
         drop(active);
         out.sort_unstable();
         out.dedup();
+        out
+    }
+
+    /// Live points matching `filter`, skipping the first `offset` matches and returning at most
+    /// `limit`, for listing pages (ChromaDB's `get` without ids). The order is stable while
+    /// nothing is written: segments in the version's order, each by row, then the memtables
+    /// oldest first. O(rows walked); the active memtable stays read-locked meanwhile, as in
+    /// [`ids`](Self::ids), so the walk sees one consistent state.
+    pub fn scan(&self, filter: Option<&Filter>, offset: usize, limit: usize) -> Vec<Point> {
+        self.walk_live(filter, offset, limit, |row| match row {
+            LiveRow::Mem(m, r) => m.point(r),
+            LiveRow::Seg(s, r) => s.point(r),
+        })
+    }
+
+    /// The ids [`scan`](Self::scan) would return, without copying vectors or metadata (a
+    /// delete by filter).
+    pub fn scan_ids(&self, filter: Option<&Filter>, offset: usize, limit: usize) -> Vec<String> {
+        self.walk_live(filter, offset, limit, |row| match row {
+            LiveRow::Mem(m, r) => m.row(r).id.clone(),
+            LiveRow::Seg(s, r) => s.id_at(r).to_string(),
+        })
+    }
+
+    fn walk_live<T>(
+        &self,
+        filter: Option<&Filter>,
+        offset: usize,
+        limit: usize,
+        mut take: impl FnMut(LiveRow<'_>) -> T,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        if limit == 0 || self.inner.check_open().is_err() {
+            return out;
+        }
+        let mut skip = offset;
+        // Counts a match against the offset; true when it is to be returned.
+        let mut keep = || {
+            if skip > 0 {
+                skip -= 1;
+                false
+            } else {
+                true
+            }
+        };
+        let active = self.inner.active.read();
+        let v = self.inner.version.load_full();
+        // Newest first, as in `search`.
+        let mems: Vec<&Memtable> = std::iter::once(&*active)
+            .chain(v.frozen.iter().map(|m| &**m))
+            .collect();
+        let any_mem = mems.iter().any(|m| !m.is_empty());
+        for seg in &v.segments {
+            if seg.reader.is_quarantined() || seg.live_rows() == 0 {
+                continue;
+            }
+            let reader = &*seg.reader;
+            for row in 0..reader.rows {
+                if seg.tombstones.contains(row)
+                    || (any_mem && mems.iter().any(|m| m.contains(reader.id_at(row))))
+                    || filter.is_some_and(|f| !f.eval(reader.record(row)))
+                    || !keep()
+                {
+                    continue;
+                }
+                out.push(take(LiveRow::Seg(reader, row)));
+                if out.len() == limit {
+                    return out;
+                }
+            }
+        }
+        for (i, m) in mems.iter().enumerate().rev() {
+            let newer = &mems[..i];
+            for row in m.live_rows() {
+                let r = m.row(row);
+                if newer.iter().any(|n| n.contains(&r.id))
+                    || filter.is_some_and(|f| !f.eval(&r.metadata))
+                    || !keep()
+                {
+                    continue;
+                }
+                out.push(take(LiveRow::Mem(m, row)));
+                if out.len() == limit {
+                    return out;
+                }
+            }
+        }
         out
     }
 

@@ -1,0 +1,115 @@
+//! ChromaDB's HTTP API (v2, as spoken by the `chromadb` 1.5 Python client), served beside
+//! `/v1` on the same port and over the same collections, so programs written against Chroma
+//! switch by changing only the host. `docs/chroma.md` says what is supported and what
+//! differs.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `registry` | tenants, databases, collection UUIDs and metadata (`chroma.json`) |
+//! | `system` | identity, heartbeat, version, pre-flight, tenants, databases |
+//! | `collections` | create, list, count, get, modify, delete collections |
+//! | `write` | `add`, `upsert`, `update`, `delete` |
+//! | `read` | `count`, `get`, `query` |
+//! | `wire` | request bodies, embeddings, metadata, documents and URIs |
+//! | `filters` | `where` and `where_document` |
+//! | `error` | errors in Chroma's shape, with its names |
+
+mod collections;
+mod error;
+mod filters;
+mod read;
+pub mod registry;
+mod system;
+mod wire;
+mod write;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use glimpse_storage::Collection;
+use uuid::Uuid;
+
+use self::error::{ChromaError, ChromaResult};
+use self::registry::ChromaCollection;
+use crate::state::AppState;
+
+/// Prefix of every collection route.
+const COLLECTIONS: &str = "/api/v2/tenants/{tenant}/databases/{database}/collections";
+
+/// Route templates that read although they are POSTed (auth treats them as reads).
+pub const READ_ONLY_POSTS: [&str; 2] = [
+    "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/get",
+    "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/query",
+];
+
+/// The Chroma routes, to be merged into the main router (under its body limit).
+pub fn routes() -> Router<Arc<AppState>> {
+    let c = |tail: &str| format!("{COLLECTIONS}{tail}");
+    Router::new()
+        .route("/api/v2/auth/identity", get(system::identity))
+        .route("/api/v2/heartbeat", get(system::heartbeat))
+        .route("/api/v2/healthcheck", get(system::healthcheck))
+        .route("/api/v2/version", get(system::version))
+        .route("/api/v2/pre-flight-checks", get(system::pre_flight))
+        .route("/api/v2/reset", post(system::reset))
+        .route("/api/v2/tenants", post(system::create_tenant))
+        .route("/api/v2/tenants/{tenant}", get(system::get_tenant))
+        .route(
+            "/api/v2/tenants/{tenant}/databases",
+            post(system::create_database).get(system::list_databases),
+        )
+        .route(
+            "/api/v2/tenants/{tenant}/databases/{database}",
+            get(system::get_database).delete(system::delete_database),
+        )
+        .route(
+            COLLECTIONS,
+            post(collections::create).get(collections::list),
+        )
+        .route(
+            "/api/v2/tenants/{tenant}/databases/{database}/collections_count",
+            get(collections::count),
+        )
+        .route(
+            &c("/{collection}"),
+            get(collections::get_one)
+                .put(collections::modify)
+                .delete(collections::delete),
+        )
+        .route(&c("/{collection}/add"), post(write::add))
+        .route(&c("/{collection}/upsert"), post(write::upsert))
+        .route(&c("/{collection}/update"), post(write::update))
+        .route(&c("/{collection}/delete"), post(write::delete))
+        .route(&c("/{collection}/count"), get(read::count))
+        .route(&c("/{collection}/get"), post(read::get))
+        .route(&c("/{collection}/query"), post(read::query))
+}
+
+/// A Chroma collection addressed by UUID in a record route, with its engine collection when
+/// it has one (none before the first add).
+pub(crate) struct Target {
+    /// The registry entry.
+    pub entry: ChromaCollection,
+    /// Its engine collection.
+    pub engine: Option<Arc<Collection>>,
+}
+
+/// Resolves `{tenant}/{database}/{collection}` of a record route.
+pub(crate) fn resolve(
+    state: &AppState,
+    tenant: &str,
+    database: &str,
+    id: &str,
+) -> ChromaResult<Target> {
+    let not_found =
+        || ChromaError::not_found(format!("Collection [{}] does not exist", wire::cut(id)));
+    let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
+    let entry = state
+        .chroma
+        .by_id(uuid)
+        .filter(|c| c.tenant == tenant && c.database == database)
+        .ok_or_else(not_found)?;
+    let engine = state.store.collection(&entry.storage);
+    Ok(Target { entry, engine })
+}
