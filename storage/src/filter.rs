@@ -41,12 +41,53 @@ pub enum Filter {
         /// Substring to look for.
         needle: String,
     },
+    /// `metadata[key]` is a string in which `pattern` finds a match; any other value, or none,
+    /// fails. ChromaDB's `where_document` `$regex`.
+    Regex {
+        /// Metadata key.
+        key: String,
+        /// The compiled pattern.
+        pattern: TextPattern,
+    },
     /// All sub-filters hold (true when empty).
     And(Vec<Filter>),
     /// At least one sub-filter holds (false when empty).
     Or(Vec<Filter>),
     /// The sub-filter does not hold.
     Not(Box<Filter>),
+}
+
+/// A compiled regular expression for [`Filter::Regex`]: the `regex` crate's syntax, matched in
+/// time linear in the text, compiled under a size limit so that a hostile pattern cannot take
+/// much memory.
+#[derive(Debug, Clone)]
+pub struct TextPattern(regex::Regex);
+
+impl TextPattern {
+    /// Most bytes a compiled pattern (and its lazy DFA) may take.
+    pub const MAX_COMPILED_BYTES: usize = 1 << 20;
+
+    /// Compiles `pattern`, or says why it cannot be (syntax, or too large once compiled).
+    pub fn new(pattern: &str) -> Result<TextPattern, String> {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(Self::MAX_COMPILED_BYTES)
+            .dfa_size_limit(Self::MAX_COMPILED_BYTES)
+            .build()
+            .map(TextPattern)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// Two patterns are equal when they were written the same.
+impl PartialEq for TextPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
 }
 
 /// A borrowed metadata value, from the memtable or an mmapped segment.
@@ -132,6 +173,9 @@ impl Filter {
             Filter::Contains { key, needle } => {
                 matches!(meta.lookup(key), Some(MetaRef::Str(s)) if s.contains(needle.as_str()))
             }
+            Filter::Regex { key, pattern } => {
+                matches!(meta.lookup(key), Some(MetaRef::Str(s)) if pattern.0.is_match(s))
+            }
             Filter::And(fs) => fs.iter().all(|f| f.eval(meta)),
             Filter::Or(fs) => fs.iter().any(|f| f.eval(meta)),
             Filter::Not(f) => !f.eval(meta),
@@ -141,6 +185,7 @@ impl Filter {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use std::collections::BTreeMap;
 
@@ -209,5 +254,24 @@ mod tests {
         assert!(!c("n", "1").matches(&m), "numbers are not searched as text");
         assert!(!c("missing", "").matches(&m));
         assert!(Filter::Not(Box::new(c("missing", "x"))).matches(&m));
+    }
+
+    #[test]
+    fn regex_matches_strings_only_and_refuses_huge_patterns() {
+        let mut m = BTreeMap::new();
+        m.insert("doc".to_string(), MetaValue::Str("The quick fox".into()));
+        m.insert("n".to_string(), MetaValue::Int(7));
+        let r = |k: &str, p: &str| Filter::Regex {
+            key: k.into(),
+            pattern: TextPattern::new(p).unwrap(),
+        };
+        assert!(r("doc", "[Qq]uick").matches(&m));
+        assert!(r("doc", "^The.*x$").matches(&m));
+        assert!(!r("doc", "^quick").matches(&m));
+        assert!(!r("n", "7").matches(&m));
+        assert!(!r("missing", ".*").matches(&m));
+        assert!(TextPattern::new("(unclosed").is_err());
+        // Compiles to far more than the limit.
+        assert!(TextPattern::new(r"\w{1000}\w{1000}\w{1000}").is_err());
     }
 }

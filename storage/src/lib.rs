@@ -43,7 +43,7 @@ mod wal;
 pub use collection::BulkWriter;
 pub use collection::Collection;
 pub use error::{Result, StorageError};
-pub use filter::Filter;
+pub use filter::{Filter, TextPattern};
 pub use glimpse_index::Metric;
 pub use heap::{release_free_heap, return_freed_memory_promptly};
 pub use segment::{FileSum, SegmentDump, SegmentMeta, dump_segment};

@@ -53,6 +53,7 @@ pub(super) fn collection_json(c: &ChromaCollection, engine: Option<&Collection>)
         "name": c.name,
         "configuration_json": configuration_json(c),
         "metadata": c.metadata,
+        "schema": null,
         "dimension": engine.map(Collection::dim),
         "tenant": c.tenant,
         "database": c.database,
@@ -180,6 +181,21 @@ pub(super) async fn get_one(
         let c = state.chroma.by_name(&tenant, &database, &name)?;
         let engine = state.store.collection(&c.storage);
         Ok(Json(collection_json(&c, engine.as_deref())))
+    })
+    .await
+}
+
+/// `GET …/collections/by-id/{id}`.
+pub(super) async fn get_by_id(
+    State(state): State<Arc<AppState>>,
+    ChromaPath((tenant, database, id)): ChromaPath<(String, String, String)>,
+) -> ChromaResult<Json<Value>> {
+    blocking(move || {
+        let target = super::resolve(&state, &tenant, &database, &id)?;
+        Ok(Json(collection_json(
+            &target.entry,
+            target.engine.as_deref(),
+        )))
     })
     .await
 }

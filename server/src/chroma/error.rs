@@ -43,13 +43,12 @@ impl ChromaError {
         Self::new(StatusCode::BAD_REQUEST, "DuplicateIDError", message)
     }
 
-    /// 400 `InvalidDimensionException`: a vector of another length than the collection's.
-    pub fn dimension(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidDimensionException",
-            message,
-        )
+    /// A vector of another length than the collection's: 400 `InvalidArgumentError` with
+    /// Chroma's own message (its server never sends `InvalidDimensionException`).
+    pub fn dimension(expected: usize, got: usize) -> Self {
+        Self::invalid(format!(
+            "Collection expecting embedding with dimension of {expected}, got {got}"
+        ))
     }
 
     /// 500 `InternalError`.

@@ -1,14 +1,17 @@
 //! Chroma's `where` (metadata) and `where_document` (document text) filters, as one engine
 //! [`Filter`] evaluated inside the scan. `where` has the syntax `/v1` already speaks
-//! (`crate::filter_json`); `where_document` supports `$contains`, `$not_contains`, `$and` and
-//! `$or` over the document stored under [`DOCUMENT_KEY`].
+//! (`crate::filter_json`); `where_document` supports `$contains`, `$not_contains`, `$regex`,
+//! `$not_regex`, `$and` and `$or` over the document stored under [`DOCUMENT_KEY`].
 
-use glimpse_storage::Filter;
+use glimpse_storage::{Filter, TextPattern};
 use serde_json::Value;
 
 use super::error::{ChromaError, ChromaResult};
 use super::wire::{DOCUMENT_KEY, cut};
 use crate::filter_json::parse_filter;
+
+/// Longest `$regex` pattern accepted, in bytes (compiled size is bounded separately).
+const MAX_PATTERN_BYTES: usize = 4096;
 
 /// Deepest `$and`/`$or` nesting accepted in `where_document`.
 const MAX_DEPTH: usize = 16;
@@ -78,9 +81,25 @@ fn document_filter(v: &Value, depth: usize) -> ChromaResult<Filter> {
             }
         }
         "$regex" | "$not_regex" => {
-            return Err(ChromaError::invalid(format!(
-                "where_document {op} is not supported by Glimpse; use $contains or $not_contains"
-            )));
+            let source = text()?;
+            if source.len() > MAX_PATTERN_BYTES {
+                return Err(ChromaError::invalid(format!(
+                    "where_document {op}: the pattern is {} bytes; the limit is \
+                     {MAX_PATTERN_BYTES}",
+                    source.len()
+                )));
+            }
+            let pattern = TextPattern::new(&source)
+                .map_err(|e| ChromaError::invalid(format!("where_document {op}: {e}")))?;
+            let f = Filter::Regex {
+                key: DOCUMENT_KEY.into(),
+                pattern,
+            };
+            if op == "$regex" {
+                f
+            } else {
+                Filter::Not(Box::new(f))
+            }
         }
         other => {
             return Err(ChromaError::invalid(format!(
@@ -117,7 +136,8 @@ mod tests {
     fn bad_document_filters_are_named() {
         for bad in [
             json!({"$contains": 3}),
-            json!({"$regex": "a.*"}),
+            json!({"$regex": "(unclosed"}),
+            json!({"$regex": "a".repeat(5000)}),
             json!({"$and": []}),
             json!({"$contains": "a", "$not_contains": "b"}),
             json!({"$like": "a"}),

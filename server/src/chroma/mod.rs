@@ -34,6 +34,24 @@ use self::error::{ChromaError, ChromaResult};
 use self::registry::ChromaCollection;
 use crate::state::AppState;
 
+/// Prefix of every Chroma route.
+pub const PREFIX: &str = "/api/v2/";
+
+/// Routes a Chroma server answers without a token, as a `chromadb` server with token auth
+/// does.
+pub const PUBLIC_ROUTES: [&str; 4] = [
+    "/api/v2/heartbeat",
+    "/api/v2/version",
+    "/api/v2/pre-flight-checks",
+    "/api/v2/healthcheck",
+];
+
+/// A request without the right token, as Chroma refuses it: 403 `AuthError` (the client
+/// raises `ChromaAuthError`).
+pub fn auth_refusal() -> ChromaError {
+    ChromaError::new(axum::http::StatusCode::FORBIDDEN, "AuthError", "Forbidden")
+}
+
 /// Prefix of every collection route.
 const COLLECTIONS: &str = "/api/v2/tenants/{tenant}/databases/{database}/collections";
 
@@ -77,6 +95,7 @@ pub fn routes() -> Router<Arc<AppState>> {
                 .put(collections::modify)
                 .delete(collections::delete),
         )
+        .route(&c("/by-id/{collection}"), get(collections::get_by_id))
         .route(&c("/{collection}/add"), post(write::add))
         .route(&c("/{collection}/upsert"), post(write::upsert))
         .route(&c("/{collection}/update"), post(write::update))
@@ -102,14 +121,14 @@ pub(crate) fn resolve(
     database: &str,
     id: &str,
 ) -> ChromaResult<Target> {
-    let not_found =
-        || ChromaError::not_found(format!("Collection [{}] does not exist", wire::cut(id)));
-    let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
+    let uuid = Uuid::parse_str(id).map_err(|_| {
+        ChromaError::invalid(format!("collection id {:?} is not a UUID", wire::cut(id)))
+    })?;
     let entry = state
         .chroma
         .by_id(uuid)
         .filter(|c| c.tenant == tenant && c.database == database)
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| ChromaError::not_found(format!("Collection [{uuid}] does not exist.")))?;
     let engine = state.store.collection(&entry.storage);
     Ok(Target { entry, engine })
 }

@@ -148,13 +148,9 @@ pub(super) async fn query(
         let target = resolve(&state, &t, &d, &c)?;
         let mut results: Vec<Vec<(Point, f32)>> = Vec::with_capacity(queries.len());
         if let Some(engine) = &target.engine {
-            for (i, q) in queries.iter().enumerate() {
+            for q in &queries {
                 if q.len() != engine.dim() {
-                    return Err(ChromaError::dimension(format!(
-                        "Collection expecting embedding with dimension of {}, got {} (query #{i})",
-                        engine.dim(),
-                        q.len()
-                    )));
+                    return Err(ChromaError::dimension(engine.dim(), q.len()));
                 }
                 results.push(match &body.ids {
                     Some(ids) => among_ids(engine, ids, q, k, filter.as_ref()),

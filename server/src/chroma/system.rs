@@ -13,8 +13,9 @@ use super::error::{ChromaError, ChromaJson, ChromaPath, ChromaResult, blocking};
 use super::registry::{DEFAULT_DATABASE, DEFAULT_TENANT};
 use crate::state::AppState;
 
-/// The Chroma API version spoken (the client checks nothing beyond it being a string).
-const CHROMA_VERSION: &str = "1.5.9";
+/// What `GET /api/v2/version` answers: the same as a `chromadb` 1.5.9 server (the client
+/// checks nothing beyond it being a version string).
+const CHROMA_VERSION: &str = "1.0.0";
 
 /// Bytes assumed per record when sizing `max_batch_size` from the JSON body limit: a
 /// 768-float embedding as JSON numbers is about 8 KiB, and a document and metadata fit
@@ -67,7 +68,7 @@ pub(super) async fn pre_flight(State(state): State<Arc<AppState>>) -> Json<Value
 pub(super) async fn reset() -> ChromaError {
     ChromaError::new(
         axum::http::StatusCode::FORBIDDEN,
-        "AuthorizationError",
+        "ChromaError",
         "Resetting is not allowed by this configuration: drop collections one by one",
     )
 }

@@ -15,6 +15,8 @@ use super::error::{ChromaError, ChromaResult};
 pub const DOCUMENT_KEY: &str = "chroma:document";
 /// Metadata key holding a record's URI.
 pub const URI_KEY: &str = "chroma:uri";
+/// Metadata key marking a record that was given a metadata object (possibly emptied since).
+pub const HAS_METADATA_KEY: &str = "chroma:meta";
 /// Keys starting with this are Chroma's own and refused in user metadata.
 const RESERVED_PREFIX: &str = "chroma:";
 
@@ -281,33 +283,34 @@ pub fn metadata_in(m: Map<String, Value>) -> ChromaResult<Vec<(String, MetaChang
     Ok(out)
 }
 
-/// Applies metadata changes, the document and the URI to a point's metadata (the point's
-/// `image_path` follows an `image_path` string, so the page shows the image).
+/// Applies metadata changes (when the record was sent a metadata object), the document and
+/// the URI (each when sent) to a point. The point's `image_path` follows an `image_path`
+/// string, so the page shows the image.
 pub fn apply_record(
     p: &mut Point,
-    changes: Vec<(String, MetaChange)>,
-    document: Option<Option<String>>,
-    uri: Option<Option<String>>,
+    changes: Option<Vec<(String, MetaChange)>>,
+    document: Option<String>,
+    uri: Option<String>,
 ) {
-    for (k, c) in changes {
-        match c {
-            MetaChange::Set(v) => {
-                p.metadata.insert(k, v);
-            }
-            MetaChange::Remove => {
-                p.metadata.remove(&k);
+    if let Some(changes) = changes {
+        for (k, c) in changes {
+            match c {
+                MetaChange::Set(v) => {
+                    p.metadata.insert(k, v);
+                }
+                MetaChange::Remove => {
+                    p.metadata.remove(&k);
+                }
             }
         }
+        // Chroma answers `{}` for a record whose every key was removed, `null` for one that
+        // never had metadata.
+        p.metadata
+            .insert(HAS_METADATA_KEY.to_string(), MetaValue::Bool(true));
     }
     for (key, value) in [(DOCUMENT_KEY, document), (URI_KEY, uri)] {
-        match value {
-            Some(Some(s)) => {
-                p.metadata.insert(key.to_string(), MetaValue::Str(s));
-            }
-            Some(None) => {
-                p.metadata.remove(key);
-            }
-            None => {}
+        if let Some(s) = value {
+            p.metadata.insert(key.to_string(), MetaValue::Str(s));
         }
     }
     p.image_path = match p.metadata.get("image_path") {
@@ -316,15 +319,15 @@ pub fn apply_record(
     };
 }
 
-/// The client's view of a point's metadata: the reserved keys left out, `null` when nothing
-/// is left (as Chroma answers for records added without metadata).
+/// The client's view of a point's metadata: the reserved keys left out; `null` for a record
+/// that was never given metadata (as Chroma answers), `{}` for one whose keys were all removed.
 pub fn metadata_out(m: &BTreeMap<String, MetaValue>) -> Value {
     let user: Map<String, Value> = m
         .iter()
         .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
         .map(|(k, v)| (k.clone(), meta_json(v)))
         .collect();
-    if user.is_empty() {
+    if user.is_empty() && !m.contains_key(HAS_METADATA_KEY) {
         Value::Null
     } else {
         Value::Object(user)
@@ -394,8 +397,8 @@ mod tests {
                 .unwrap();
         apply_record(
             &mut p,
-            metadata_in(m).unwrap(),
-            Some(Some("a doc".into())),
+            Some(metadata_in(m).unwrap()),
+            Some("a doc".into()),
             None,
         );
         assert_eq!(p.image_path.as_deref(), Some("a.jpg"));
@@ -411,8 +414,13 @@ mod tests {
         let list: Map<String, Value> = serde_json::from_str(r#"{"tags": [1, 2]}"#).unwrap();
         assert!(metadata_in(list).is_err());
         let mut bare = Point::default();
-        apply_record(&mut bare, Vec::new(), Some(Some("only a doc".into())), None);
+        apply_record(&mut bare, None, Some("only a doc".into()), None);
         assert_eq!(metadata_out(&bare.metadata), Value::Null);
+        // Every key removed: an empty object, not null.
+        let gone: Map<String, Value> = serde_json::from_str(r#"{"n": null}"#).unwrap();
+        let mut emptied = Point::default();
+        apply_record(&mut emptied, Some(metadata_in(gone).unwrap()), None, None);
+        assert_eq!(metadata_out(&emptied.metadata), serde_json::json!({}));
     }
 
     #[test]

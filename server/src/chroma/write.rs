@@ -104,16 +104,8 @@ fn write_records(
         (None, Mode::Update) => return Ok(()),
         (None, _) => materialize(state, &target, &vectors)?,
     };
-    for (i, v) in vectors.iter().enumerate() {
-        if let Some(v) = v
-            && v.len() != engine.dim()
-        {
-            return Err(ChromaError::dimension(format!(
-                "Collection expecting embedding with dimension of {}, got {} (record #{i})",
-                engine.dim(),
-                v.len()
-            )));
-        }
+    if let Some(v) = vectors.iter().flatten().find(|v| v.len() != engine.dim()) {
+        return Err(ChromaError::dimension(engine.dim(), v.len()));
     }
     let mut metadatas = body.metadatas.map(|m| m.into_iter());
     let mut documents = body.documents.map(|d| d.into_iter());
@@ -121,39 +113,52 @@ fn write_records(
     let mut points = Vec::with_capacity(n);
     for (i, record_id) in body.ids.into_iter().enumerate() {
         let meta = metadatas.as_mut().and_then(Iterator::next).flatten();
-        let document = documents.as_mut().and_then(Iterator::next);
-        let uri = uris.as_mut().and_then(Iterator::next);
-        let changes = match meta {
-            Some(m) => metadata_in(m)
-                .map_err(|e| ChromaError::invalid(format!("record #{i}: {}", e.message)))?,
-            None => Vec::new(),
-        };
+        // A null document or URI leaves the stored one as it is.
+        let document = documents.as_mut().and_then(Iterator::next).flatten();
+        let uri = uris.as_mut().and_then(Iterator::next).flatten();
+        let changes = meta
+            .map(metadata_in)
+            .transpose()
+            .map_err(|e| ChromaError::invalid(format!("record #{i}: {}", e.message)))?;
+        if mode == Mode::Add
+            && let Some((key, _)) = changes
+                .iter()
+                .flatten()
+                .find(|(_, c)| matches!(c, MetaChange::Remove))
+        {
+            return Err(ChromaError::invalid(format!(
+                "record #{i}: metadata value of {:?} is null; null removes a key in update and \
+                 upsert only",
+                super::wire::cut(key)
+            )));
+        }
         let vector = vectors[i].take();
-        let point = match mode {
-            Mode::Add | Mode::Upsert => {
-                if mode == Mode::Add && engine.get(&record_id).is_some() {
-                    continue;
+        let existing = engine.get(&record_id);
+        let point = match (existing, mode) {
+            // Chroma keeps the record an add names again, untouched.
+            (Some(_), Mode::Add) => continue,
+            // Upsert and update merge into the stored record: the fields sent replace
+            // theirs, metadata key by key.
+            (Some(mut p), Mode::Upsert | Mode::Update) => {
+                if let Some(v) = vector {
+                    p.vector = v;
                 }
+                apply_record(&mut p, changes, document, uri);
+                p
+            }
+            (None, Mode::Update) => continue,
+            (None, Mode::Add | Mode::Upsert) => {
                 // A fresh record: null metadata values are simply absent.
-                let changes = changes
-                    .into_iter()
-                    .filter(|(_, c)| matches!(c, MetaChange::Set(_)))
-                    .collect();
+                let changes = changes.map(|c| {
+                    c.into_iter()
+                        .filter(|(_, c)| matches!(c, MetaChange::Set(_)))
+                        .collect()
+                });
                 let mut p = Point {
                     id: record_id,
                     vector: vector.unwrap_or_default(),
                     ..Point::default()
                 };
-                apply_record(&mut p, changes, document, uri);
-                p
-            }
-            Mode::Update => {
-                let Some(mut p) = engine.get(&record_id) else {
-                    continue;
-                };
-                if let Some(v) = vector {
-                    p.vector = v;
-                }
                 apply_record(&mut p, changes, document, uri);
                 p
             }
@@ -177,7 +182,7 @@ fn materialize(
         .enumerate()
         .find(|(_, v)| v.len() != dim)
     {
-        return Err(ChromaError::dimension(format!(
+        return Err(ChromaError::invalid(format!(
             "record #{i} has dimension {}, record #0 has {dim}: all embeddings of a batch have \
              one dimension",
             v.len()
@@ -188,9 +193,7 @@ fn materialize(
         .create_collection(&target.entry.storage, dim, target.entry.metric())
         .map_err(|e| match e {
             glimpse_storage::StorageError::CollectionMismatch { dim: have, .. } => {
-                ChromaError::dimension(format!(
-                    "Collection expecting embedding with dimension of {have}, got {dim}"
-                ))
+                ChromaError::dimension(have, dim)
             }
             other => other.into(),
         })?;

@@ -145,7 +145,8 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
     if let Some(key) = &state.config.api_key {
         let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str());
         let open = matches!(route, Some("/healthz" | "/readyz" | "/health" | "/metrics"))
-            && matches!(*req.method(), Method::GET | Method::HEAD);
+            || route.is_some_and(|r| crate::chroma::PUBLIC_ROUTES.contains(&r));
+        let open = open && matches!(*req.method(), Method::GET | Method::HEAD);
         let needs = !open && (state.config.protect_reads || is_write(req.method(), route));
         if needs {
             // Chroma's client sends its token either way (`chroma_auth_token_transport_header`).
@@ -156,6 +157,10 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .or_else(|| headers.get("x-chroma-token").and_then(|v| v.to_str().ok()));
             if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+                // Chroma's client maps its own refusal onto `ChromaAuthError`.
+                if req.uri().path().starts_with(crate::chroma::PREFIX) {
+                    return crate::chroma::auth_refusal().into_response();
+                }
                 return ApiError::unauthorized().into_response();
             }
         }
