@@ -162,7 +162,8 @@ def glimpse_wait_indexed(port, name, timeout=1800):
     t = time.perf_counter()
     while time.perf_counter() - t < timeout:
         info = requests.get(f"http://127.0.0.1:{port}/v1/collections/{name}", timeout=10).json()
-        if info.get("unindexed_rows", 1) == 0 and info.get("memtable_rows", 1) == 0:
+        # Rows still in the memtable are scanned exactly by design (it flushes at 10k rows).
+        if info.get("unindexed_rows", 1) == 0:
             return time.perf_counter() - t, info
         time.sleep(0.5)
     raise RuntimeError("glimpse did not finish indexing")
