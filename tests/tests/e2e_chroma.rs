@@ -187,3 +187,228 @@ fn the_chroma_client_authenticates_with_either_token_header() {
         assert_eq!(count(&out, "passed"), 5, "{header}: {out}");
     }
 }
+
+/// Hostile or broken requests on the Chroma routes: each is refused with a 4xx and a body in
+/// Chroma's shape naming the problem, and nothing is written (no Python needed).
+#[test]
+fn hostile_chroma_requests_get_bounded_chroma_shaped_refusals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = TestServer::start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--model",
+        "none",
+        "--max-json-bytes",
+        "1048576",
+    ]);
+    let http = reqwest::blocking::Client::new();
+    let base = server.at("/api/v2/tenants/default_tenant/databases/default_database/collections");
+    let refused = |resp: reqwest::blocking::Response, status: u16, needle: &str| {
+        let got = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().unwrap();
+        assert_eq!(got, status, "{body}");
+        let name = body["error"].as_str().unwrap_or_else(|| panic!("{body}"));
+        assert!(name.ends_with("Error"), "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{needle:?} not in {body}");
+    };
+    let post = |url: String, body: serde_json::Value| http.post(url).json(&body).send().unwrap();
+
+    refused(
+        http.post(&base)
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .unwrap(),
+        400,
+        "JSON",
+    );
+    refused(
+        post(base.clone(), serde_json::json!({"name": "ab"})),
+        400,
+        "3-512",
+    );
+    refused(
+        post(
+            base.clone(),
+            serde_json::json!({"name": "big", "metadata": {"k": "x".repeat(70_000)}}),
+        ),
+        400,
+        "limit",
+    );
+    refused(
+        post(
+            base.clone(),
+            serde_json::json!({"name": "odd", "metadata": {"hnsw:space": "manhattan"}}),
+        ),
+        400,
+        "space",
+    );
+    let made: serde_json::Value = post(base.clone(), serde_json::json!({"name": "target"}))
+        .json()
+        .unwrap();
+    let col = format!("{base}/{}", made["id"].as_str().unwrap());
+
+    // A batch past pre-flight's max_batch_size (1 MiB / 16 KiB = 64 records).
+    let ids: Vec<String> = (0..65).map(|i| i.to_string()).collect();
+    let vecs = vec![vec![1.0f32, 0.0]; 65];
+    refused(
+        post(
+            format!("{col}/add"),
+            serde_json::json!({"ids": ids, "embeddings": vecs}),
+        ),
+        400,
+        "64",
+    );
+    // Base64 that is not whole f32 values, and one that decodes to NaN.
+    refused(
+        post(
+            format!("{col}/add"),
+            serde_json::json!({"ids": ["a"], "embeddings": ["AAAAAAA="]}),
+        ),
+        400,
+        "float32",
+    );
+    refused(
+        post(
+            format!("{col}/add"),
+            serde_json::json!({"ids": ["a"], "embeddings": ["AADAfwAAgD8="]}),
+        ),
+        400,
+        "finite",
+    );
+    refused(
+        post(
+            format!("{col}/add"),
+            serde_json::json!({"ids": ["a", "b"], "embeddings": [[1.0, 0.0]]}),
+        ),
+        400,
+        "must match",
+    );
+    refused(
+        post(
+            format!("{col}/add"),
+            serde_json::json!({"ids": ["a"], "embeddings": [[1.0, 0.0]], "metadatas": [{"chroma:document": "x"}]}),
+        ),
+        400,
+        "reserved",
+    );
+    // Nothing was written by any of those, and the refused first adds fixed no dimension.
+    let info: serde_json::Value = http
+        .get(format!("{base}/target"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(info["dimension"], serde_json::Value::Null, "{info}");
+    let n: serde_json::Value = http
+        .get(format!("{col}/count"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(n, 0);
+
+    let ok = post(
+        format!("{col}/add"),
+        serde_json::json!({"ids": ["a"], "embeddings": [[1.0, 0.0]], "documents": ["doc"]}),
+    );
+    assert_eq!(ok.status(), 201);
+    refused(
+        post(
+            format!("{col}/query"),
+            serde_json::json!({"query_embeddings": [[1.0, 0.0]], "n_results": 0}),
+        ),
+        400,
+        "n_results",
+    );
+    refused(
+        post(
+            format!("{col}/query"),
+            serde_json::json!({"query_embeddings": vec![vec![1.0f32, 0.0]; 1001]}),
+        ),
+        400,
+        "1000",
+    );
+    refused(
+        post(
+            format!("{col}/query"),
+            serde_json::json!({"query_texts": ["a cat"]}),
+        ),
+        503,
+        "model",
+    );
+    let mut deep = serde_json::json!({"$contains": "doc"});
+    for _ in 0..40 {
+        deep = serde_json::json!({"$and": [deep]});
+    }
+    refused(
+        post(
+            format!("{col}/get"),
+            serde_json::json!({"where_document": deep}),
+        ),
+        400,
+        "deeper",
+    );
+    refused(
+        post(
+            format!("{col}/get"),
+            serde_json::json!({"where_document": {"$regex": "(a|b)*".repeat(2000)}}),
+        ),
+        400,
+        "limit",
+    );
+    refused(
+        post(
+            format!("{col}/get"),
+            serde_json::json!({"include": ["distances"]}),
+        ),
+        400,
+        "include",
+    );
+    refused(
+        post(format!("{base}/not-a-uuid/get"), serde_json::json!({})),
+        400,
+        "UUID",
+    );
+    refused(
+        post(
+            format!("{base}/00000000-0000-0000-0000-000000000000/get"),
+            serde_json::json!({}),
+        ),
+        404,
+        "does not exist",
+    );
+    refused(
+        post(format!("{col}/delete"), serde_json::json!({})),
+        400,
+        "needs ids",
+    );
+    // A body over --max-json-bytes, and a method the route does not take.
+    // Just over the limit, so the server's answer is not raced by the rest of the upload;
+    // on a connection of its own, which the server closes afterwards.
+    refused(
+        reqwest::blocking::Client::new()
+            .post(format!("{col}/add"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; (1 << 20) + 16])
+            .send()
+            .unwrap(),
+        413,
+        "too large",
+    );
+    refused(http.patch(&col).send().unwrap(), 405, "PATCH");
+    refused(
+        post(server.at("/api/v2/reset"), serde_json::json!({})),
+        403,
+        "Resetting",
+    );
+    let n: serde_json::Value = http
+        .get(format!("{col}/count"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(n, 1);
+}

@@ -52,6 +52,15 @@ pub fn auth_refusal() -> ChromaError {
     ChromaError::new(axum::http::StatusCode::FORBIDDEN, "AuthError", "Forbidden")
 }
 
+/// A known Chroma route called with a method it does not take.
+pub fn method_not_allowed(message: String) -> ChromaError {
+    ChromaError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "ChromaError",
+        message,
+    )
+}
+
 /// Prefix of every collection route.
 const COLLECTIONS: &str = "/api/v2/tenants/{tenant}/databases/{database}/collections";
 

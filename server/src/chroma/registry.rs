@@ -32,6 +32,14 @@ pub const DEFAULT_DATABASE: &str = "default_database";
 const FILE_NAME: &str = "chroma.json";
 /// Largest registry file read back (a hostile or damaged file must not exhaust memory).
 const MAX_FILE_BYTES: u64 = 256 << 20;
+/// Most tenants.
+pub const MAX_TENANTS: usize = 1_000;
+/// Most databases in one tenant.
+pub const MAX_DATABASES: usize = 1_000;
+/// Most Chroma collections in all (each change rewrites the registry file).
+pub const MAX_COLLECTIONS: usize = 10_000;
+/// Largest collection metadata or configuration, as JSON.
+pub const MAX_COLLECTION_META_BYTES: usize = 64 << 10;
 
 /// Why a registry operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +228,9 @@ impl Registry {
     /// (into the default database, under their own name), forgets entries whose engine
     /// collection was dropped elsewhere, and marks entries whose engine collection now exists.
     pub fn adopt(&self, store: &Store) -> Result<(), RegistryError> {
+        // The engine is listed under the registry's lock, so a drop done under that lock
+        // (`unmaterialize`) is never half seen.
+        let mut s = self.state.lock();
         let engine: BTreeMap<String, Metric> = store
             .list()
             .into_iter()
@@ -228,53 +239,50 @@ impl Registry {
                 (c.name, metric)
             })
             .collect();
-        {
-            // Nothing to do in the common case: skip the clone and compare.
-            let s = self.state.lock();
-            let named: BTreeSet<&str> = s.collections.iter().map(|c| c.storage.as_str()).collect();
-            let settled = engine.keys().all(|n| named.contains(n.as_str()))
-                && s.collections
-                    .iter()
-                    .all(|c| c.materialized == engine.contains_key(&c.storage));
-            if settled {
-                return Ok(());
+        let named: BTreeSet<&str> = s.collections.iter().map(|c| c.storage.as_str()).collect();
+        let settled = engine.keys().all(|n| named.contains(n.as_str()))
+            && s.collections
+                .iter()
+                .all(|c| c.materialized == engine.contains_key(&c.storage));
+        if settled {
+            return Ok(());
+        }
+        let mut next = s.clone();
+        next.collections
+            .retain(|c| !c.materialized || engine.contains_key(&c.storage));
+        for c in &mut next.collections {
+            if let Some(m) = engine.get(&c.storage) {
+                c.materialized = true;
+                c.space = metric_space(*m).to_string();
             }
         }
-        self.update(|s| {
-            s.collections
-                .retain(|c| !c.materialized || engine.contains_key(&c.storage));
-            for c in &mut s.collections {
-                if let Some(m) = engine.get(&c.storage) {
-                    c.materialized = true;
-                    c.space = metric_space(*m).to_string();
-                }
+        for (name, metric) in &engine {
+            if next.collections.iter().any(|c| &c.storage == name) {
+                continue;
             }
-            for (name, metric) in &engine {
-                if s.collections.iter().any(|c| &c.storage == name) {
-                    continue;
-                }
-                let taken = s.collections.iter().any(|c| {
-                    c.tenant == DEFAULT_TENANT && c.database == DEFAULT_DATABASE && &c.name == name
-                });
-                if taken {
-                    // A Chroma collection of that name awaits its first add in another engine
-                    // collection; the engine one stays reachable through `/v1` only.
-                    continue;
-                }
-                s.collections.push(ChromaCollection {
-                    id: Uuid::new_v4(),
-                    tenant: DEFAULT_TENANT.into(),
-                    database: DEFAULT_DATABASE.into(),
-                    name: name.clone(),
-                    storage: name.clone(),
-                    metadata: None,
-                    configuration: Value::Null,
-                    space: metric_space(*metric).to_string(),
-                    materialized: true,
-                });
+            let taken = next.collections.iter().any(|c| {
+                c.tenant == DEFAULT_TENANT && c.database == DEFAULT_DATABASE && &c.name == name
+            });
+            if taken {
+                // A Chroma collection of that name awaits its first add in another engine
+                // collection; the engine one stays reachable through `/v1` only.
+                continue;
             }
-            Ok(())
-        })
+            next.collections.push(ChromaCollection {
+                id: Uuid::new_v4(),
+                tenant: DEFAULT_TENANT.into(),
+                database: DEFAULT_DATABASE.into(),
+                name: name.clone(),
+                storage: name.clone(),
+                metadata: None,
+                configuration: Value::Null,
+                space: metric_space(*metric).to_string(),
+                materialized: true,
+            });
+        }
+        self.persist(&next)?;
+        *s = next;
+        Ok(())
     }
 
     /// Whether `tenant` exists.
@@ -289,6 +297,11 @@ impl Registry {
             if s.tenants.contains_key(tenant) {
                 return Err(RegistryError::AlreadyExists(format!(
                     "Tenant {tenant} already exists"
+                )));
+            }
+            if s.tenants.len() >= MAX_TENANTS {
+                return Err(RegistryError::Invalid(format!(
+                    "there are {MAX_TENANTS} tenants already, the most one server keeps"
                 )));
             }
             s.tenants.insert(tenant.to_string(), BTreeMap::new());
@@ -333,6 +346,12 @@ impl Registry {
                     "Database {database} already exists for tenant {tenant}"
                 )));
             }
+            if dbs.len() >= MAX_DATABASES {
+                return Err(RegistryError::Invalid(format!(
+                    "tenant {tenant} has {MAX_DATABASES} databases already, the most one \
+                     tenant may have"
+                )));
+            }
             let id = Uuid::new_v4();
             dbs.insert(database.to_string(), id);
             Ok(id)
@@ -372,6 +391,8 @@ impl Registry {
         engine_taken: impl Fn(&str) -> bool,
     ) -> Result<ChromaCollection, RegistryError> {
         check_collection_name(&new.name)?;
+        check_size("metadata", &new.metadata)?;
+        check_size("configuration", &new.configuration)?;
         self.database(&new.tenant, &new.database)?;
         self.update(|s| {
             if let Some(c) = s.collections.iter().find(|c| {
@@ -383,6 +404,11 @@ impl Registry {
                 return Err(RegistryError::AlreadyExists(format!(
                     "Collection [{}] already exists",
                     new.name
+                )));
+            }
+            if s.collections.len() >= MAX_COLLECTIONS {
+                return Err(RegistryError::Invalid(format!(
+                    "there are {MAX_COLLECTIONS} collections already, the most one server keeps"
                 )));
             }
             let id = Uuid::new_v4();
@@ -460,6 +486,8 @@ impl Registry {
         if let Some(n) = &new_name {
             check_collection_name(n)?;
         }
+        check_size("metadata", &new_metadata)?;
+        check_size("configuration", &new_configuration)?;
         self.update(|s| {
             let pos = s
                 .collections
@@ -493,11 +521,31 @@ impl Registry {
         })
     }
 
-    /// Marks that a collection's engine collection exists now.
+    /// Records that a collection's engine collection exists (created at its first add).
     pub fn set_materialized(&self, id: Uuid) -> Result<(), RegistryError> {
         self.update(|s| {
             if let Some(c) = s.collections.iter_mut().find(|c| c.id == id) {
                 c.materialized = true;
+            }
+            Ok(())
+        })
+    }
+
+    /// Drops a collection's engine collection with `drop` (when its first add was refused, so
+    /// that add does not fix the dimension) and records that it has none, both under the
+    /// registry's lock so that [`adopt`](Self::adopt) never sees one without the other.
+    /// `drop` says whether it dropped anything (it declines when another add filled the
+    /// collection meanwhile).
+    pub fn unmaterialize(
+        &self,
+        id: Uuid,
+        drop: impl FnOnce() -> Result<bool, RegistryError>,
+    ) -> Result<(), RegistryError> {
+        self.update(|s| {
+            if drop()?
+                && let Some(c) = s.collections.iter_mut().find(|c| c.id == id)
+            {
+                c.materialized = false;
             }
             Ok(())
         })
@@ -535,6 +583,20 @@ fn merge_json(base: &mut Value, patch: Value) {
         }
         (b, p) => *b = p,
     }
+}
+
+/// Refuses collection metadata or configuration over [`MAX_COLLECTION_META_BYTES`] of JSON.
+fn check_size<T: Serialize>(what: &str, value: &T) -> Result<(), RegistryError> {
+    let bytes = serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if bytes > MAX_COLLECTION_META_BYTES {
+        return Err(RegistryError::Invalid(format!(
+            "collection {what} is {bytes} bytes of JSON; the limit is \
+             {MAX_COLLECTION_META_BYTES}"
+        )));
+    }
+    Ok(())
 }
 
 /// Tenant and database names: 3 to 512 characters, as Chroma asks.
@@ -623,6 +685,34 @@ mod tests {
         ));
         assert!(matches!(
             r.create_collection(new("x", DEFAULT_TENANT, DEFAULT_DATABASE), |_| false),
+            Err(RegistryError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn sizes_and_counts_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open(dir.path()).unwrap();
+        let mut n = new("big", DEFAULT_TENANT, DEFAULT_DATABASE);
+        let mut m = Map::new();
+        m.insert(
+            "k".into(),
+            Value::String("x".repeat(MAX_COLLECTION_META_BYTES)),
+        );
+        n.metadata = Some(m);
+        assert!(matches!(
+            r.create_collection(n, |_| false),
+            Err(RegistryError::Invalid(_))
+        ));
+        // Fill the default tenant without a thousand file writes.
+        r.state
+            .lock()
+            .tenants
+            .get_mut(DEFAULT_TENANT)
+            .unwrap()
+            .extend((1..MAX_DATABASES).map(|i| (format!("db-{i}"), Uuid::new_v4())));
+        assert!(matches!(
+            r.create_database(DEFAULT_TENANT, "one-more"),
             Err(RegistryError::Invalid(_))
         ));
     }

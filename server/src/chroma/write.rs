@@ -13,6 +13,7 @@ use glimpse_storage::{Collection, Point};
 use serde_json::{Value, json};
 
 use super::error::{ChromaError, ChromaJson, ChromaPath, ChromaResult, blocking};
+use super::registry::RegistryError;
 use super::system::max_batch_size;
 use super::wire::{
     DeleteBody, MetaChange, RecordsBody, apply_record, check_ids, check_len, metadata_in,
@@ -69,7 +70,7 @@ fn write_records(
     tenant: &str,
     database: &str,
     id: &str,
-    body: RecordsBody,
+    mut body: RecordsBody,
     mode: Mode,
 ) -> ChromaResult<()> {
     let target = resolve(state, tenant, database, id)?;
@@ -79,7 +80,7 @@ fn write_records(
     check_len("metadatas", &body.metadatas, n)?;
     check_len("documents", &body.documents, n)?;
     check_len("uris", &body.uris, n)?;
-    let mut vectors: Vec<Option<Vec<f32>>> = match body.embeddings {
+    let vectors: Vec<Option<Vec<f32>>> = match body.embeddings.take() {
         Some(list) => list
             .into_iter()
             .enumerate()
@@ -98,12 +99,39 @@ fn write_records(
     if n == 0 {
         return Ok(());
     }
-    let engine = match (target.engine.clone(), mode) {
-        (Some(e), _) => e,
+    let (engine, created) = match (target.engine.clone(), mode) {
+        (Some(e), _) => (e, false),
         // Nothing exists yet, so an update has nothing to change.
         (None, Mode::Update) => return Ok(()),
-        (None, _) => materialize(state, &target, &vectors)?,
+        (None, _) => (materialize(state, &target, &vectors)?, true),
     };
+    let result = write_points(&engine, body, vectors, mode);
+    if result.is_err() && created {
+        // A refused first add must not fix the collection's dimension.
+        state.chroma.unmaterialize(target.entry.id, || {
+            if !engine.is_empty() {
+                return Ok(false);
+            }
+            state
+                .store
+                .drop_collection(engine.name())
+                .map_err(|e| RegistryError::Io {
+                    path: state.store.path().join("collections").join(engine.name()),
+                    reason: e.to_string(),
+                })
+        })?;
+    }
+    result
+}
+
+/// Validates the records against the engine collection and writes them in one batch.
+fn write_points(
+    engine: &Collection,
+    body: RecordsBody,
+    mut vectors: Vec<Option<Vec<f32>>>,
+    mode: Mode,
+) -> ChromaResult<()> {
+    let n = body.ids.len();
     if let Some(v) = vectors.iter().flatten().find(|v| v.len() != engine.dim()) {
         return Err(ChromaError::dimension(engine.dim(), v.len()));
     }

@@ -69,6 +69,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::disable());
     api.merge(upload)
         .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             admission::admit,
@@ -105,6 +106,25 @@ async fn unknown_route(req: Request) -> ApiError {
         req.method(),
         req.uri().path()
     ))
+}
+
+/// A known route called with a method it does not take: 405 with a JSON body (in Chroma's
+/// shape on Chroma's routes), rather than axum's empty one.
+async fn method_not_allowed(req: Request) -> Response {
+    let message = format!(
+        "{} is not allowed on {} (see /openapi.json)",
+        method_label(req.method()),
+        req.uri().path()
+    );
+    if req.uri().path().starts_with(crate::chroma::PREFIX) {
+        return crate::chroma::method_not_allowed(message).into_response();
+    }
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    )
+    .into_response()
 }
 
 /// Routes that read although they are POSTed (a query body).
