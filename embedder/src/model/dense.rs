@@ -48,12 +48,33 @@ pub(crate) enum WeightPrecision {
     HalfRows,
 }
 
+/// Which activations a layer multiplies with the few-rows CPU kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum RowsPolicy {
+    /// Up to [`ROWS_KERNEL_MAX_ROWS`] rows; larger activations take candle's packed GEMM.
+    #[default]
+    Few,
+    /// Every row count. The kernel computes each output row with the same sequence of
+    /// operations whatever the other rows are (tiles only change which rows share a weight
+    /// load), so a row's result does not depend on how many rows were in the call: what lets
+    /// the text tower pack many queries into one pass and give each the bits it gets alone.
+    Always,
+    /// Never: candle's GEMM at every row count. For the vision tower, whose every image is
+    /// dozens of rows: above a handful of rows the GEMM computes a row with the same
+    /// operations whatever the row count (its depth blocking depends on the inner size and
+    /// the caches, not on the rows), so an image's result does not depend on its batch, where
+    /// a switch at 32 rows would make it. (One row goes through a GEMV, other bits.)
+    Never,
+}
+
 /// `y = x Wᵀ + b` with `W` stored `[out, in]` as in PyTorch checkpoints.
 pub(crate) struct Dense {
     weight: Tensor,
     bias: Option<Tensor>,
     /// CPU and f32: the only case the rows kernel covers.
     cpu_f32: bool,
+    /// Which row counts take the rows kernel.
+    rows: RowsPolicy,
     /// f16 copy of `weight` (row-major `[out, in]`) for [`WeightPrecision::HalfRows`].
     half: Option<Vec<f16>>,
     /// `bias` as a host vector, added by the rows kernel as it writes its output (one op
@@ -66,6 +87,7 @@ impl Dense {
         weight: Tensor,
         bias: Option<Tensor>,
         precision: WeightPrecision,
+        rows: RowsPolicy,
     ) -> Result<Self> {
         let cpu_f32 = matches!(weight.device(), Device::Cpu) && weight.dtype() == DType::F32;
         let (weight, half) = if cpu_f32 && precision == WeightPrecision::HalfRows {
@@ -85,6 +107,7 @@ impl Dense {
             weight,
             bias,
             cpu_f32,
+            rows,
             half,
             bias_host,
         })
@@ -94,7 +117,11 @@ impl Dense {
     fn affine(&self, x2d: &Tensor) -> Result<Tensor> {
         let rows = x2d.dim(0)?;
         if self.cpu_f32
-            && rows <= ROWS_KERNEL_MAX_ROWS
+            && match self.rows {
+                RowsPolicy::Few => rows <= ROWS_KERNEL_MAX_ROWS,
+                RowsPolicy::Always => true,
+                RowsPolicy::Never => false,
+            }
             && ROWS_KERNEL_ENABLED.load(Ordering::Relaxed)
         {
             let bias = self.bias_host.as_deref();
@@ -141,6 +168,7 @@ pub(crate) fn dense(
     output: usize,
     has_bias: bool,
     precision: WeightPrecision,
+    rows: RowsPolicy,
     vb: VarBuilder,
 ) -> Result<Dense> {
     let weight = vb.get((output, input), "weight")?;
@@ -149,7 +177,7 @@ pub(crate) fn dense(
     } else {
         None
     };
-    Dense::from_parts(weight, bias, precision)
+    Dense::from_parts(weight, bias, precision, rows)
 }
 
 /// `x (m×k) · wᵀ (+ bias)` for `w` stored `n×k`, both contiguous f32 on the CPU.
@@ -628,14 +656,68 @@ mod tests {
                 .max(0)?
                 .to_scalar::<f32>()
         };
-        let exact = Dense::from_parts(w.clone(), Some(b.clone()), WeightPrecision::F32)?;
+        let exact = Dense::from_parts(
+            w.clone(),
+            Some(b.clone()),
+            WeightPrecision::F32,
+            RowsPolicy::Few,
+        )?;
         let diff = max_diff(exact.forward(&x)?)?;
         assert!(diff < 1e-5, "f32 max diff {diff}");
-        let half = Dense::from_parts(w.clone(), Some(b.clone()), WeightPrecision::HalfRows)?;
+        let half = Dense::from_parts(
+            w.clone(),
+            Some(b.clone()),
+            WeightPrecision::HalfRows,
+            RowsPolicy::Few,
+        )?;
         assert!(half.half.is_some());
         let diff = max_diff(half.forward(&x)?)?;
         // |x| ≤ 1, 24 terms, each weight off by at most 2^-11 relative.
         assert!(diff > 0.0 && diff < 24.0 / 2048.0, "f16 max diff {diff}");
+        Ok(())
+    }
+
+    /// A row's result has the same bits whatever else is in the call, for both kernels and
+    /// both policies the towers use (the server's batching rests on it).
+    #[test]
+    fn a_rows_result_does_not_depend_on_the_other_rows() -> Result<()> {
+        let device = Device::Cpu;
+        let bits = |t: &Tensor| -> Result<Vec<u32>> {
+            Ok(t.flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .map(|v| v.to_bits())
+                .collect())
+        };
+        for &(n, k) in &[(40, 24), (96, 48), (768, 3072), (37, 13)] {
+            let w = Tensor::from_vec(values(n * k, 7), (n, k), &device)?;
+            let b = Tensor::from_vec(values(n, 8), n, &device)?;
+            let x = Tensor::from_vec(values(70 * k, 9), (70, k), &device)?;
+            for (precision, policy) in [
+                (WeightPrecision::F32, RowsPolicy::Always),
+                (WeightPrecision::HalfRows, RowsPolicy::Always),
+                (WeightPrecision::F32, RowsPolicy::Never),
+            ] {
+                let layer = Dense::from_parts(w.clone(), Some(b.clone()), precision, policy)?;
+                let all = layer.forward(&x)?;
+                // candle's GEMM of one row (a GEMV) or of a tiny product takes other kernels;
+                // the vision tower never gives it fewer rows than one image's tokens.
+                let parts: &[(usize, usize)] = if policy == RowsPolicy::Never {
+                    &[(0, 25), (1, 33), (20, 50)]
+                } else {
+                    &[(0, 1), (5, 3), (1, 33), (20, 50)]
+                };
+                for &(r0, rows) in parts {
+                    let part = layer.forward(&x.narrow(0, r0, rows)?)?;
+                    assert_eq!(
+                        bits(&part)?,
+                        bits(&all.narrow(0, r0, rows)?)?,
+                        "{precision:?} {policy:?} {n}x{k}: rows {r0}..{}",
+                        r0 + rows
+                    );
+                }
+            }
+        }
         Ok(())
     }
 }
