@@ -11,6 +11,7 @@
 pub mod cli;
 mod config;
 pub mod embed;
+mod embed_batcher;
 mod error;
 mod filter_json;
 pub mod http;
