@@ -9,10 +9,12 @@
 //! gets alone (see `glimpse_embedder`'s text and vision towers), so batching changes no bits,
 //! only how often the weights are read.
 //!
-//! Gathering: once a query is waiting, the worker waits until as many queries are waiting as
-//! were in the previous batch (or the largest batch), but at most the window after the oldest
-//! arrived. A lone client therefore never waits (its previous batch was 1), while clients whose
-//! answers went out together and who come back together are gathered into one pass again.
+//! Gathering: once a query is waiting, the worker waits until as many queries are waiting as it
+//! expects (the queries the last pass answered, who tend to come back, plus those that arrived
+//! during that pass; at most the largest batch), but no longer than the window after it became
+//! free (the end of the last pass, or the query's arrival when it was idle). A lone client
+//! therefore never waits (it expects one query), and clients that were split between two
+//! passes (half answered, half arrived meanwhile) are gathered into one pass again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -183,7 +185,10 @@ where
     let batch_size = METRICS.embed_batch_size.with_label_values(&[tower]);
     let queue_wait = METRICS.embed_queue_wait_seconds.with_label_values(&[tower]);
     let embeds = METRICS.embeds_total.with_label_values(&[tower]);
-    let mut last_batch = 1;
+    // Queries the next pass should hold: those the last pass answered plus those that arrived
+    // during it.
+    let mut expect = 1;
+    let mut free_since = Instant::now();
     loop {
         let jobs: Vec<Job<I>> = {
             let mut q = shared.queue.lock();
@@ -193,8 +198,8 @@ where
             let Some(oldest) = q.jobs.front() else {
                 return; // closed and drained
             };
-            let deadline = oldest.arrived + settings.window;
-            let want = last_batch.clamp(1, settings.max_batch);
+            let deadline = oldest.arrived.max(free_since) + settings.window;
+            let want = expect.clamp(1, settings.max_batch);
             while q.jobs.len() < want && !q.closed {
                 if shared.arrived.wait_until(&mut q, deadline).timed_out() {
                     break;
@@ -205,7 +210,6 @@ where
         };
         let started = Instant::now();
         let n = jobs.len();
-        last_batch = n;
         batch_size.observe(n as f64);
         let mut inputs = Vec::with_capacity(n);
         let mut waiting = Vec::with_capacity(n);
@@ -218,6 +222,10 @@ where
         // A panicking tower fails its batch, not the server: later queries still get a pass.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(inputs)))
             .unwrap_or_else(|_| Err(format!("the {tower} tower panicked")));
+        // Counted before the answers go out, so a caller that comes straight back is not
+        // counted twice.
+        free_since = Instant::now();
+        expect = n + shared.queue.lock().jobs.len();
         match result {
             Ok(rows) if rows.len() == n => {
                 embeds.inc_by(n as u64);
