@@ -259,6 +259,45 @@ fn cpu_f16_text_weights_stay_close_to_reference() {
     );
 }
 
+/// `cpu-int8` (text weights quantized per output channel) stays close to the f32 tower: its
+/// drift is printed (docs/benchmarks.md records it) and bounded.
+#[test]
+fn cpu_int8_text_weights_stay_close_to_f32() {
+    let mut worst_abs = 0.0f32;
+    let mut worst_ref = 0.0f32;
+    let mut worst_cos = 1.0f32;
+    for (fixture, spec) in [
+        ("tiny_small.json", TinyClipSpec::small()),
+        ("tiny_alternate.json", TinyClipSpec::alternate()),
+    ] {
+        let fx = load_json(fixture);
+        let (_dir, model) = tiny_model(&spec);
+        let int8 = ClipTextEncoder::load(&model, DeviceChoice::CpuInt8).unwrap();
+        let exact = ClipTextEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+        for case in fx["texts"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let got = int8.embed(&[text]).unwrap().remove(0);
+            let want = exact.embed(&[text]).unwrap().remove(0);
+            worst_abs = worst_abs.max(max_abs_diff(&got, &want));
+            worst_ref = worst_ref.max(max_abs_diff(&got, &floats(&case["embedding"])));
+            let cos: f32 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
+            worst_cos = worst_cos.min(cos);
+        }
+    }
+    eprintln!(
+        "cpu-int8 text: max abs diff {worst_abs:e} vs cpu, {worst_ref:e} vs transformers, \
+         min cosine {worst_cos}"
+    );
+    assert!(
+        worst_abs > 1e-6,
+        "cpu-int8 gave the f32 numbers: weights not quantized"
+    );
+    assert!(
+        worst_abs < 0.02 && worst_cos > 0.9995,
+        "{worst_abs} {worst_cos}"
+    );
+}
+
 #[test]
 fn padded_to_77_equals_real_length() {
     let (device, tol) = device_under_test();
@@ -327,7 +366,11 @@ fn batched_texts_have_the_bits_they_have_alone() {
     ];
     for spec in [TinyClipSpec::small(), TinyClipSpec::alternate()] {
         let (_dir, model) = tiny_model(&spec);
-        for device in [DeviceChoice::Cpu, DeviceChoice::CpuF16] {
+        for device in [
+            DeviceChoice::Cpu,
+            DeviceChoice::CpuF16,
+            DeviceChoice::CpuInt8,
+        ] {
             let enc = ClipTextEncoder::load(&model, device).unwrap();
             let lens: Vec<usize> = texts.iter().map(|t| enc.tokenize(t).len()).collect();
             assert!(lens.iter().sum::<usize>() > 32 && lens.iter().any(|&l| l > 32));

@@ -85,6 +85,10 @@ pub enum DeviceArg {
     /// The CPU with the text tower's weights rounded to f16: text queries about 1.2x
     /// faster (half the memory traffic) for ~4e-4 drift from the reference.
     CpuF16,
+    /// The CPU with the text tower's weights quantized to int8 (one scale per output
+    /// channel, f32 sums): a quarter of the weight traffic per text query, for a larger drift
+    /// than `cpu-f16` (see docs/benchmarks.md).
+    CpuInt8,
     /// CUDA GPU 0 in half precision (error without the `cuda` build feature or a GPU).
     Cuda,
     /// CUDA GPU 0 in f32: slower, as close to the reference as the CPU.
@@ -97,6 +101,7 @@ impl From<DeviceArg> for DeviceChoice {
             DeviceArg::Auto => DeviceChoice::Auto,
             DeviceArg::Cpu => DeviceChoice::Cpu,
             DeviceArg::CpuF16 => DeviceChoice::CpuF16,
+            DeviceArg::CpuInt8 => DeviceChoice::CpuInt8,
             DeviceArg::Cuda => DeviceChoice::Cuda,
             DeviceArg::CudaF32 => DeviceChoice::CudaF32,
         }

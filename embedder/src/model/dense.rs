@@ -46,6 +46,11 @@ pub(crate) enum WeightPrecision {
     /// f16 for few-row products (half the memory traffic), and the same rounded values as
     /// f32 for GEMM-sized batches, so a result does not depend on the batch it ran in.
     HalfRows,
+    /// Weights quantized to int8 at load, one scale per output channel (`max |w| / 127` of
+    /// its row), kept twice like `HalfRows`: int8 codes for few-row products (a quarter of the
+    /// f32 memory traffic; sums in f32, the scale applied once per output), and the dequantized
+    /// values as f32 for GEMM-sized batches.
+    Int8Rows,
 }
 
 /// Which activations a layer multiplies with the few-rows CPU kernel.
@@ -77,6 +82,9 @@ pub(crate) struct Dense {
     rows: RowsPolicy,
     /// f16 copy of `weight` (row-major `[out, in]`) for [`WeightPrecision::HalfRows`].
     half: Option<Vec<f16>>,
+    /// int8 codes of `weight` (row-major) and one scale per output for
+    /// [`WeightPrecision::Int8Rows`].
+    int8: Option<(Vec<i8>, Vec<f32>)>,
     /// `bias` as a host vector, added by the rows kernel as it writes its output (one op
     /// less per layer; the forward pass of a query is dozens of tiny ops).
     bias_host: Option<Vec<f32>>,
@@ -99,6 +107,20 @@ impl Dense {
         } else {
             (weight, None)
         };
+        let (weight, int8) = if cpu_f32 && precision == WeightPrecision::Int8Rows {
+            let (n, k) = weight.dims2()?;
+            let values = weight.flatten_all()?.to_vec1::<f32>()?;
+            let (codes, scales) = quantize_rows(&values, n, k);
+            let dequantized: Vec<f32> = codes
+                .chunks_exact(k.max(1))
+                .zip(&scales)
+                .flat_map(|(row, &s)| row.iter().map(move |&q| f32::from(q) * s))
+                .collect();
+            let weight = Tensor::from_vec(dequantized, (n, k), weight.device())?;
+            (weight, Some((codes, scales)))
+        } else {
+            (weight, None)
+        };
         let bias_host = match (&bias, cpu_f32) {
             (Some(b), true) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             _ => None,
@@ -109,6 +131,7 @@ impl Dense {
             cpu_f32,
             rows,
             half,
+            int8,
             bias_host,
         })
     }
@@ -125,6 +148,16 @@ impl Dense {
             && ROWS_KERNEL_ENABLED.load(Ordering::Relaxed)
         {
             let bias = self.bias_host.as_deref();
+            if let Some((codes, scales)) = &self.int8 {
+                let (n, k) = self.weight.dims2()?;
+                return x2d.apply_op1_no_bwd(&Int8RowsMatmul {
+                    w: codes,
+                    scales,
+                    n,
+                    k,
+                    bias,
+                });
+            }
             return match &self.half {
                 Some(half) => {
                     let (n, k) = self.weight.dims2()?;
@@ -249,6 +282,65 @@ impl CustomOp1 for HalfRowsMatmul<'_> {
     }
 }
 
+/// Per-output-channel symmetric int8: `scale = max |w| / 127` of each row, codes rounded to the
+/// nearest integer (a zero row gets scale 0 and zero codes).
+fn quantize_rows(values: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut codes = Vec::with_capacity(n * k);
+    let mut scales = Vec::with_capacity(n);
+    for row in values.chunks_exact(k.max(1)).take(n) {
+        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = max / 127.0;
+        scales.push(scale);
+        codes.extend(row.iter().map(|&v| {
+            if scale > 0.0 {
+                (v / scale).round().clamp(-127.0, 127.0) as i8
+            } else {
+                0
+            }
+        }));
+    }
+    (codes, scales)
+}
+
+/// `x (m×k) · wᵀ (+ bias)` for int8 codes of `w` (`n×k`) and per-output scales.
+struct Int8RowsMatmul<'a> {
+    w: &'a [i8],
+    scales: &'a [f32],
+    n: usize,
+    k: usize,
+    bias: Option<&'a [f32]>,
+}
+
+impl CustomOp1 for Int8RowsMatmul<'_> {
+    fn name(&self) -> &'static str {
+        "rows-matmul-i8"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = l.shape().dims2()?;
+        if k != self.k || self.w.len() != self.n * self.k || self.scales.len() != self.n {
+            candle_core::bail!(
+                "rows kernel: activation width {k}, int8 weights {}x{}",
+                self.n,
+                self.k
+            );
+        }
+        let x = contiguous_f32(s, l, "activation")?;
+        let mut out = vec![0f32; m * self.n];
+        rows_times_weights_scaled(
+            x,
+            m,
+            self.w,
+            self.n,
+            k,
+            Some(self.scales),
+            self.bias,
+            &mut out,
+        );
+        Ok((CpuStorage::F32(out), Shape::from((m, self.n))))
+    }
+}
+
 /// Element type of stored weights: f32, or f16 widened on load.
 pub(crate) trait WeightElem: Copy + Send + Sync {
     /// The value as f32.
@@ -274,6 +366,23 @@ impl WeightElem for f32 {
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         // SAFETY: forwarded from the caller.
         unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl WeightElem for i8 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::{
+            __m128i, _mm_loadl_epi64, _mm256_cvtepi8_epi32, _mm256_cvtepi32_ps,
+        };
+        // SAFETY: forwarded from the caller (eight i8 = 8 readable bytes, AVX2 enabled).
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast::<__m128i>()))) }
     }
 }
 
@@ -310,6 +419,22 @@ pub(crate) fn rows_times_weights<T: WeightElem>(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    rows_times_weights_scaled(x, m, w, n, k, None, bias, out);
+}
+
+/// [`rows_times_weights`] with each output `j` multiplied by `scales[j]` before the bias
+/// (int8 weights).
+#[allow(clippy::too_many_arguments)]
+fn rows_times_weights_scaled<T: WeightElem>(
+    x: &[f32],
+    m: usize,
+    w: &[T],
+    n: usize,
+    k: usize,
+    scales: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
     assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
     assert!(bias.is_none_or(|b| b.len() >= n));
     let mut transposed = vec![0f32; n * m];
@@ -332,8 +457,17 @@ pub(crate) fn rows_times_weights<T: WeightElem>(
     });
     for (j, col) in transposed.chunks_exact(m).enumerate() {
         let b = bias.map_or(0.0, |b| b[j]);
-        for (r, &v) in col.iter().enumerate() {
-            out[r * n + j] = v + b;
+        match scales {
+            None => {
+                for (r, &v) in col.iter().enumerate() {
+                    out[r * n + j] = v + b;
+                }
+            }
+            Some(s) => {
+                for (r, &v) in col.iter().enumerate() {
+                    out[r * n + j] = v * s[j] + b;
+                }
+            }
         }
     }
 }
@@ -601,6 +735,8 @@ mod tests {
             // exactly (the rounding itself is the only error they add).
             let w16: Vec<f16> = w.iter().copied().map(f16::from_f32).collect();
             check_both_kernels(&x, m, &w16, n, k, "f16");
+            let w8: Vec<i8> = w.iter().map(|&v| (v * 3.0).round() as i8).collect();
+            check_both_kernels(&x, m, &w8, n, k, "i8");
         }
     }
 
@@ -696,6 +832,7 @@ mod tests {
             for (precision, policy) in [
                 (WeightPrecision::F32, RowsPolicy::Always),
                 (WeightPrecision::HalfRows, RowsPolicy::Always),
+                (WeightPrecision::Int8Rows, RowsPolicy::Always),
                 (WeightPrecision::F32, RowsPolicy::Never),
             ] {
                 let layer = Dense::from_parts(w.clone(), Some(b.clone()), precision, policy)?;
