@@ -59,10 +59,12 @@ pub(crate) enum RowsPolicy {
     /// Up to [`ROWS_KERNEL_MAX_ROWS`] rows; larger activations take candle's packed GEMM.
     #[default]
     Few,
-    /// Every row count. The kernel computes each output row with the same sequence of
-    /// operations whatever the other rows are (tiles only change which rows share a weight
-    /// load), so a row's result does not depend on how many rows were in the call: what lets
-    /// the text tower pack many queries into one pass and give each the bits it gets alone.
+    /// Every row count, except the rows [`Dense::forward_split`] hands to the GEMM (the text
+    /// tower's sequences over 32 tokens, as when such a query runs alone). The kernel computes
+    /// each output row with the same sequence of operations whatever the other rows are (tiles
+    /// only change which rows share a weight load), so a row's result does not depend on how
+    /// many rows were in the call: what lets the text tower pack many queries into one pass
+    /// and give each the bits it gets alone.
     Always,
     /// Never: candle's GEMM at every row count. For the vision tower, whose every image is
     /// dozens of rows: above a handful of rows the GEMM computes a row with the same
@@ -139,14 +141,17 @@ impl Dense {
     /// `x2d · Wᵀ + b` for a 2-D activation.
     fn affine(&self, x2d: &Tensor) -> Result<Tensor> {
         let rows = x2d.dim(0)?;
-        if self.cpu_f32
-            && match self.rows {
-                RowsPolicy::Few => rows <= ROWS_KERNEL_MAX_ROWS,
-                RowsPolicy::Always => true,
-                RowsPolicy::Never => false,
-            }
-            && ROWS_KERNEL_ENABLED.load(Ordering::Relaxed)
-        {
+        let use_rows = match self.rows {
+            RowsPolicy::Few => rows <= ROWS_KERNEL_MAX_ROWS,
+            RowsPolicy::Always => true,
+            RowsPolicy::Never => false,
+        };
+        self.affine_with(x2d, use_rows)
+    }
+
+    /// `x2d · Wᵀ + b`, through the rows kernel when `use_rows` (and the layer is CPU f32).
+    fn affine_with(&self, x2d: &Tensor, use_rows: bool) -> Result<Tensor> {
+        if self.cpu_f32 && use_rows && ROWS_KERNEL_ENABLED.load(Ordering::Relaxed) {
             let bias = self.bias_host.as_deref();
             if let Some((codes, scales)) = &self.int8 {
                 let (n, k) = self.weight.dims2()?;
@@ -176,6 +181,27 @@ impl Dense {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+impl Dense {
+    /// The layer over a packed `(rows, in)` activation whose rows from `gemm_from` on belong to
+    /// long sequences: those go through the GEMM, the rows before through the layer's policy.
+    /// A GEMM of a few dozen rows or more computes each row the same way whatever the row count,
+    /// so a long sequence gets the bits it gets alone, where the rows kernel would be slower
+    /// than the GEMM.
+    pub(crate) fn forward_split(&self, x2d: &Tensor, gemm_from: usize) -> Result<Tensor> {
+        let rows = x2d.dim(0)?;
+        if gemm_from >= rows || self.rows != RowsPolicy::Always {
+            return self.forward(x2d);
+        }
+        let x2d = x2d.contiguous()?;
+        let long = self.affine_with(&x2d.narrow(0, gemm_from, rows - gemm_from)?, false)?;
+        if gemm_from == 0 {
+            return Ok(long);
+        }
+        let short = self.affine_with(&x2d.narrow(0, 0, gemm_from)?, true)?;
+        Tensor::cat(&[&short, &long], 0)
     }
 }
 
@@ -825,7 +851,14 @@ mod tests {
                 .map(|v| v.to_bits())
                 .collect())
         };
-        for &(n, k) in &[(40, 24), (96, 48), (768, 3072), (37, 13)] {
+        for &(n, k) in &[
+            (40, 24),
+            (96, 48),
+            (768, 3072),
+            (512, 2048),
+            (2048, 512),
+            (37, 13),
+        ] {
             let w = Tensor::from_vec(values(n * k, 7), (n, k), &device)?;
             let b = Tensor::from_vec(values(n, 8), n, &device)?;
             let x = Tensor::from_vec(values(70 * k, 9), (70, k), &device)?;

@@ -3,7 +3,7 @@
 use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{LayerNorm, LayerNormConfig, VarBuilder};
 
-use super::dense::{Dense, RowsPolicy, WeightPrecision, dense};
+use super::dense::{Dense, ROWS_KERNEL_MAX_ROWS, RowsPolicy, WeightPrecision, dense};
 
 use crate::config::Activation;
 
@@ -131,12 +131,18 @@ impl Attention {
     /// scores run per run of equal-length sequences, shaped `(count, heads, len, len)`, so each
     /// sequence's products, mask and softmax are exactly those it gets alone: no padding
     /// enters any sum. `masks[len]` is the additive causal mask for `len` (text only).
-    fn forward(&self, xs: &Tensor, runs: &[Run], masks: &Masks) -> Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        runs: &[Run],
+        masks: &Masks,
+        gemm_from: usize,
+    ) -> Result<Tensor> {
         let (_, h) = xs.dims2()?;
         let dtype = xs.dtype();
-        let q = (self.q_proj.forward(xs)? * self.scale)?;
-        let k = self.k_proj.forward(xs)?;
-        let v = self.v_proj.forward(xs)?;
+        let q = (self.q_proj.forward_split(xs, gemm_from)? * self.scale)?;
+        let k = self.k_proj.forward_split(xs, gemm_from)?;
+        let v = self.v_proj.forward_split(xs, gemm_from)?;
         let mut outs = Vec::with_capacity(runs.len());
         for run in runs {
             let (b, l) = (run.count, run.len);
@@ -159,7 +165,7 @@ impl Attention {
         } else {
             Tensor::cat(&outs, 0)?
         };
-        self.out_proj.forward(&out)
+        self.out_proj.forward_split(&out, gemm_from)
     }
 }
 
@@ -233,9 +239,9 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let xs = self.fc1.forward(xs)?;
-        self.fc2.forward(&activate(self.act, &xs)?)
+    fn forward(&self, xs: &Tensor, gemm_from: usize) -> Result<Tensor> {
+        let xs = self.fc1.forward_split(xs, gemm_from)?;
+        self.fc2.forward_split(&activate(self.act, &xs)?, gemm_from)
     }
 }
 
@@ -256,12 +262,20 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, runs: &[Run], masks: &Masks) -> Result<Tensor> {
-        let attn = self
-            .self_attn
-            .forward(&self.layer_norm1.forward(xs)?, runs, masks)?;
+    fn forward(
+        &self,
+        xs: &Tensor,
+        runs: &[Run],
+        masks: &Masks,
+        gemm_from: usize,
+    ) -> Result<Tensor> {
+        let attn =
+            self.self_attn
+                .forward(&self.layer_norm1.forward(xs)?, runs, masks, gemm_from)?;
         let xs = (attn + xs)?;
-        let mlp = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
+        let mlp = self
+            .mlp
+            .forward(&self.layer_norm2.forward(&xs)?, gemm_from)?;
         mlp + xs
     }
 }
@@ -281,12 +295,20 @@ impl Encoder {
     }
 
     /// Runs the stack over packed sequences: `xs` is `(tokens, hidden)`, `runs` say which
-    /// rows form which sequences. Everything but attention is per token.
+    /// rows form which sequences, sorted by length when several. Everything but attention is
+    /// per token.
     pub(crate) fn forward(&self, xs: &Tensor, runs: &[Run], masking: Masking) -> Result<Tensor> {
         let masks = Masks::new(runs, masking, xs.device())?;
+        // Runs come sorted by length: the rows of sequences over the rows kernel's limit form
+        // the tail, and go through the GEMM as they would alone (layers whose policy is
+        // `Always`; others ignore it).
+        let gemm_from = runs
+            .iter()
+            .find(|r| r.len > ROWS_KERNEL_MAX_ROWS)
+            .map_or(xs.dim(0)?, |r| r.start);
         let mut xs = xs.clone();
         for layer in &self.layers {
-            xs = layer.forward(&xs, runs, &masks)?;
+            xs = layer.forward(&xs, runs, &masks, gemm_from)?;
         }
         Ok(xs)
     }
