@@ -17,6 +17,10 @@ pub enum DeviceChoice {
     /// memory traffic per query (1.2x faster measured on a 2-core VM) for ~4e-4 drift from
     /// the reference. Math, activations and image batches stay f32.
     CpuF16,
+    /// The CPU with int8 copies of the text tower's weights (one scale per output channel,
+    /// sums in f32): a quarter of the f32 memory traffic per query, for a larger drift than
+    /// `CpuF16` (see docs/benchmarks.md). Image batches stay f32.
+    CpuInt8,
     /// CUDA GPU 0 with half-precision weights; an error if the crate was built without
     /// `cuda` or no GPU is present.
     Cuda,
@@ -33,10 +37,11 @@ impl std::str::FromStr for DeviceChoice {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
             "cpu-f16" => Ok(Self::CpuF16),
+            "cpu-int8" => Ok(Self::CpuInt8),
             "cuda" | "gpu" => Ok(Self::Cuda),
             "cuda-f32" => Ok(Self::CudaF32),
             other => Err(EmbedderError::Device(format!(
-                "unknown device `{other}` (expected auto, cpu, cpu-f16, cuda or cuda-f32)"
+                "unknown device `{other}` (expected auto, cpu, cpu-f16, cpu-int8, cuda or cuda-f32)"
             ))),
         }
     }
@@ -57,6 +62,10 @@ impl DeviceChoice {
             Self::Cpu => Ok(cpu()),
             Self::CpuF16 => Ok(Placement {
                 text_precision: WeightPrecision::HalfRows,
+                ..cpu()
+            }),
+            Self::CpuInt8 => Ok(Placement {
+                text_precision: WeightPrecision::Int8Rows,
                 ..cpu()
             }),
             Self::Cuda => cuda(DType::F16),
@@ -107,6 +116,8 @@ mod tests {
         );
         assert!("tpu".parse::<DeviceChoice>().is_err());
         assert!(DeviceChoice::Cpu.place().unwrap().device.is_cpu());
+        let int8 = "cpu-int8".parse::<DeviceChoice>().unwrap().place().unwrap();
+        assert_eq!(int8.text_precision, WeightPrecision::Int8Rows);
         let half = "cpu-f16".parse::<DeviceChoice>().unwrap().place().unwrap();
         assert!(half.device.is_cpu());
         assert_eq!(half.text_precision, WeightPrecision::HalfRows);

@@ -108,6 +108,23 @@ impl ClipEmbedder {
         Ok((v, false))
     }
 
+    /// The cached embedding of `text`, if any, counted as a hit or a miss: the first half of
+    /// [`embed_text_cached`](Self::embed_text_cached), for callers that run the miss elsewhere
+    /// (the server's batcher) and then [`remember_text`](Self::remember_text) it.
+    pub fn cached_text(&self, text: &str) -> Option<Arc<[f32]>> {
+        let hit = self.cache.lock().get(text).map(Arc::clone);
+        match hit {
+            Some(_) => self.hits.fetch_add(1, Ordering::Relaxed),
+            None => self.misses.fetch_add(1, Ordering::Relaxed),
+        };
+        hit
+    }
+
+    /// Stores the embedding of `text` in the cache.
+    pub fn remember_text(&self, text: &str, embedding: Arc<[f32]>) {
+        self.cache.lock().put(text.to_string(), embedding);
+    }
+
     /// Cache counters.
     pub fn cache_stats(&self) -> CacheStats {
         let cache = self.cache.lock();

@@ -95,8 +95,10 @@ impl ClipTextEncoder {
         self.embed_token_ids(&seqs, None)
     }
 
-    /// Embeds pre-tokenised sequences. Each runs at its real length (the causal mask makes
-    /// the result identical to a 77-token padded run); `pad_to` forces the padded shape,
+    /// Embeds pre-tokenised sequences. Each runs at its real length, packed with the others
+    /// (no padding), and its embedding has the same bits as when it is embedded alone: batching
+    /// queries together changes nothing in any result (on the CPU; a GPU's kernels may choose
+    /// other reduction orders for other shapes). `pad_to` lengthens sequences with end tokens,
     /// which only exists to measure what padding would cost.
     pub fn embed_token_ids(
         &self,
@@ -125,9 +127,7 @@ impl ClipTextEncoder {
                 }
                 padded.push(s);
             }
-            let features = self
-                .tower
-                .forward(&padded, &pool, self.tokenizer.end_id())?;
+            let features = self.tower.forward(&padded, &pool)?;
             out.extend(l2_normalize_rows(&features)?);
         }
         Ok(out)

@@ -229,7 +229,7 @@ fn embedder_caches_queries_and_isolates_bad_images() {
 
 /// `cpu-f16` (text weights rounded to f16, query-sized products reading them as f16) stays
 /// within the half-precision bound of transformers, really runs rounded weights, and gives
-/// the same numbers whether a text runs alone (rows kernel) or padded to 77 (GEMM).
+/// about the same numbers whether a text runs alone or padded to 77.
 #[test]
 fn cpu_f16_text_weights_stay_close_to_reference() {
     let fx = load_json("tiny_small.json");
@@ -248,7 +248,7 @@ fn cpu_f16_text_weights_stay_close_to_reference() {
         let padded = half.embed_token_ids(&[ids], Some(77)).unwrap();
         assert!(
             max_abs_diff(&got, &padded[0]) < 1e-5,
-            "{text:?}: rows kernel vs GEMM"
+            "{text:?}: alone vs padded"
         );
     }
     eprintln!("cpu-f16 text: max abs diff {worst:e} vs transformers, {worst_vs_f32:e} vs cpu");
@@ -256,6 +256,45 @@ fn cpu_f16_text_weights_stay_close_to_reference() {
     assert!(
         worst_vs_f32 > 1e-6,
         "cpu-f16 gave the f32 numbers: weights not rounded"
+    );
+}
+
+/// `cpu-int8` (text weights quantized per output channel) stays close to the f32 tower: its
+/// drift is printed (docs/benchmarks.md records it) and bounded.
+#[test]
+fn cpu_int8_text_weights_stay_close_to_f32() {
+    let mut worst_abs = 0.0f32;
+    let mut worst_ref = 0.0f32;
+    let mut worst_cos = 1.0f32;
+    for (fixture, spec) in [
+        ("tiny_small.json", TinyClipSpec::small()),
+        ("tiny_alternate.json", TinyClipSpec::alternate()),
+    ] {
+        let fx = load_json(fixture);
+        let (_dir, model) = tiny_model(&spec);
+        let int8 = ClipTextEncoder::load(&model, DeviceChoice::CpuInt8).unwrap();
+        let exact = ClipTextEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+        for case in fx["texts"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let got = int8.embed(&[text]).unwrap().remove(0);
+            let want = exact.embed(&[text]).unwrap().remove(0);
+            worst_abs = worst_abs.max(max_abs_diff(&got, &want));
+            worst_ref = worst_ref.max(max_abs_diff(&got, &floats(&case["embedding"])));
+            let cos: f32 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
+            worst_cos = worst_cos.min(cos);
+        }
+    }
+    eprintln!(
+        "cpu-int8 text: max abs diff {worst_abs:e} vs cpu, {worst_ref:e} vs transformers, \
+         min cosine {worst_cos}"
+    );
+    assert!(
+        worst_abs > 1e-6,
+        "cpu-int8 gave the f32 numbers: weights not quantized"
+    );
+    assert!(
+        worst_abs < 0.02 && worst_cos > 0.9995,
+        "{worst_abs} {worst_cos}"
     );
 }
 
@@ -306,4 +345,79 @@ fn rayon_parallel_preprocessing_is_deterministic() {
         .map(|b| image.preprocess(b).unwrap())
         .collect();
     assert_eq!(seq, par);
+}
+
+/// Texts embedded together (different lengths, more tokens in all than the few-rows kernel's
+/// 32, two over 32 alone, which take the GEMM together, repeated texts) get the very bits each
+/// gets alone: the server's
+/// batcher relies on it. Padding to the longest would change them (softmax sums and products
+/// over the padded keys); the GEMM a large batch used to switch to would too.
+#[test]
+fn batched_texts_have_the_bits_they_have_alone() {
+    let long = "a photo of a cat sitting on a red chair next to a window ".repeat(3);
+    let longer = "two dogs running on a beach at dawn ".repeat(6);
+    let texts = [
+        "a cat",
+        "a watercolor painting of a lighthouse on a rocky coast at sunset",
+        "",
+        long.as_str(),
+        "a dog",
+        "naïve café 東京 🐱",
+        "a cat",
+        longer.as_str(),
+        "two",
+    ];
+    for spec in [TinyClipSpec::small(), TinyClipSpec::alternate()] {
+        let (_dir, model) = tiny_model(&spec);
+        for device in [
+            DeviceChoice::Cpu,
+            DeviceChoice::CpuF16,
+            DeviceChoice::CpuInt8,
+        ] {
+            let enc = ClipTextEncoder::load(&model, device).unwrap();
+            let lens: Vec<usize> = texts.iter().map(|t| enc.tokenize(t).len()).collect();
+            assert!(
+                lens.iter().sum::<usize>() > 32 && lens.iter().filter(|&&l| l > 32).count() >= 2
+            );
+            let together = enc.embed(&texts).unwrap();
+            // And in another order and grouping.
+            let reversed: Vec<&str> = texts.iter().rev().copied().collect();
+            let mut back = enc.embed(&reversed).unwrap();
+            back.reverse();
+            for (i, text) in texts.iter().enumerate() {
+                let alone = enc.embed(&[text]).unwrap().remove(0);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+                assert_eq!(
+                    bits(&together[i]),
+                    bits(&alone),
+                    "{device:?} {text:?} ({} tokens) in a batch of {}",
+                    lens[i],
+                    texts.len()
+                );
+                assert_eq!(bits(&back[i]), bits(&alone), "{device:?} {text:?} reversed");
+            }
+        }
+    }
+}
+
+/// Images embedded together get the bits each gets alone.
+#[test]
+fn batched_images_have_the_bits_they_have_alone() {
+    for spec in [TinyClipSpec::small(), TinyClipSpec::alternate()] {
+        let (_dir, model) = tiny_model(&spec);
+        let image = ClipImageEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+        let imgs: Vec<PreprocessedImage> = ["rgba.png", "wide.png", "tall_444.jpg", "palette.png"]
+            .iter()
+            .map(|f| {
+                let bytes = std::fs::read(fixtures().join("images").join(f)).unwrap();
+                image.preprocess(&bytes).unwrap()
+            })
+            .collect();
+        let together = image.embed(&imgs).unwrap();
+        for (i, img) in imgs.iter().enumerate() {
+            let alone = image.embed(std::slice::from_ref(img)).unwrap().remove(0);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            assert_eq!(bits(&together[i]), bits(&alone), "image {i}");
+        }
+    }
 }

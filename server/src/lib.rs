@@ -12,6 +12,7 @@ mod chroma;
 pub mod cli;
 mod config;
 pub mod embed;
+mod embed_batcher;
 mod error;
 mod filter_json;
 pub mod http;

@@ -32,6 +32,14 @@ pub struct Metrics {
     pub query_cache_hits_total: IntCounter,
     /// Query-embedding cache misses.
     pub query_cache_misses_total: IntCounter,
+    /// Queries per forward pass of the query batchers, by tower.
+    pub embed_batch_size: HistogramVec,
+    /// Time a query waited for its forward pass, by tower.
+    pub embed_queue_wait_seconds: HistogramVec,
+    /// Query embeddings computed (batched or not), by tower; its rate is embeds per second.
+    pub embeds_total: IntCounterVec,
+    /// Queries refused because a batcher's queue was full, by tower.
+    pub embed_queue_rejected_total: IntCounterVec,
     /// Rows committed by bulk loads.
     pub bulk_load_rows_total: IntCounter,
     /// Parquet bytes read by bulk loads.
@@ -114,6 +122,36 @@ impl Metrics {
                 "Text queries that ran the CLIP text tower.",
             )
             .unwrap_or_else(|e| panic!("metric: {e}")),
+            embed_batch_size: HistogramVec::new(
+                HistogramOpts::new(
+                    "glimpse_embed_batch_size",
+                    "Queries embedded together in one forward pass of a query batcher, by tower \
+                     (text, image).",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0]),
+                &["tower"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            embed_queue_wait_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "glimpse_embed_queue_wait_seconds",
+                    "Time a query waited in a batcher's queue for its forward pass, by tower.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["tower"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            embeds_total: counter_vec(
+                "glimpse_embeds_total",
+                "Query embeddings computed by the CLIP towers (cache hits excluded), by tower; \
+                 rate() of it is embeds per second.",
+                &["tower"],
+            ),
+            embed_queue_rejected_total: counter_vec(
+                "glimpse_embed_queue_rejected_total",
+                "Queries answered 503 because a batcher's queue was full (--batch-queue), by tower.",
+                &["tower"],
+            ),
             bulk_load_rows_total: IntCounter::new(
                 "glimpse_bulk_load_rows_total",
                 "Rows committed by bulk loads.",
@@ -190,6 +228,10 @@ impl Metrics {
             Box::new(m.search_stage_seconds.clone()),
             Box::new(m.query_cache_hits_total.clone()),
             Box::new(m.query_cache_misses_total.clone()),
+            Box::new(m.embed_batch_size.clone()),
+            Box::new(m.embed_queue_wait_seconds.clone()),
+            Box::new(m.embeds_total.clone()),
+            Box::new(m.embed_queue_rejected_total.clone()),
             Box::new(m.bulk_load_rows_total.clone()),
             Box::new(m.bulk_load_bytes_total.clone()),
             Box::new(m.bulk_load_duration_seconds.clone()),

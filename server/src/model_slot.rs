@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::ApiError;
-use crate::model::{DeviceArg, Model};
+use crate::model::{DeviceArg, Model, ServingOptions};
 
 /// The model's state as `/readyz` and the page report it.
 #[derive(Debug, Clone)]
@@ -59,6 +59,17 @@ impl ModelSlot {
         device: DeviceArg,
         appear_within: Duration,
     ) -> Arc<ModelSlot> {
+        Self::load_in_background_with(spec, device, appear_within, ServingOptions::default())
+    }
+
+    /// [`load_in_background`](Self::load_in_background) with explicit batching and cache
+    /// settings.
+    pub fn load_in_background_with(
+        spec: &str,
+        device: DeviceArg,
+        appear_within: Duration,
+        options: ServingOptions,
+    ) -> Arc<ModelSlot> {
         let slot = Self::with(ModelState::Loading(spec.to_string()));
         let loader = slot.clone();
         let spec = spec.to_string();
@@ -68,14 +79,14 @@ impl ModelSlot {
                 let started = Instant::now();
                 tracing::info!(model = %spec, "loading the CLIP model in the background; text and image queries answer 503 until it is ready");
                 let looks_local = spec.starts_with('/') || spec.starts_with('.');
-                let mut result = Model::load(&spec, device);
+                let mut result = Model::load_with(&spec, device, options);
                 while result.is_err()
                     && looks_local
                     && !std::path::Path::new(&spec).join("config.json").is_file()
                     && started.elapsed() + Duration::from_secs(1) <= appear_within
                 {
                     std::thread::sleep(Duration::from_secs(1));
-                    result = Model::load(&spec, device);
+                    result = Model::load_with(&spec, device, options);
                 }
                 let next = match result {
                     Ok(m) => {

@@ -99,6 +99,11 @@ impl TestServer {
         TestServer::start(&flags)
     }
 
+    /// The loaded model (panics when there is none).
+    pub fn model(&self) -> std::sync::Arc<glimpse_server::model::Model> {
+        self.model.get().unwrap()
+    }
+
     /// Full URL of a path.
     pub fn at(&self, path: &str) -> String {
         format!("{}{}", self.url, path)

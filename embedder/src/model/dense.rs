@@ -46,6 +46,32 @@ pub(crate) enum WeightPrecision {
     /// f16 for few-row products (half the memory traffic), and the same rounded values as
     /// f32 for GEMM-sized batches, so a result does not depend on the batch it ran in.
     HalfRows,
+    /// Weights quantized to int8 at load, one scale per output channel (`max |w| / 127` of
+    /// its row), kept twice like `HalfRows`: int8 codes for few-row products (a quarter of the
+    /// f32 memory traffic; sums in f32, the scale applied once per output), and the dequantized
+    /// values as f32 for GEMM-sized batches.
+    Int8Rows,
+}
+
+/// Which activations a layer multiplies with the few-rows CPU kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum RowsPolicy {
+    /// Up to [`ROWS_KERNEL_MAX_ROWS`] rows; larger activations take candle's packed GEMM.
+    #[default]
+    Few,
+    /// Every row count, except the rows [`Dense::forward_split`] hands to the GEMM (the text
+    /// tower's sequences over 32 tokens, as when such a query runs alone). The kernel computes
+    /// each output row with the same sequence of operations whatever the other rows are (tiles
+    /// only change which rows share a weight load), so a row's result does not depend on how
+    /// many rows were in the call: what lets the text tower pack many queries into one pass
+    /// and give each the bits it gets alone.
+    Always,
+    /// Never: candle's GEMM at every row count. For the vision tower, whose every image is
+    /// dozens of rows: above a handful of rows the GEMM computes a row with the same
+    /// operations whatever the row count (its depth blocking depends on the inner size and
+    /// the caches, not on the rows), so an image's result does not depend on its batch, where
+    /// a switch at 32 rows would make it. (One row goes through a GEMV, other bits.)
+    Never,
 }
 
 /// `y = x Wᵀ + b` with `W` stored `[out, in]` as in PyTorch checkpoints.
@@ -54,8 +80,13 @@ pub(crate) struct Dense {
     bias: Option<Tensor>,
     /// CPU and f32: the only case the rows kernel covers.
     cpu_f32: bool,
+    /// Which row counts take the rows kernel.
+    rows: RowsPolicy,
     /// f16 copy of `weight` (row-major `[out, in]`) for [`WeightPrecision::HalfRows`].
     half: Option<Vec<f16>>,
+    /// int8 codes of `weight` (row-major) and one scale per output for
+    /// [`WeightPrecision::Int8Rows`].
+    int8: Option<(Vec<i8>, Vec<f32>)>,
     /// `bias` as a host vector, added by the rows kernel as it writes its output (one op
     /// less per layer; the forward pass of a query is dozens of tiny ops).
     bias_host: Option<Vec<f32>>,
@@ -66,6 +97,7 @@ impl Dense {
         weight: Tensor,
         bias: Option<Tensor>,
         precision: WeightPrecision,
+        rows: RowsPolicy,
     ) -> Result<Self> {
         let cpu_f32 = matches!(weight.device(), Device::Cpu) && weight.dtype() == DType::F32;
         let (weight, half) = if cpu_f32 && precision == WeightPrecision::HalfRows {
@@ -77,6 +109,20 @@ impl Dense {
         } else {
             (weight, None)
         };
+        let (weight, int8) = if cpu_f32 && precision == WeightPrecision::Int8Rows {
+            let (n, k) = weight.dims2()?;
+            let values = weight.flatten_all()?.to_vec1::<f32>()?;
+            let (codes, scales) = quantize_rows(&values, n, k);
+            let dequantized: Vec<f32> = codes
+                .chunks_exact(k.max(1))
+                .zip(&scales)
+                .flat_map(|(row, &s)| row.iter().map(move |&q| f32::from(q) * s))
+                .collect();
+            let weight = Tensor::from_vec(dequantized, (n, k), weight.device())?;
+            (weight, Some((codes, scales)))
+        } else {
+            (weight, None)
+        };
         let bias_host = match (&bias, cpu_f32) {
             (Some(b), true) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             _ => None,
@@ -85,7 +131,9 @@ impl Dense {
             weight,
             bias,
             cpu_f32,
+            rows,
             half,
+            int8,
             bias_host,
         })
     }
@@ -93,11 +141,28 @@ impl Dense {
     /// `x2d · Wᵀ + b` for a 2-D activation.
     fn affine(&self, x2d: &Tensor) -> Result<Tensor> {
         let rows = x2d.dim(0)?;
-        if self.cpu_f32
-            && rows <= ROWS_KERNEL_MAX_ROWS
-            && ROWS_KERNEL_ENABLED.load(Ordering::Relaxed)
-        {
+        let use_rows = match self.rows {
+            RowsPolicy::Few => rows <= ROWS_KERNEL_MAX_ROWS,
+            RowsPolicy::Always => true,
+            RowsPolicy::Never => false,
+        };
+        self.affine_with(x2d, use_rows)
+    }
+
+    /// `x2d · Wᵀ + b`, through the rows kernel when `use_rows` (and the layer is CPU f32).
+    fn affine_with(&self, x2d: &Tensor, use_rows: bool) -> Result<Tensor> {
+        if self.cpu_f32 && use_rows && ROWS_KERNEL_ENABLED.load(Ordering::Relaxed) {
             let bias = self.bias_host.as_deref();
+            if let Some((codes, scales)) = &self.int8 {
+                let (n, k) = self.weight.dims2()?;
+                return x2d.apply_op1_no_bwd(&Int8RowsMatmul {
+                    w: codes,
+                    scales,
+                    n,
+                    k,
+                    bias,
+                });
+            }
             return match &self.half {
                 Some(half) => {
                     let (n, k) = self.weight.dims2()?;
@@ -116,6 +181,27 @@ impl Dense {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+impl Dense {
+    /// The layer over a packed `(rows, in)` activation whose rows from `gemm_from` on belong to
+    /// long sequences: those go through the GEMM, the rows before through the layer's policy.
+    /// A GEMM of a few dozen rows or more computes each row the same way whatever the row count,
+    /// so a long sequence gets the bits it gets alone, where the rows kernel would be slower
+    /// than the GEMM.
+    pub(crate) fn forward_split(&self, x2d: &Tensor, gemm_from: usize) -> Result<Tensor> {
+        let rows = x2d.dim(0)?;
+        if gemm_from >= rows || self.rows != RowsPolicy::Always {
+            return self.forward(x2d);
+        }
+        let x2d = x2d.contiguous()?;
+        let long = self.affine_with(&x2d.narrow(0, gemm_from, rows - gemm_from)?, false)?;
+        if gemm_from == 0 {
+            return Ok(long);
+        }
+        let short = self.affine_with(&x2d.narrow(0, 0, gemm_from)?, true)?;
+        Tensor::cat(&[&short, &long], 0)
     }
 }
 
@@ -141,6 +227,7 @@ pub(crate) fn dense(
     output: usize,
     has_bias: bool,
     precision: WeightPrecision,
+    rows: RowsPolicy,
     vb: VarBuilder,
 ) -> Result<Dense> {
     let weight = vb.get((output, input), "weight")?;
@@ -149,7 +236,7 @@ pub(crate) fn dense(
     } else {
         None
     };
-    Dense::from_parts(weight, bias, precision)
+    Dense::from_parts(weight, bias, precision, rows)
 }
 
 /// `x (m×k) · wᵀ (+ bias)` for `w` stored `n×k`, both contiguous f32 on the CPU.
@@ -221,6 +308,65 @@ impl CustomOp1 for HalfRowsMatmul<'_> {
     }
 }
 
+/// Per-output-channel symmetric int8: `scale = max |w| / 127` of each row, codes rounded to the
+/// nearest integer (a zero row gets scale 0 and zero codes).
+fn quantize_rows(values: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut codes = Vec::with_capacity(n * k);
+    let mut scales = Vec::with_capacity(n);
+    for row in values.chunks_exact(k.max(1)).take(n) {
+        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = max / 127.0;
+        scales.push(scale);
+        codes.extend(row.iter().map(|&v| {
+            if scale > 0.0 {
+                (v / scale).round().clamp(-127.0, 127.0) as i8
+            } else {
+                0
+            }
+        }));
+    }
+    (codes, scales)
+}
+
+/// `x (m×k) · wᵀ (+ bias)` for int8 codes of `w` (`n×k`) and per-output scales.
+struct Int8RowsMatmul<'a> {
+    w: &'a [i8],
+    scales: &'a [f32],
+    n: usize,
+    k: usize,
+    bias: Option<&'a [f32]>,
+}
+
+impl CustomOp1 for Int8RowsMatmul<'_> {
+    fn name(&self) -> &'static str {
+        "rows-matmul-i8"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = l.shape().dims2()?;
+        if k != self.k || self.w.len() != self.n * self.k || self.scales.len() != self.n {
+            candle_core::bail!(
+                "rows kernel: activation width {k}, int8 weights {}x{}",
+                self.n,
+                self.k
+            );
+        }
+        let x = contiguous_f32(s, l, "activation")?;
+        let mut out = vec![0f32; m * self.n];
+        rows_times_weights_scaled(
+            x,
+            m,
+            self.w,
+            self.n,
+            k,
+            Some(self.scales),
+            self.bias,
+            &mut out,
+        );
+        Ok((CpuStorage::F32(out), Shape::from((m, self.n))))
+    }
+}
+
 /// Element type of stored weights: f32, or f16 widened on load.
 pub(crate) trait WeightElem: Copy + Send + Sync {
     /// The value as f32.
@@ -246,6 +392,23 @@ impl WeightElem for f32 {
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         // SAFETY: forwarded from the caller.
         unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl WeightElem for i8 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::{
+            __m128i, _mm_loadl_epi64, _mm256_cvtepi8_epi32, _mm256_cvtepi32_ps,
+        };
+        // SAFETY: forwarded from the caller (eight i8 = 8 readable bytes, AVX2 enabled).
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast::<__m128i>()))) }
     }
 }
 
@@ -282,6 +445,22 @@ pub(crate) fn rows_times_weights<T: WeightElem>(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    rows_times_weights_scaled(x, m, w, n, k, None, bias, out);
+}
+
+/// [`rows_times_weights`] with each output `j` multiplied by `scales[j]` before the bias
+/// (int8 weights).
+#[allow(clippy::too_many_arguments)]
+fn rows_times_weights_scaled<T: WeightElem>(
+    x: &[f32],
+    m: usize,
+    w: &[T],
+    n: usize,
+    k: usize,
+    scales: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
     assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
     assert!(bias.is_none_or(|b| b.len() >= n));
     let mut transposed = vec![0f32; n * m];
@@ -304,8 +483,17 @@ pub(crate) fn rows_times_weights<T: WeightElem>(
     });
     for (j, col) in transposed.chunks_exact(m).enumerate() {
         let b = bias.map_or(0.0, |b| b[j]);
-        for (r, &v) in col.iter().enumerate() {
-            out[r * n + j] = v + b;
+        match scales {
+            None => {
+                for (r, &v) in col.iter().enumerate() {
+                    out[r * n + j] = v + b;
+                }
+            }
+            Some(s) => {
+                for (r, &v) in col.iter().enumerate() {
+                    out[r * n + j] = v * s[j] + b;
+                }
+            }
         }
     }
 }
@@ -573,6 +761,8 @@ mod tests {
             // exactly (the rounding itself is the only error they add).
             let w16: Vec<f16> = w.iter().copied().map(f16::from_f32).collect();
             check_both_kernels(&x, m, &w16, n, k, "f16");
+            let w8: Vec<i8> = w.iter().map(|&v| (v * 3.0).round() as i8).collect();
+            check_both_kernels(&x, m, &w8, n, k, "i8");
         }
     }
 
@@ -628,14 +818,76 @@ mod tests {
                 .max(0)?
                 .to_scalar::<f32>()
         };
-        let exact = Dense::from_parts(w.clone(), Some(b.clone()), WeightPrecision::F32)?;
+        let exact = Dense::from_parts(
+            w.clone(),
+            Some(b.clone()),
+            WeightPrecision::F32,
+            RowsPolicy::Few,
+        )?;
         let diff = max_diff(exact.forward(&x)?)?;
         assert!(diff < 1e-5, "f32 max diff {diff}");
-        let half = Dense::from_parts(w.clone(), Some(b.clone()), WeightPrecision::HalfRows)?;
+        let half = Dense::from_parts(
+            w.clone(),
+            Some(b.clone()),
+            WeightPrecision::HalfRows,
+            RowsPolicy::Few,
+        )?;
         assert!(half.half.is_some());
         let diff = max_diff(half.forward(&x)?)?;
         // |x| ≤ 1, 24 terms, each weight off by at most 2^-11 relative.
         assert!(diff > 0.0 && diff < 24.0 / 2048.0, "f16 max diff {diff}");
+        Ok(())
+    }
+
+    /// A row's result has the same bits whatever else is in the call, for both kernels and
+    /// both policies the towers use (the server's batching rests on it).
+    #[test]
+    fn a_rows_result_does_not_depend_on_the_other_rows() -> Result<()> {
+        let device = Device::Cpu;
+        let bits = |t: &Tensor| -> Result<Vec<u32>> {
+            Ok(t.flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .map(|v| v.to_bits())
+                .collect())
+        };
+        for &(n, k) in &[
+            (40, 24),
+            (96, 48),
+            (768, 3072),
+            (512, 2048),
+            (2048, 512),
+            (37, 13),
+        ] {
+            let w = Tensor::from_vec(values(n * k, 7), (n, k), &device)?;
+            let b = Tensor::from_vec(values(n, 8), n, &device)?;
+            let x = Tensor::from_vec(values(70 * k, 9), (70, k), &device)?;
+            for (precision, policy) in [
+                (WeightPrecision::F32, RowsPolicy::Always),
+                (WeightPrecision::HalfRows, RowsPolicy::Always),
+                (WeightPrecision::Int8Rows, RowsPolicy::Always),
+                (WeightPrecision::F32, RowsPolicy::Never),
+            ] {
+                let layer = Dense::from_parts(w.clone(), Some(b.clone()), precision, policy)?;
+                let all = layer.forward(&x)?;
+                // candle's GEMM of one row (a GEMV) or of a tiny product takes other kernels;
+                // the vision tower never gives it fewer rows than one image's tokens.
+                let parts: &[(usize, usize)] = if policy == RowsPolicy::Never {
+                    &[(0, 25), (1, 33), (20, 50)]
+                } else {
+                    &[(0, 1), (5, 3), (1, 33), (20, 50)]
+                };
+                for &(r0, rows) in parts {
+                    let part = layer.forward(&x.narrow(0, r0, rows)?)?;
+                    assert_eq!(
+                        bits(&part)?,
+                        bits(&all.narrow(0, r0, rows)?)?,
+                        "{precision:?} {policy:?} {n}x{k}: rows {r0}..{}",
+                        r0 + rows
+                    );
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{LayerNorm, LayerNormConfig, VarBuilder};
 
-use super::dense::{Dense, WeightPrecision, dense};
+use super::dense::{Dense, ROWS_KERNEL_MAX_ROWS, RowsPolicy, WeightPrecision, dense};
 
 use crate::config::Activation;
 
@@ -21,9 +21,10 @@ pub(crate) fn projection(
     input: usize,
     output: usize,
     precision: WeightPrecision,
+    rows: RowsPolicy,
     vb: VarBuilder,
 ) -> Result<Dense> {
-    dense(input, output, false, precision, vb)
+    dense(input, output, false, precision, rows, vb)
 }
 
 fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
@@ -45,6 +46,26 @@ pub(crate) struct StackShape {
     pub eps: f64,
     /// How few-row products read the weights.
     pub precision: WeightPrecision,
+    /// Which row counts take the few-rows kernel.
+    pub rows: RowsPolicy,
+}
+
+/// `count` sequences of `len` tokens each, stored back to back from token row `start` of a
+/// packed `(tokens, hidden)` activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub start: usize,
+    pub count: usize,
+    pub len: usize,
+}
+
+/// How attention sees the tokens of a sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Masking {
+    /// Every token sees every token of its sequence (vision).
+    Full,
+    /// A token sees itself and the tokens before it (text).
+    Causal,
 }
 
 struct Attention {
@@ -61,10 +82,38 @@ impl Attention {
     fn new(s: &StackShape, vb: VarBuilder) -> Result<Self> {
         let head_dim = s.hidden / s.heads;
         Ok(Self {
-            q_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("q_proj"))?,
-            k_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("k_proj"))?,
-            v_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("v_proj"))?,
-            out_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("out_proj"))?,
+            q_proj: dense(
+                s.hidden,
+                s.hidden,
+                true,
+                s.precision,
+                s.rows,
+                vb.pp("q_proj"),
+            )?,
+            k_proj: dense(
+                s.hidden,
+                s.hidden,
+                true,
+                s.precision,
+                s.rows,
+                vb.pp("k_proj"),
+            )?,
+            v_proj: dense(
+                s.hidden,
+                s.hidden,
+                true,
+                s.precision,
+                s.rows,
+                vb.pp("v_proj"),
+            )?,
+            out_proj: dense(
+                s.hidden,
+                s.hidden,
+                true,
+                s.precision,
+                s.rows,
+                vb.pp("out_proj"),
+            )?,
             heads: s.heads,
             head_dim,
             scale: (head_dim as f64).powf(-0.5),
@@ -77,24 +126,88 @@ impl Attention {
             .contiguous()
     }
 
-    /// `mask` is additive, shape `(l, l)`, broadcast over batch and heads.
-    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (b, l, h) = xs.dims3()?;
+    /// Attention over packed sequences: `xs` is `(tokens, hidden)`, `runs` cover its rows.
+    /// The projections run over all tokens at once (one pass over their weights); the
+    /// scores run per run of equal-length sequences, shaped `(count, heads, len, len)`, so each
+    /// sequence's products, mask and softmax are exactly those it gets alone: no padding
+    /// enters any sum. `masks[len]` is the additive causal mask for `len` (text only).
+    fn forward(
+        &self,
+        xs: &Tensor,
+        runs: &[Run],
+        masks: &Masks,
+        gemm_from: usize,
+    ) -> Result<Tensor> {
+        let (_, h) = xs.dims2()?;
         let dtype = xs.dtype();
-        let q = self.split_heads(&(self.q_proj.forward(xs)? * self.scale)?, b, l)?;
-        let k = self.split_heads(&self.k_proj.forward(xs)?, b, l)?;
-        let v = self.split_heads(&self.v_proj.forward(xs)?, b, l)?;
-        let scores = q.matmul(&k.t()?)?;
-        // Softmax in f32 keeps half-precision runs faithful to the f32 reference.
-        let scores = scores.to_dtype(DType::F32)?;
-        let scores = match mask {
-            Some(mask) => scores.broadcast_add(mask)?,
-            None => scores,
+        let q = (self.q_proj.forward_split(xs, gemm_from)? * self.scale)?;
+        let k = self.k_proj.forward_split(xs, gemm_from)?;
+        let v = self.v_proj.forward_split(xs, gemm_from)?;
+        let mut outs = Vec::with_capacity(runs.len());
+        for run in runs {
+            let (b, l) = (run.count, run.len);
+            let rows = b * l;
+            let q = self.split_heads(&q.narrow(0, run.start, rows)?, b, l)?;
+            let k = self.split_heads(&k.narrow(0, run.start, rows)?, b, l)?;
+            let v = self.split_heads(&v.narrow(0, run.start, rows)?, b, l)?;
+            let scores = q.matmul(&k.t()?)?;
+            // Softmax in f32 keeps half-precision runs faithful to the f32 reference.
+            let scores = scores.to_dtype(DType::F32)?;
+            let scores = match masks.get(l) {
+                Some(mask) => scores.broadcast_add(mask)?,
+                None => scores,
+            };
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+            outs.push(probs.matmul(&v)?.transpose(1, 2)?.reshape((rows, h))?);
+        }
+        let out = if outs.len() == 1 {
+            outs.pop().unwrap_or_else(|| unreachable!())
+        } else {
+            Tensor::cat(&outs, 0)?
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
-        self.out_proj.forward(&out)
+        self.out_proj.forward_split(&out, gemm_from)
     }
+}
+
+/// Additive causal masks by sequence length (none for length 1 or full attention).
+pub(crate) struct Masks {
+    by_len: Vec<Option<Tensor>>,
+}
+
+impl Masks {
+    /// The masks `runs` need under `masking`.
+    pub(crate) fn new(
+        runs: &[Run],
+        masking: Masking,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let mut by_len: Vec<Option<Tensor>> = Vec::new();
+        if masking == Masking::Causal {
+            for run in runs {
+                let l = run.len;
+                if l > 1 {
+                    if by_len.len() <= l {
+                        by_len.resize(l + 1, None);
+                    }
+                    if by_len[l].is_none() {
+                        by_len[l] = Some(causal_mask(l, device)?);
+                    }
+                }
+            }
+        }
+        Ok(Self { by_len })
+    }
+
+    fn get(&self, len: usize) -> Option<&Tensor> {
+        self.by_len.get(len).and_then(Option::as_ref)
+    }
+}
+
+fn causal_mask(l: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..l)
+        .flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (l, l), device)
 }
 
 struct Mlp {
@@ -106,15 +219,29 @@ struct Mlp {
 impl Mlp {
     fn new(s: &StackShape, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            fc1: dense(s.hidden, s.intermediate, true, s.precision, vb.pp("fc1"))?,
-            fc2: dense(s.intermediate, s.hidden, true, s.precision, vb.pp("fc2"))?,
+            fc1: dense(
+                s.hidden,
+                s.intermediate,
+                true,
+                s.precision,
+                s.rows,
+                vb.pp("fc1"),
+            )?,
+            fc2: dense(
+                s.intermediate,
+                s.hidden,
+                true,
+                s.precision,
+                s.rows,
+                vb.pp("fc2"),
+            )?,
             act: s.act,
         })
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let xs = self.fc1.forward(xs)?;
-        self.fc2.forward(&activate(self.act, &xs)?)
+    fn forward(&self, xs: &Tensor, gemm_from: usize) -> Result<Tensor> {
+        let xs = self.fc1.forward_split(xs, gemm_from)?;
+        self.fc2.forward_split(&activate(self.act, &xs)?, gemm_from)
     }
 }
 
@@ -135,12 +262,20 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let attn = self
-            .self_attn
-            .forward(&self.layer_norm1.forward(xs)?, mask)?;
+    fn forward(
+        &self,
+        xs: &Tensor,
+        runs: &[Run],
+        masks: &Masks,
+        gemm_from: usize,
+    ) -> Result<Tensor> {
+        let attn =
+            self.self_attn
+                .forward(&self.layer_norm1.forward(xs)?, runs, masks, gemm_from)?;
         let xs = (attn + xs)?;
-        let mlp = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
+        let mlp = self
+            .mlp
+            .forward(&self.layer_norm2.forward(&xs)?, gemm_from)?;
         mlp + xs
     }
 }
@@ -159,10 +294,21 @@ impl Encoder {
         Ok(Self { layers })
     }
 
-    pub(crate) fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// Runs the stack over packed sequences: `xs` is `(tokens, hidden)`, `runs` say which
+    /// rows form which sequences, sorted by length when several. Everything but attention is
+    /// per token.
+    pub(crate) fn forward(&self, xs: &Tensor, runs: &[Run], masking: Masking) -> Result<Tensor> {
+        let masks = Masks::new(runs, masking, xs.device())?;
+        // Runs come sorted by length: the rows of sequences over the rows kernel's limit form
+        // the tail, and go through the GEMM as they would alone (layers whose policy is
+        // `Always`; others ignore it).
+        let gemm_from = runs
+            .iter()
+            .find(|r| r.len > ROWS_KERNEL_MAX_ROWS)
+            .map_or(xs.dim(0)?, |r| r.start);
         let mut xs = xs.clone();
         for layer in &self.layers {
-            xs = layer.forward(&xs, mask)?;
+            xs = layer.forward(&xs, runs, &masks, gemm_from)?;
         }
         Ok(xs)
     }

@@ -3,8 +3,8 @@
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding};
 
-use super::dense::{Dense, WeightPrecision};
-use super::layers::{Encoder, StackShape, layer_norm, projection};
+use super::dense::{Dense, RowsPolicy, WeightPrecision};
+use super::layers::{Encoder, Masking, Run, StackShape, layer_norm, projection};
 use crate::config::ClipConfig;
 
 /// Text transformer with its projection; input ids, output projected (unnormalised) features.
@@ -35,6 +35,9 @@ impl TextTower {
             act: t.hidden_act,
             eps: t.layer_norm_eps,
             precision,
+            // Queries are packed into one pass (see `forward`); the few-rows kernel at every
+            // row count keeps each query's result independent of the others.
+            rows: RowsPolicy::Always,
         };
         let tm = vb.pp("text_model");
         let emb = tm.pp("embeddings");
@@ -55,6 +58,7 @@ impl TextTower {
                 t.hidden_size,
                 cfg.projection_dim,
                 precision,
+                RowsPolicy::Always,
                 vb.pp("text_projection"),
             )?,
             max_len: t.max_position_embeddings,
@@ -68,48 +72,61 @@ impl TextTower {
     }
 
     /// Runs sequences (each at most `max_len` ids) and returns the projected features at
-    /// `pool[i]` of sequence `i`. Sequences are right-padded to the longest; the causal mask
-    /// makes padding invisible to every position before it, so a pooled position inside the
-    /// real sequence sees exactly what it would see unpadded.
-    pub fn forward(&self, seqs: &[Vec<u32>], pool: &[usize], pad_id: u32) -> Result<Tensor> {
+    /// `pool[i]` of sequence `i`.
+    ///
+    /// The sequences are packed, not padded: their tokens are stacked into one
+    /// `(total tokens, hidden)` activation, sorted by length so that equal lengths form runs.
+    /// Every linear layer, LayerNorm and activation is per token, and attention runs per run of
+    /// equal-length sequences, so each sequence goes through exactly the operations it goes
+    /// through alone and gets the same bits, whatever else is in the batch (no padding token
+    /// enters any of its sums, and the linear layers' kernel does not depend on the row count).
+    pub fn forward(&self, seqs: &[Vec<u32>], pool: &[usize]) -> Result<Tensor> {
         let b = seqs.len();
-        let l = seqs.iter().map(Vec::len).max().unwrap_or(0);
-        if b == 0 || l == 0 || l > self.max_len || pool.len() != b {
-            candle_core::bail!("bad text batch: {b} sequences, longest {l}");
+        if b == 0 || pool.len() != b {
+            candle_core::bail!("bad text batch: {b} sequences, {} pool indices", pool.len());
         }
-        let mut ids = Vec::with_capacity(b * l);
-        for s in seqs {
+        for (s, &p) in seqs.iter().zip(pool) {
+            if s.is_empty() || s.len() > self.max_len || p >= s.len() {
+                candle_core::bail!(
+                    "bad text sequence: length {} (allowed 1..={}), pooled at {p}",
+                    s.len(),
+                    self.max_len
+                );
+            }
+        }
+        // Stable sort by length: runs of equal length, each sequence's tokens contiguous.
+        let mut order: Vec<usize> = (0..b).collect();
+        order.sort_by_key(|&i| seqs[i].len());
+        let total: usize = seqs.iter().map(Vec::len).sum();
+        let mut ids = Vec::with_capacity(total);
+        let mut positions = Vec::with_capacity(total);
+        let mut starts = vec![0usize; b];
+        let mut runs: Vec<Run> = Vec::new();
+        for &i in &order {
+            let s = &seqs[i];
+            starts[i] = ids.len();
+            match runs.last_mut() {
+                Some(run) if run.len == s.len() => run.count += 1,
+                _ => runs.push(Run {
+                    start: ids.len(),
+                    count: 1,
+                    len: s.len(),
+                }),
+            }
             ids.extend_from_slice(s);
-            ids.extend(std::iter::repeat_n(pad_id, l - s.len()));
+            positions.extend(0..s.len() as u32);
         }
-        let ids = Tensor::from_vec(ids, (b, l), &self.device)?;
+        let ids = Tensor::from_vec(ids, total, &self.device)?;
+        let positions = Tensor::from_vec(positions, total, &self.device)?;
         let xs = self.token_embedding.forward(&ids)?;
-        let pos = self.position_embedding.narrow(0, 0, l)?;
-        let xs = xs.broadcast_add(&pos)?;
-        let mask = if l > 1 {
-            Some(causal_mask(l, &self.device)?)
-        } else {
-            None
-        };
-        let xs = self.encoder.forward(&xs, mask.as_ref())?;
-        let h = xs.dim(2)?;
-        let flat = xs.reshape((b * l, h))?;
-        let rows: Vec<u32> = pool
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| (i * l + p) as u32)
-            .collect();
+        let pos = self.position_embedding.index_select(&positions, 0)?;
+        let xs = (xs + pos)?;
+        let xs = self.encoder.forward(&xs, &runs, Masking::Causal)?;
+        let rows: Vec<u32> = (0..b).map(|i| (starts[i] + pool[i]) as u32).collect();
         let rows = Tensor::from_vec(rows, b, &self.device)?;
-        let pooled = flat.index_select(&rows, 0)?;
+        let pooled = xs.index_select(&rows, 0)?;
         // LayerNorm is per token, so normalising only the pooled rows equals HF's order.
         let pooled = self.final_layer_norm.forward(&pooled)?;
         self.projection.forward(&pooled)
     }
-}
-
-fn causal_mask(l: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..l)
-        .flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (l, l), device)
 }

@@ -3,8 +3,8 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use super::dense::{Dense, WeightPrecision};
-use super::layers::{Encoder, StackShape, layer_norm, projection};
+use super::dense::{Dense, RowsPolicy, WeightPrecision};
+use super::layers::{Encoder, Masking, Run, StackShape, layer_norm, projection};
 use crate::config::ClipConfig;
 
 /// ViT with class token and projection; input `(b, 3, s, s)` pixels, output projected features.
@@ -38,6 +38,9 @@ impl VisionTower {
             eps: v.layer_norm_eps,
             // Image batches are GEMM-sized; only the checkpoint's f32 weights are used.
             precision: WeightPrecision::F32,
+            // Every image is dozens of tokens (50 for ViT-B/32): GEMM-sized at any batch, and
+            // GEMM at every row count keeps an image's result independent of its batch.
+            rows: RowsPolicy::Never,
         };
         let vm = vb.pp("vision_model");
         let emb = vm.pp("embeddings");
@@ -63,6 +66,9 @@ impl VisionTower {
                 v.hidden_size,
                 cfg.projection_dim,
                 WeightPrecision::F32,
+                // One row per image: the rows kernel at every count (a GEMM of one row takes
+                // another path than a GEMM of many).
+                RowsPolicy::Always,
                 vb.pp("visual_projection"),
             )?,
             image_size: v.image_size,
@@ -119,8 +125,20 @@ impl VisionTower {
         let xs = Tensor::cat(&[&cls, &tokens], 1)?;
         let xs = xs.broadcast_add(&self.position_embedding)?;
         let xs = self.pre_layrnorm.forward(&xs)?;
-        let xs = self.encoder.forward(&xs, None)?;
-        let pooled = xs.narrow(1, 0, 1)?.squeeze(1)?;
+        let n = g * g + 1;
+        let xs = xs.reshape((b * n, self.hidden))?;
+        let run = Run {
+            start: 0,
+            count: b,
+            len: n,
+        };
+        let xs = self
+            .encoder
+            .forward(&xs, &[run], Masking::Full)?
+            .reshape((b, n, self.hidden))?;
+        // Contiguous, so LayerNorm takes its fused per-row kernel at every batch size (a
+        // strided view of several images would take its composite path, other bits).
+        let pooled = xs.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
         let pooled = self.post_layernorm.forward(&pooled)?;
         self.projection.forward(&pooled)
     }

@@ -10,7 +10,7 @@ use glimpse_storage::{Durability, Store, StoreOptions};
 
 use crate::chroma::registry::Registry;
 use crate::config::ServerConfig;
-use crate::model::DeviceArg;
+use crate::model::{DeviceArg, ServingOptions};
 use crate::model_slot::{ModelSlot, ModelState};
 use crate::state::AppState;
 
@@ -29,6 +29,20 @@ pub struct ServeArgs {
     /// Device for the model.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
+    /// Text and image queries that arrive within this many milliseconds of each other (or
+    /// while a forward pass runs) share one forward pass; 0 gives every query its own pass.
+    /// A query waits at most this long for others, and not at all when the last pass held
+    /// only one query.
+    #[arg(long, default_value_t = 2.0)]
+    pub batch_window_ms: f64,
+    /// Most text (and, separately, image) queries waiting for a forward pass; more are
+    /// answered 503 `embed_queue_full` with `Retry-After`.
+    #[arg(long, default_value_t = 256)]
+    pub batch_queue: usize,
+    /// Text query embeddings kept in the LRU cache (repeated queries skip the model); 0 turns
+    /// the cache off.
+    #[arg(long, default_value_t = glimpse_embedder::DEFAULT_TEXT_CACHE)]
+    pub query_cache: usize,
     /// `/readyz` answers 503 until the model is loaded (and for good if it fails), so a
     /// SkyServe or Kubernetes readiness probe sends no traffic that needs text search too
     /// early. Without it the server is ready as soon as the store is open.
@@ -130,7 +144,23 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
         }
         ModelSlot::disabled()
     } else {
-        ModelSlot::load_in_background(&a.model, a.device, Duration::from_secs(a.model_wait_secs))
+        if !(0.0..=10_000.0).contains(&a.batch_window_ms) {
+            bail!(
+                "--batch-window-ms must be between 0 and 10000, got {}",
+                a.batch_window_ms
+            );
+        }
+        let options = ServingOptions {
+            batch_window: Duration::from_secs_f64(a.batch_window_ms / 1e3),
+            batch_queue: a.batch_queue.max(1),
+            query_cache: a.query_cache,
+        };
+        ModelSlot::load_in_background_with(
+            &a.model,
+            a.device,
+            Duration::from_secs(a.model_wait_secs),
+            options,
+        )
     };
     for (flag, dir) in [
         ("--images-dir", &a.images_dir),

@@ -173,6 +173,7 @@ pub async fn run_search(
         ));
     }
     let mut embed_ms = 0.0;
+    let mut queue_ms = 0.0;
     let query: Vec<f32> = match input {
         QueryInput::Vector(v) => v,
         QueryInput::Text(t) => {
@@ -192,8 +193,8 @@ pub async fn run_search(
             }
             let model = state.model()?.clone();
             let t0 = Instant::now();
-            let (v, hit) = blocking(move || model.embed_text(&t)).await?;
-            if hit {
+            let e = blocking(move || model.embed_text_timed(&t)).await?;
+            if e.cache_hit {
                 METRICS.query_cache_hits_total.inc();
             } else {
                 METRICS.query_cache_misses_total.inc();
@@ -204,19 +205,21 @@ pub async fn run_search(
                 .with_label_values(&["embed"])
                 .observe(secs);
             embed_ms = secs * 1e3;
-            v.to_vec()
+            queue_ms = e.queue.as_secs_f64() * 1e3;
+            e.vector.to_vec()
         }
         QueryInput::Image(bytes) => {
             let model = state.model()?.clone();
             let t0 = Instant::now();
-            let v = blocking(move || model.embed_image(&bytes)).await?;
+            let e = blocking(move || model.embed_image_timed(&bytes)).await?;
             let secs = t0.elapsed().as_secs_f64();
             METRICS
                 .search_stage_seconds
                 .with_label_values(&["embed"])
                 .observe(secs);
             embed_ms = secs * 1e3;
-            v
+            queue_ms = e.queue.as_secs_f64() * 1e3;
+            e.vector
         }
         QueryInput::Id(id) => {
             let c = coll.clone();
@@ -287,6 +290,7 @@ pub async fn run_search(
         results,
         took_ms: json!({
             "embed": embed_ms,
+            "queue": queue_ms,
             "search": search_secs * 1e3,
             "ann_scan": timings.ann_scan.as_secs_f64() * 1e3,
             "rerank": timings.rerank.as_secs_f64() * 1e3,

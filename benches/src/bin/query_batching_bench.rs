@@ -1,0 +1,466 @@
+//! Query batching under load: text and image searches over HTTP against `glimpse serve` with a
+//! ViT-B/32-shaped model (formula weights written to a temporary directory, no download), one
+//! client and N concurrent clients, the batched server (`--batch-window-ms 2`, the default) and
+//! the unbatched one (`--batch-window-ms 0`) in the same run, the query cache off and every
+//! query text distinct.
+//!
+//! Each client is a thread with its own keep-alive connection sending searches back to back
+//! (closed loop). Printed per workload: searches/s, p50 and p99 per server and client count,
+//! the mean batch size (from `/metrics`), and the ratios the issue's goals are stated in.
+//!
+//! Build and run (the server is the release `glimpse` binary next to this one, or `--glimpse
+//! PATH`):
+//! `cargo build --release -p glimpse-server --bin glimpse -p glimpse-benches --bin
+//! query_batching_bench && target/release/query_batching_bench [--clients 16] [--text-secs 15]
+//! [--image-secs 20] [--model-dir DIR] [--quick]`
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use glimpse_benches::embed_common::{flag_usize, flag_value, synthetic_jpeg};
+use glimpse_benches::http::HttpClient;
+use glimpse_embedder::testing::{TinyClipSpec, in_memory_encoders, write_tiny_clip};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const COLLECTION: &str = "bench";
+const POINTS: usize = 2_000;
+
+struct Server {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(bin: &Path, model: &Path, data: &Path, window_ms: &str) -> Result<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let bind = format!("127.0.0.1:{port}");
+        let log = data.with_extension("log");
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--model")
+            .arg(model)
+            .args(["--device", "cpu", "--wait-for-model", "--query-cache", "0"])
+            .args(["--batch-window-ms", window_ms, "--bind", &bind])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        let mut s = Server {
+            child,
+            url: format!("http://{bind}"),
+            log,
+        };
+        let until = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Some(status) = s.child.try_wait()? {
+                let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+                return Err(format!("glimpse exited with {status}\n{log}").into());
+            }
+            if let Ok(mut c) = HttpClient::new(&s.url, Duration::from_secs(5))
+                && let Ok(r) = c.get("/readyz")
+                && r.status == 200
+            {
+                s.fill()?;
+                return Ok(s);
+            }
+            if Instant::now() > until {
+                return Err("glimpse not ready after 300 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A collection of random unit vectors to search (small: the embedding is what is measured).
+    fn fill(&mut self) -> Result<()> {
+        let mut c = HttpClient::new(&self.url, Duration::from_secs(60))?;
+        let body = format!(r#"{{"name":"{COLLECTION}","dim":512}}"#);
+        let r = c.post("/v1/collections", "application/json", body.as_bytes())?;
+        if r.status != 201 {
+            return Err(format!("creating the collection: {}", r.status).into());
+        }
+        let mut points = Vec::with_capacity(POINTS);
+        for i in 0..POINTS {
+            let v: Vec<f32> = (0..512)
+                .map(|j| ((i * 7919 + j * 104_729) as f32 * 0.001).sin())
+                .collect();
+            points.push(serde_json::json!({"id": i.to_string(), "vector": v}));
+        }
+        let body = serde_json::json!({ "points": points }).to_string();
+        let r = c.post(
+            &format!("/v1/collections/{COLLECTION}/points"),
+            "application/json",
+            body.as_bytes(),
+        )?;
+        if r.status != 200 {
+            return Err(format!("upserting points: {}", r.status).into());
+        }
+        Ok(())
+    }
+
+    /// `(sum, count)` of `glimpse_embed_batch_size{tower}`.
+    fn batch_sizes(&self, tower: &str) -> (f64, f64) {
+        let Ok(mut c) = HttpClient::new(&self.url, Duration::from_secs(10)) else {
+            return (0.0, 0.0);
+        };
+        let Ok(r) = c.get("/metrics") else {
+            return (0.0, 0.0);
+        };
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        let value = |name: &str| -> f64 {
+            let key = format!("{name}{{tower=\"{tower}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&key))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        (
+            value("glimpse_embed_batch_size_sum"),
+            value("glimpse_embed_batch_size_count"),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What to send.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    /// Caption-like texts, 12 to 22 tokens.
+    Text,
+    /// Short texts: a word or two and a number.
+    ShortText,
+    Image,
+}
+
+/// Distinct, caption-like query texts of 12 to 22 tokens.
+fn text_query(client: usize, i: u64) -> String {
+    const ADJ: [&str; 8] = [
+        "red", "small", "old", "bright", "wooden", "snowy", "quiet", "busy",
+    ];
+    const NOUN: [&str; 8] = [
+        "cat",
+        "lighthouse",
+        "bicycle",
+        "garden",
+        "harbor",
+        "kitchen",
+        "mountain",
+        "market",
+    ];
+    let n = i as usize;
+    let tail = [
+        "",
+        " at sunset",
+        " in the rain near a river",
+        " seen from above",
+    ][n % 4];
+    format!(
+        "a photo of a {} {} number {} from client {client}{tail}",
+        ADJ[n % 8],
+        NOUN[(n / 8) % 8],
+        n
+    )
+}
+
+struct Level {
+    qps: f64,
+    p50: f64,
+    p99: f64,
+    errors: u64,
+    mean_batch: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `clients` closed-loop clients for `secs` seconds after `warmup`.
+fn run_level(
+    server: &Server,
+    workload: Workload,
+    clients: usize,
+    warmup: Duration,
+    secs: Duration,
+    images: &Arc<Vec<String>>,
+) -> Result<Level> {
+    let tower = if workload == Workload::Image {
+        "image"
+    } else {
+        "text"
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let path = format!("/v1/collections/{COLLECTION}/search");
+    let mut handles = Vec::new();
+    for client in 0..clients {
+        let (stop, measuring, errors) = (stop.clone(), measuring.clone(), errors.clone());
+        let (url, path, images) = (server.url.clone(), path.clone(), images.clone());
+        handles.push(std::thread::spawn(move || -> Vec<f64> {
+            let mut c = match HttpClient::new(&url, Duration::from_secs(120)) {
+                Ok(c) => c,
+                Err(_) => return Vec::new(),
+            };
+            let mut lat = Vec::new();
+            let mut i: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let body = match workload {
+                    Workload::Text => serde_json::json!({
+                        "text": text_query(client, i),
+                        "k": 10
+                    })
+                    .to_string(),
+Workload::ShortText => serde_json::json!({
+                        "text": short_text(client, i),
+                        "k": 10
+                    })
+                    .to_string(),
+                    Workload::Image => format!(
+                        r#"{{"image_base64":"{}","k":10}}"#,
+                        images[(client + i as usize * 7) % images.len()]
+                    ),
+                };
+                i += 1;
+                let t = Instant::now();
+                let ok = matches!(c.post(&path, "application/json", body.as_bytes()), Ok(r) if r.status == 200);
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    if ok {
+                        lat.push(ms);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    std::thread::sleep(warmup);
+    let (sum0, count0) = server.batch_sizes(tower);
+    measuring.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    std::thread::sleep(secs);
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = t.elapsed().as_secs_f64();
+    let (sum1, count1) = server.batch_sizes(tower);
+    let mut lat: Vec<f64> = Vec::new();
+    for h in handles {
+        lat.extend(h.join().map_err(|_| "a client thread panicked")?);
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(Level {
+        qps: lat.len() as f64 / elapsed,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        errors: errors.load(Ordering::Relaxed),
+        mean_batch: if count1 > count0 {
+            (sum1 - sum0) / (count1 - count0)
+        } else {
+            f64::NAN
+        },
+    })
+}
+
+fn short_text(client: usize, i: u64) -> String {
+    format!(
+        "{} {}",
+        ["cat", "red boat", "dog", "old map"][client % 4],
+        i * 97 + client as u64
+    )
+}
+
+/// The text tower alone, in this process: milliseconds per pass and per query for one query
+/// and for `clients` queries packed into one pass (what the server's batches cost without HTTP,
+/// search and client threads).
+fn tower_only(clients: usize) -> Result<()> {
+    let (text, _) = in_memory_encoders(
+        &TinyClipSpec::vit_b32(),
+        glimpse_embedder::DeviceChoice::Cpu,
+    )?;
+    println!("\n## text tower alone (in process, no HTTP), median of 9 passes");
+    println!(
+        "| queries | tokens per query | batch of 1: ms per query | batch of {clients}: ms per pass | ms per query | speed-up |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, make) in [
+        ("short", short_text as fn(usize, u64) -> String),
+        ("caption-like", text_query as fn(usize, u64) -> String),
+    ] {
+        let texts: Vec<String> = (0..clients).map(|c| make(c, 3)).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let tokens: Vec<usize> = texts.iter().map(|t| text.tokenize(t).len()).collect();
+        let median = |f: &mut dyn FnMut()| -> f64 {
+            let mut v: Vec<f64> = (0..9)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v[4]
+        };
+        let mut k = 0;
+        let one = median(&mut || {
+            text.embed(&refs[k % refs.len()..][..1]).expect("embedding");
+            k += 1;
+        });
+        let all = median(&mut || {
+            text.embed(&refs).expect("embedding");
+        });
+        println!(
+            "| {name} | {}-{} | {one:.1} | {all:.1} | {:.2} | {:.2}x |",
+            tokens.iter().min().unwrap_or(&0),
+            tokens.iter().max().unwrap_or(&0),
+            all / clients as f64,
+            one * clients as f64 / all
+        );
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("query_batching_bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let clients = flag_usize("--clients", 16);
+    let text_secs = flag_usize("--text-secs", if quick { 4 } else { 15 });
+    let image_secs = flag_usize("--image-secs", if quick { 6 } else { 20 });
+    let glimpse = match flag_value("--glimpse") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()?.with_file_name("glimpse"),
+    };
+    if !glimpse.is_file() {
+        return Err(format!(
+            "no glimpse binary at {} (cargo build --release -p glimpse-server --bin glimpse, \
+             or --glimpse PATH)",
+            glimpse.display()
+        )
+        .into());
+    }
+    let work = tempfile::tempdir()?;
+    // `--model-dir DIR`: write the model there once and reuse it in later runs.
+    let model =
+        flag_value("--model-dir").map_or_else(|| work.path().join("vit-b32"), PathBuf::from);
+    let t = Instant::now();
+    if !model.join("config.json").is_file() {
+        write_tiny_clip(&model, &TinyClipSpec::vit_b32())?;
+    }
+    println!(
+        "# query batching (ViT-B/32 shapes, formula weights, cpu f32, {} CPUs, cache off, distinct queries)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("model written in {:.1} s", t.elapsed().as_secs_f64());
+    let images: Arc<Vec<String>> = Arc::new(
+        (0..64)
+            .map(|i| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(synthetic_jpeg(i))
+            })
+            .collect(),
+    );
+
+    tower_only(clients)?;
+
+    for (workload, name, secs) in [
+        (
+            Workload::ShortText,
+            "short text (a word or two and a number)",
+            text_secs,
+        ),
+        (
+            Workload::Text,
+            "caption-like text (12-22 tokens)",
+            text_secs,
+        ),
+        (
+            Workload::Image,
+            "image (640x480 JPEG, image_base64)",
+            image_secs,
+        ),
+    ] {
+        println!("\n## {name} searches, {secs} s per level");
+        println!("| server | clients | searches/s | p50 ms | p99 ms | mean batch | errors |");
+        println!("|---|---|---|---|---|---|---|");
+        let mut results = Vec::new();
+        for (label, window) in [
+            ("unbatched (window 0)", "0"),
+            ("batched (window 2 ms)", "2"),
+        ] {
+            let data = work.path().join(format!("data-{}-{window}", results.len()));
+            let server = Server::start(&glimpse, &model, &data, window)?;
+            for n in [1, clients] {
+                let warmup = Duration::from_secs(if workload == Workload::Image { 3 } else { 2 });
+                let level = run_level(
+                    &server,
+                    workload,
+                    n,
+                    warmup,
+                    Duration::from_secs(secs as u64),
+                    &images,
+                )?;
+                println!(
+                    "| {label} | {n} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
+                    level.qps, level.p50, level.p99, level.mean_batch, level.errors
+                );
+                results.push(level);
+            }
+            drop(server);
+        }
+        let [u1, un, b1, bn] = &results[..] else {
+            return Err("expected four levels".into());
+        };
+        println!();
+        println!(
+            "batched, {clients} clients / unbatched, 1 client (searches/s): {:.2}x (goal >= 4x)",
+            bn.qps / u1.qps
+        );
+        println!(
+            "batched, {clients} clients / batched, 1 client (searches/s): {:.2}x",
+            bn.qps / b1.qps
+        );
+        println!(
+            "batched / unbatched at {clients} clients (searches/s): {:.2}x",
+            bn.qps / un.qps
+        );
+        println!(
+            "batched, {clients} clients p99 / unbatched, 1 client p50: {:.2}x (goal <= 3x); \
+             / batched 1-client p50: {:.2}x",
+            bn.p99 / u1.p50,
+            bn.p99 / b1.p50
+        );
+        println!(
+            "unbatched, {clients} clients p99 / 1 client p50: {:.2}x",
+            un.p99 / u1.p50
+        );
+        println!(
+            "batched / unbatched, 1 client p50: {:.2}x (the cost of batching for a lone client)",
+            b1.p50 / u1.p50
+        );
+    }
+    Ok(())
+}
