@@ -331,14 +331,12 @@ fn hostile_chroma_requests_get_bounded_chroma_shaped_refusals() {
         400,
         "1000",
     );
-    refused(
-        post(
-            format!("{col}/query"),
-            serde_json::json!({"query_texts": ["a cat"]}),
-        ),
-        503,
-        "model",
+    let no_model = post(
+        format!("{col}/query"),
+        serde_json::json!({"query_texts": ["a cat"]}),
     );
+    assert_eq!(no_model.headers()["retry-after"], "1");
+    refused(no_model, 503, "model");
     let mut deep = serde_json::json!({"$contains": "doc"});
     for _ in 0..40 {
         deep = serde_json::json!({"$and": [deep]});

@@ -76,7 +76,15 @@ impl IntoResponse for ChromaError {
             tracing::error!(error = self.name, "{}", self.message);
         }
         let body = Json(json!({"error": self.name, "message": self.message}));
-        (self.status, body).into_response()
+        let mut resp = (self.status, body).into_response();
+        // A full query batcher or a model still loading: worth retrying shortly.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }
 
