@@ -56,6 +56,7 @@ fn load_then_offline_query() {
         nprobe: None,
         refine: None,
         out: out.clone(),
+        exact_scan: false,
     })
     .unwrap();
     let results = read_query_results(&out).unwrap();
@@ -67,4 +68,67 @@ fn load_then_offline_query() {
         assert!((r.scores[0] - 1.0).abs() < 1e-4);
         assert!(r.scores.windows(2).all(|w| w[0] >= w[1]));
     }
+}
+
+/// `glimpse query` on a data dir whose bulk-loaded segment still waits for its index builds
+/// that index first (rather than scanning it exactly without a word): afterwards the segment is
+/// indexed on disk.
+#[test]
+fn offline_query_builds_pending_indexes_first() {
+    use glimpse_storage::{Metric, Point, Store, StoreOptions};
+    use std::time::Duration;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dim = 16;
+    let rows = 20_000;
+    {
+        // A bulk load whose index build is held back (as while more shards keep coming).
+        let opts = StoreOptions {
+            bulk_quiet: Duration::from_secs(3600),
+            bulk_quiet_max: Duration::from_secs(3600),
+            ..StoreOptions::default()
+        };
+        assert!(
+            rows >= opts.index_min_rows,
+            "the segment must be big enough to index"
+        );
+        let store = Store::open(&data, opts).unwrap();
+        let c = store.create_collection("big", dim, Metric::Cosine).unwrap();
+        let mut w = c.bulk_writer().unwrap();
+        for i in 0..rows {
+            w.push(Point {
+                id: i.to_string(),
+                vector: glimpse_e2e::unit_vector(i as u64, dim),
+                ..Point::default()
+            })
+            .unwrap();
+        }
+        w.commit().unwrap();
+        assert_eq!(c.unindexed_rows(), rows as u64);
+        store.close().unwrap();
+    }
+    let queries = tmp.path().join("q");
+    let qfile = write_shard(&queries, "q.parquet", 10..13, dim);
+    let out = tmp.path().join("results.parquet");
+    query(QueryArgs {
+        data_dir: data.clone(),
+        collection: "big".into(),
+        vectors: qfile,
+        k: 5,
+        nprobe: None,
+        refine: None,
+        out: out.clone(),
+        exact_scan: false,
+    })
+    .unwrap();
+    assert_eq!(read_query_results(&out).unwrap().len(), 3);
+    let store = Store::open(&data, StoreOptions::default()).unwrap();
+    let c = store.collection("big").unwrap();
+    assert_eq!(
+        c.unindexed_rows(),
+        0,
+        "the query run built the pending index"
+    );
+    assert_eq!(c.stats().indexed_segments, 1);
 }

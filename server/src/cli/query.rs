@@ -33,6 +33,32 @@ pub struct QueryArgs {
     /// Output Parquet: one row per query in input order, `ids` and `scores`.
     #[arg(long)]
     pub out: PathBuf,
+    /// Scan segments still waiting for their index (a bulk load not yet indexed) exactly,
+    /// instead of waiting for their index builds first: every query then reads every one of
+    /// their rows.
+    #[arg(long)]
+    pub exact_scan: bool,
+}
+
+/// Waits, with a progress bar of the rows left, until the store's background thread has built
+/// every pending index (it starts at once: no bulk load runs in this process).
+fn wait_for_indexes(coll: &glimpse_storage::Collection, pending: u64) {
+    let bar = indicatif::ProgressBar::new(pending);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "indexing {bar:30} {pos}/{len} rows [{elapsed_precise}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        let left = coll.unindexed_rows();
+        bar.set_position(pending.saturating_sub(left));
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    bar.finish_and_clear();
 }
 
 /// Runs every query of the input file and writes the results.
@@ -45,6 +71,20 @@ pub fn query(a: QueryArgs) -> Result<()> {
     let coll = store
         .collection(&a.collection)
         .with_context(|| format!("collection {:?} does not exist", a.collection))?;
+    let pending = coll.unindexed_rows();
+    if pending > 0 {
+        if a.exact_scan {
+            eprintln!(
+                "{pending} rows wait for their index; --exact-scan: every query scans them exactly"
+            );
+        } else {
+            eprintln!(
+                "{pending} rows wait for their index (a bulk load not yet indexed): building it \
+                 before querying (--exact-scan scans them exactly instead)"
+            );
+            wait_for_indexes(&coll, pending);
+        }
+    }
     let queries = ingest::read_query_vectors(&a.vectors)
         .with_context(|| format!("reading {}", a.vectors.display()))?;
     for (i, q) in queries.iter().enumerate() {
