@@ -3,6 +3,7 @@
 
 mod dense;
 mod layers;
+mod rows_kernel;
 mod text;
 mod vision;
 
