@@ -54,7 +54,7 @@ pub(super) async fn get(
             "embeddings": null, "metadatas": null, "documents": null, "uris": null,
             "include": names,
         });
-        fill_fields(&mut out, &points, inc, |v| v);
+        fill_fields(&mut out, &points.iter().collect::<Vec<_>>(), inc);
         Ok(Json(out))
     })
     .await
@@ -94,10 +94,9 @@ fn fetch(
     }
 }
 
-/// Fills the included fields of an answer; `wrap` nests each list (a query answers one list
-/// per query).
-fn fill_fields(out: &mut Value, points: &[Point], inc: Include, wrap: impl Fn(Value) -> Value) {
-    let list = |f: &dyn Fn(&Point) -> Value| wrap(Value::Array(points.iter().map(f).collect()));
+/// Fills the included fields of an answer, one entry per point.
+fn fill_fields(out: &mut Value, points: &[&Point], inc: Include) {
+    let list = |f: &dyn Fn(&Point) -> Value| Value::Array(points.iter().map(|p| f(p)).collect());
     if inc.embeddings {
         out["embeddings"] = list(&|p| vector_out(&p.vector));
     }
@@ -170,9 +169,9 @@ pub(super) async fn query(
         let per_query: Vec<Value> = results
             .iter()
             .map(|r| {
-                let points: Vec<Point> = r.iter().map(|(p, _)| p.clone()).collect();
+                let points: Vec<&Point> = r.iter().map(|(p, _)| p).collect();
                 let mut one = json!({});
-                fill_fields(&mut one, &points, inc, |v| v);
+                fill_fields(&mut one, &points, inc);
                 one
             })
             .collect();
