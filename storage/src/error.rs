@@ -68,6 +68,9 @@ pub enum StorageError {
         /// The first failure.
         reason: String,
     },
+    /// The store was opened read-only (a replica); it takes no writes.
+    #[error("collection {0:?} is read-only (opened as a replica)")]
+    ReadOnly(String),
     /// Another process holds the store's lock file.
     #[error("store at {0} is locked by another process")]
     Locked(PathBuf),

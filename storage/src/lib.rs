@@ -31,7 +31,7 @@ mod fsutil;
 mod fuzz;
 mod group_commit;
 mod heap;
-mod manifest;
+pub mod manifest;
 mod memtable;
 mod meta_value;
 pub mod mmap_f32;
@@ -40,8 +40,8 @@ mod store;
 pub mod types;
 mod wal;
 
-pub use collection::BulkWriter;
 pub use collection::Collection;
+pub use collection::{BulkWriter, CommittedFile, CommittedSegment, CommittedState};
 pub use error::{Result, StorageError};
 pub use filter::{Filter, TextPattern};
 pub use glimpse_index::Metric;

@@ -20,7 +20,7 @@ const VERSION: u32 = 1;
 
 /// One live segment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct ManifestSegment {
+pub struct ManifestSegment {
     /// Segment id (directory `seg-<id:012>`).
     pub id: u64,
     /// Rows in the segment.
@@ -37,7 +37,7 @@ pub(crate) struct ManifestSegment {
 /// A deferred index file inside a segment directory, checked like the
 /// files a segment footer lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct IndexFileRef {
+pub struct IndexFileRef {
     /// Index kind (as in a footer's `index`).
     pub kind: String,
     /// File length in bytes.
@@ -46,9 +46,10 @@ pub(crate) struct IndexFileRef {
     pub crc32: u32,
 }
 
-/// The manifest content.
+/// The manifest content (public so that object storage can carry it to
+/// replicas: see `glimpse-remote`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Manifest {
+pub struct Manifest {
     /// Collection name.
     pub name: String,
     /// Vector dimension.

@@ -129,6 +129,65 @@ impl Store {
         Ok(c)
     }
 
+    /// Makes `manifest` (written by another process) the served version of
+    /// the collection it names, creating the collection if it is new here;
+    /// see [`Collection::follow`] for `incoming` and the returned paths.
+    /// Only on a store opened with [`StoreOptions::read_only`].
+    pub fn follow_collection(
+        &self,
+        manifest: &crate::manifest::Manifest,
+        incoming: &Path,
+    ) -> Result<Vec<PathBuf>> {
+        if !self.opts.read_only {
+            return Err(StorageError::InvalidArgument(
+                "only a read-only store follows another manifest".into(),
+            ));
+        }
+        let name = manifest.name.as_str();
+        if !is_valid_collection_name(name) {
+            return Err(StorageError::InvalidName(name.to_string()));
+        }
+        let metric = Metric::parse(&manifest.metric).ok_or_else(|| {
+            StorageError::InvalidArgument(format!("unknown metric {:?}", manifest.metric))
+        })?;
+        let existing = self.collection(name);
+        let c = match existing {
+            Some(c) if c.dim() == manifest.dim && c.metric() == metric => c,
+            other => {
+                // New here, or dropped and created again with another shape by the writer.
+                if other.is_some() {
+                    self.drop_collection(name)?;
+                }
+                if manifest.dim == 0 || manifest.dim > MAX_DIM {
+                    return Err(StorageError::InvalidArgument(format!(
+                        "dimension must be 1..={MAX_DIM}, got {}",
+                        manifest.dim
+                    )));
+                }
+                let mut map = self.collections.write();
+                let dir = self.root.join(COLLECTIONS_DIR).join(name);
+                Collection::create_on_disk(&dir, name, manifest.dim, metric)?;
+                let c = Collection::open(&dir, &self.opts)?;
+                map.insert(name.to_string(), c.clone());
+                c
+            }
+        };
+        c.follow(manifest, incoming)
+    }
+
+    /// Where segment `id` of collection `name` lives (whether or not it exists).
+    pub fn segment_dir(&self, name: &str, id: u64) -> PathBuf {
+        self.root
+            .join(COLLECTIONS_DIR)
+            .join(name)
+            .join(crate::segment::dir_name(id))
+    }
+
+    /// Whether the store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.opts.read_only
+    }
+
     /// The collection called `name`.
     pub fn collection(&self, name: &str) -> Option<Arc<Collection>> {
         self.collections.read().get(name).cloned()

@@ -197,6 +197,11 @@ pub struct StoreOptions {
     /// Skip (and truncate) corrupt WAL data and ignore corrupt segments
     /// instead of refusing to open. Loses data; for disaster recovery only.
     pub salvage: bool,
+    /// Open for reading only (a replica following another writer's manifests, an offline
+    /// query): writes, flushes and compactions are refused with
+    /// [`crate::StorageError::ReadOnly`], and no background thread runs, so nothing under
+    /// the data directory changes except through [`crate::Collection::follow`].
+    pub read_only: bool,
 }
 
 impl Default for StoreOptions {
@@ -217,6 +222,7 @@ impl Default for StoreOptions {
             bulk_compaction_quiet_max: Duration::from_secs(120),
             verify: VerifyPolicy::default(),
             salvage: false,
+            read_only: false,
         }
     }
 }

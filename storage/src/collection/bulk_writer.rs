@@ -215,7 +215,7 @@ impl Inner {
 impl Collection {
     /// Starts a bulk load into a new segment (see [`BulkWriter`]).
     pub fn bulk_writer(&self) -> Result<BulkWriter> {
-        self.inner.check_open()?;
+        self.inner.check_writable()?;
         BulkWriter::new(self.inner.clone())
     }
 }

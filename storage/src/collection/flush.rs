@@ -104,7 +104,7 @@ impl Collection {
     /// Freezes the memtable and writes every frozen memtable to segments;
     /// returns when they are durable in the manifest.
     pub fn flush(&self) -> Result<()> {
-        self.inner.check_open()?;
+        self.inner.check_writable()?;
         self.inner.rotate(true);
         let mut man = self.inner.maint.lock();
         self.inner.flush_frozen(&mut man)

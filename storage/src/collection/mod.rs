@@ -10,6 +10,7 @@
 //! | `flush` | frozen memtables become segments |
 //! | `compact` | the merge that the compaction policy picks |
 //! | `bulk_writer` | `BulkWriter`: a bulk load streamed into a new segment, and its atomic commit |
+//! | `follow` | the committed state as files (for object storage), following a manifest written elsewhere |
 //! | `index_build` | deferred ANN index builds, borrowed training |
 //! | `background` | the background thread and the deferral of work during bulk loads |
 
@@ -17,6 +18,7 @@ mod background;
 mod bulk_writer;
 mod compact;
 mod flush;
+mod follow;
 mod index_build;
 mod open;
 mod publish;
@@ -43,6 +45,7 @@ use crate::types::{CollectionInfo, StorageCounters, StoreOptions, WriteStats};
 use crate::wal::{WalOp, WalWriter};
 
 pub use bulk_writer::BulkWriter;
+pub use follow::{CommittedFile, CommittedSegment, CommittedState};
 
 pub(crate) const WAL_DIR: &str = "wal";
 /// A segment together with its current tombstones.
@@ -137,6 +140,15 @@ impl Inner {
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StorageError::Closed(self.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// [`check_open`](Self::check_open), and refuses a read-only store.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        self.check_open()?;
+        if self.opts.read_only {
+            return Err(StorageError::ReadOnly(self.name.clone()));
         }
         Ok(())
     }

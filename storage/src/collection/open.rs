@@ -196,6 +196,14 @@ impl Collection {
     }
 
     pub(super) fn start(inner: Arc<Inner>) -> Result<Arc<Collection>> {
+        if inner.opts.read_only {
+            // Nothing to flush, merge or index: the writer does that, and `follow` swaps in
+            // its results.
+            return Ok(Arc::new(Collection {
+                inner,
+                bg: Mutex::new(None),
+            }));
+        }
         let bg_inner = inner.clone();
         let handle = std::thread::Builder::new()
             .name(format!("glimpse-bg-{}", inner.name))

@@ -288,7 +288,7 @@ impl Inner {
     }
 
     pub(super) fn write(&self, op: WalOp) -> Result<WriteStats> {
-        self.check_open()?;
+        self.check_writable()?;
         self.queue.submit(op, |ops| self.commit_group(ops))
     }
 

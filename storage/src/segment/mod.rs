@@ -15,8 +15,8 @@ mod reader;
 mod tombstones;
 mod writer;
 
-pub(crate) use format::MetaEntry;
 pub use format::{FileSum, SegmentMeta};
+pub(crate) use format::{META_FILE, MetaEntry};
 pub(crate) use reader::{IndexSlot, SegmentReader};
 pub use reader::{SegmentDump, dump_segment};
 pub(crate) use tombstones::Tombstones;
