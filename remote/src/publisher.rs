@@ -1,0 +1,353 @@
+//! The writer's side: publishes the store's committed state to the bucket.
+//!
+//! One round: take every collection's committed state (its manifest and the
+//! files of its segments), upload the files the bucket lacks under keys of
+//! this session, then create `manifests/<v+1>.json` with a conditional
+//! create. The manifest goes last, so a writer killed at any point leaves no
+//! manifest naming a missing object; a create that finds the version taken
+//! means another writer published on this prefix, and this one is fenced.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{StreamExt, TryStreamExt};
+use glimpse_storage::Store;
+
+use crate::bucket::Bucket;
+use crate::error::{RemoteError, Result};
+use crate::gc;
+use crate::layout::{
+    FORMAT, RemoteCollection, RemoteFile, RemoteManifest, extra_key, manifest_key, segment_file_key,
+};
+use crate::record::{self, WRITER_RECORD, WriterRecord};
+use crate::status::RemoteStatus;
+
+/// Uploads in flight at once.
+const UPLOADS_IN_FLIGHT: usize = 8;
+/// Garbage collection runs at most this often.
+const GC_EVERY: Duration = Duration::from_secs(30);
+
+/// Settings of a writer.
+#[derive(Debug, Clone)]
+pub struct PublisherOptions {
+    /// Objects referenced by any of the newest this-many manifests are kept.
+    pub retain_versions: usize,
+    /// Nothing younger than this is deleted, and a manifest is kept this
+    /// long after its successor appeared (a replica reading it then has this
+    /// long to fetch its files).
+    pub gc_grace: Duration,
+    /// Server files mirrored beside the store: (name in the bucket, local path).
+    pub extras: Vec<(String, PathBuf)>,
+}
+
+impl Default for PublisherOptions {
+    fn default() -> Self {
+        PublisherOptions {
+            retain_versions: 10,
+            gc_grace: Duration::from_secs(600),
+            extras: Vec::new(),
+        }
+    }
+}
+
+/// Identity of a local immutable file: the same identity means the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+fn file_id(path: &Path) -> std::io::Result<FileId> {
+    let m = std::fs::metadata(path)?;
+    Ok(FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+    })
+}
+
+/// (collection, segment id or `u64::MAX` for extras, file name).
+type FileSlot = (String, u64, String);
+
+struct RoundState {
+    last: Option<RemoteManifest>,
+    /// Local file identity → the object holding its bytes.
+    known: HashMap<FileSlot, (FileId, RemoteFile)>,
+    uploads: u64,
+    last_gc: Option<Instant>,
+}
+
+/// Publishes a store's committed state; see the module documentation.
+pub struct Publisher {
+    bucket: Bucket,
+    session: String,
+    record_path: PathBuf,
+    opts: PublisherOptions,
+    status: Arc<RemoteStatus>,
+    round: tokio::sync::Mutex<RoundState>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Publisher {
+    /// A publisher continuing from `seed` (the version the data directory
+    /// holds, restored or published before), whose files are taken as
+    /// present in the bucket where the local file has the same length.
+    pub(crate) fn new(
+        bucket: Bucket,
+        store: &Store,
+        data_dir: &Path,
+        seed: Option<RemoteManifest>,
+        opts: PublisherOptions,
+        status: Arc<RemoteStatus>,
+    ) -> Publisher {
+        let mut known = HashMap::new();
+        if let Some(m) = &seed {
+            for (cname, c) in &m.collections {
+                for (&seg, files) in &c.files {
+                    let dir = store.segment_dir(cname, seg);
+                    for (fname, f) in files {
+                        if let Ok(id) = file_id(&dir.join(fname))
+                            && id.len == f.len
+                        {
+                            known.insert((cname.clone(), seg, fname.clone()), (id, f.clone()));
+                        }
+                    }
+                }
+            }
+            for (name, f) in &m.extras {
+                if let Some((_, path)) = opts.extras.iter().find(|(n, _)| n == name)
+                    && let Ok(id) = file_id(path)
+                    && id.len == f.len
+                {
+                    known.insert((String::new(), u64::MAX, name.clone()), (id, f.clone()));
+                }
+            }
+            status.succeeded(m.version);
+        }
+        Publisher {
+            bucket,
+            session: uuid::Uuid::new_v4().simple().to_string(),
+            record_path: data_dir.join(WRITER_RECORD),
+            opts,
+            status,
+            round: tokio::sync::Mutex::new(RoundState {
+                last: seed,
+                known,
+                uploads: 0,
+                last_gc: None,
+            }),
+        }
+    }
+
+    /// The status shared with the HTTP handlers.
+    pub fn status(&self) -> &Arc<RemoteStatus> {
+        &self.status
+    }
+
+    /// Publishes the committed state of `store` if it differs from the last
+    /// published version (or always, with `force`: the claim a writer makes
+    /// at start); returns the version that holds it. Rounds run one at a
+    /// time, so a caller whose data was committed before the call returns
+    /// only once a version holding it is in the bucket.
+    pub async fn publish(&self, store: &Store, force: bool) -> Result<u64> {
+        if self.status.is_fenced() {
+            return Err(self.fenced_error(None));
+        }
+        let mut st = self.round.lock().await;
+        let r = self.round(&mut st, store, force).await;
+        match &r {
+            Err(RemoteError::Fenced { .. }) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing to object storage failed; retrying");
+                self.status.failed(e.to_string());
+            }
+            Ok(_) => {}
+        }
+        let gc_due = st.last_gc.is_none_or(|t| t.elapsed() >= GC_EVERY);
+        if r.is_ok() && gc_due {
+            st.last_gc = Some(Instant::now());
+            match gc::collect(&self.bucket, self.opts.retain_versions, self.opts.gc_grace).await {
+                Ok(n) => {
+                    self.status.gc_deleted.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "object storage garbage collection failed"),
+            }
+        }
+        r
+    }
+
+    fn fenced_error(&self, theirs: Option<u64>) -> RemoteError {
+        let ours = self.status.version();
+        RemoteError::Fenced {
+            ours,
+            theirs: theirs.unwrap_or(ours + 1),
+        }
+    }
+
+    async fn round(&self, st: &mut RoundState, store: &Store, force: bool) -> Result<u64> {
+        // A compaction may delete files of the state taken: take a newer one and go again.
+        let mut tries = 0;
+        let candidate = loop {
+            tries += 1;
+            match self.candidate(st, store).await {
+                Err(RemoteError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && tries < 5 =>
+                {
+                    continue;
+                }
+                other => break other?,
+            }
+        };
+        let last_version = st.last.as_ref().map_or(0, |m| m.version);
+        if !force
+            && let Some(last) = &st.last
+            && last.same_content(&candidate)
+        {
+            self.status.succeeded(last.version);
+            return Ok(last.version);
+        }
+        let version = last_version + 1;
+        let manifest = RemoteManifest {
+            version,
+            ..candidate
+        };
+        let bytes = serde_json::to_vec(&manifest)
+            .map_err(|e| RemoteError::Unavailable(format!("manifest encoding: {e}")))?;
+        let len = bytes.len() as u64;
+        if !self.bucket.create(&manifest_key(version), bytes).await? {
+            let e = self.fenced_error(Some(version));
+            tracing::error!(error = %e, url = self.bucket.url(), "fenced: another writer owns this prefix now");
+            self.status.fence(e.to_string());
+            return Err(e);
+        }
+        self.status.bytes_up.fetch_add(len, Ordering::Relaxed);
+        record::write(
+            &self.record_path,
+            &WriterRecord {
+                url: self.bucket.url().to_string(),
+                version,
+            },
+        )?;
+        st.last = Some(manifest);
+        self.status.syncs.fetch_add(1, Ordering::Relaxed);
+        self.status.succeeded(version);
+        tracing::info!(
+            version,
+            url = self.bucket.url(),
+            "published to object storage"
+        );
+        Ok(version)
+    }
+
+    /// The manifest of the store's committed state (version 0), with every
+    /// file it names uploaded.
+    async fn candidate(&self, st: &mut RoundState, store: &Store) -> Result<RemoteManifest> {
+        // Which files each slot needs: (slot, local path, identity).
+        let mut wanted: Vec<(FileSlot, PathBuf, FileId)> = Vec::new();
+        let mut collections = BTreeMap::new();
+        for info in store.list() {
+            let Some(c) = store.collection(&info.name) else {
+                continue;
+            };
+            let state = match c.committed_state() {
+                Ok(s) => s,
+                // Dropped while we looked.
+                Err(glimpse_storage::StorageError::Closed(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for seg in &state.segments {
+                for f in &seg.files {
+                    let path = seg.dir.join(&f.name);
+                    let id = file_id(&path).map_err(|e| RemoteError::io(&path, e))?;
+                    wanted.push(((info.name.clone(), seg.id, f.name.clone()), path, id));
+                }
+            }
+            collections.insert(
+                info.name.clone(),
+                RemoteCollection {
+                    manifest: state.manifest,
+                    files: BTreeMap::new(),
+                },
+            );
+        }
+        for (name, path) in &self.opts.extras {
+            match file_id(path) {
+                Ok(id) => wanted.push(((String::new(), u64::MAX, name.clone()), path.clone(), id)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RemoteError::io(path, e)),
+            }
+        }
+        let mut to_upload = Vec::new();
+        for (slot, path, id) in &wanted {
+            let fresh = st.known.get(slot).is_none_or(|(kid, _)| kid != id);
+            if fresh {
+                st.uploads += 1;
+                let (c, seg, name) = slot;
+                let key = if *seg == u64::MAX {
+                    extra_key(&self.session, st.uploads, name)
+                } else {
+                    segment_file_key(c, *seg, &self.session, name)
+                };
+                to_upload.push((slot.clone(), path.clone(), *id, key));
+            }
+        }
+        let bucket = &self.bucket;
+        let done: Vec<(FileSlot, FileId, RemoteFile)> =
+            futures_util::stream::iter(to_upload.into_iter().map(
+                |(slot, path, id, key)| async move {
+                    let len = bucket.put_file(&path, &key).await?;
+                    // The file changed under us (it never should: segment files are immutable).
+                    let after = file_id(&path).map_err(|e| RemoteError::io(&path, e))?;
+                    if after != id || len != id.len {
+                        return Err(RemoteError::io(
+                            &path,
+                            std::io::Error::new(
+                                std::io::ErrorKind::NotFound,
+                                "file replaced during upload",
+                            ),
+                        ));
+                    }
+                    Ok((slot, id, RemoteFile { key, len }))
+                },
+            ))
+            .buffer_unordered(UPLOADS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for (slot, id, f) in done {
+            self.status.bytes_up.fetch_add(f.len, Ordering::Relaxed);
+            st.known.insert(slot, (id, f));
+        }
+        let mut extras = BTreeMap::new();
+        for ((c, seg, name), _, _) in wanted {
+            let Some((_, f)) = st.known.get(&(c.clone(), seg, name.clone())) else {
+                continue;
+            };
+            if seg == u64::MAX {
+                extras.insert(name, f.clone());
+            } else if let Some(rc) = collections.get_mut(&c) {
+                rc.files.entry(seg).or_default().insert(name, f.clone());
+            }
+        }
+        Ok(RemoteManifest {
+            format: FORMAT,
+            version: 0,
+            writer: self.session.clone(),
+            published_at_ms: now_ms(),
+            collections,
+            extras,
+        })
+    }
+}
