@@ -22,7 +22,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sky' 2>/dev/nu
   fi
 fi
 # SkyPilot writes its state under $HOME/.sky; keep that out of the user's home.
-export HOME="$(mktemp -d)"
+HOME="$(mktemp -d)"
+export HOME
 trap 'rm -rf "$HOME"' EXIT
 "$venv/bin/python" - "$here" <<'PY'
 import os
