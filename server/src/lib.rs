@@ -23,5 +23,6 @@ pub mod model;
 pub mod model_slot;
 mod paths;
 mod photos;
+mod remote_link;
 mod shard_loader;
 mod state;

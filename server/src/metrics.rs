@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -66,6 +66,11 @@ pub struct Metrics {
     pub storage_counts: IntCounterVec,
     /// Engine time counters per collection (`name` label), synced at scrape.
     pub storage_seconds: CounterVec,
+    /// Object storage (`--remote`): the manifest version published or served, whether this
+    /// writer is fenced, when the last round succeeded; synced at scrape.
+    pub remote_gauges: GaugeVec,
+    /// Object storage events by kind, synced at scrape.
+    pub remote_events: IntCounterVec,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -219,6 +224,23 @@ impl Metrics {
                 &["collection", "kind"],
             )
             .unwrap_or_else(|e| panic!("metric: {e}")),
+            remote_gauges: GaugeVec::new(
+                Opts::new(
+                    "glimpse_remote",
+                    "Object storage (--remote) by field: version (manifest published by this \
+                     writer or served by this replica), fenced (1 when another writer took over \
+                     the prefix), last_sync_timestamp_seconds (Unix time of the last successful \
+                     round), replica (1 on a replica).",
+                ),
+                &["field"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            remote_events: counter_vec(
+                "glimpse_remote_events_total",
+                "Object storage events by kind: syncs (versions published or applied), errors \
+                 (failed rounds), bytes_up, bytes_down, gc_deleted (objects removed).",
+                &["kind"],
+            ),
             registry,
         };
         let r = &m.registry;
@@ -245,6 +267,8 @@ impl Metrics {
             Box::new(m.process_resident_memory_bytes.clone()),
             Box::new(m.storage_counts.clone()),
             Box::new(m.storage_seconds.clone()),
+            Box::new(m.remote_gauges.clone()),
+            Box::new(m.remote_events.clone()),
         ];
         for c in regs {
             r.register(c)
@@ -318,6 +342,39 @@ impl Metrics {
         ];
         for (kind, value) in seconds {
             let counter = self.storage_seconds.with_label_values(&[collection, kind]);
+            let seen = counter.get();
+            if value > seen {
+                counter.inc_by(value - seen);
+            }
+        }
+    }
+}
+
+impl Metrics {
+    /// Refreshes the object-storage metrics from the link's status.
+    pub fn sync_remote(&self, s: &glimpse_remote::RemoteStatus) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let gauges = [
+            ("version", s.version() as f64),
+            ("fenced", f64::from(u8::from(s.is_fenced()))),
+            ("last_sync_timestamp_seconds", s.synced_at_ms() as f64 / 1e3),
+            (
+                "replica",
+                f64::from(u8::from(s.role == glimpse_remote::Role::Replica)),
+            ),
+        ];
+        for (field, v) in gauges {
+            self.remote_gauges.with_label_values(&[field]).set(v);
+        }
+        let counts = [
+            ("syncs", s.syncs.load(Relaxed)),
+            ("errors", s.errors.load(Relaxed)),
+            ("bytes_up", s.bytes_up.load(Relaxed)),
+            ("bytes_down", s.bytes_down.load(Relaxed)),
+            ("gc_deleted", s.gc_deleted.load(Relaxed)),
+        ];
+        for (kind, value) in counts {
+            let counter = self.remote_events.with_label_values(&[kind]);
             let seen = counter.get();
             if value > seen {
                 counter.inc_by(value - seen);

@@ -25,6 +25,8 @@ pub struct AppState {
     pub heavy: Arc<tokio::sync::Semaphore>,
     /// The Chroma API's tenants, databases and collection UUIDs.
     pub chroma: Arc<Registry>,
+    /// The link to object storage (`--remote`), if any.
+    pub remote: Option<crate::remote_link::RemoteLink>,
 }
 
 impl AppState {

@@ -52,6 +52,12 @@ pub fn auth_refusal() -> ChromaError {
     ChromaError::new(axum::http::StatusCode::FORBIDDEN, "AuthError", "Forbidden")
 }
 
+/// A write refused by this server's role (a read-only replica, a fenced writer), in Chroma's
+/// shape so its client raises an error naming the reason.
+pub fn refusal(status: axum::http::StatusCode, message: String) -> ChromaError {
+    ChromaError::new(status, "ChromaError", message)
+}
+
 /// A known Chroma route called with a method it does not take.
 pub fn method_not_allowed(message: String) -> ChromaError {
     ChromaError::new(

@@ -29,7 +29,8 @@ pub const DEFAULT_TENANT: &str = "default_tenant";
 /// The database every client starts in.
 pub const DEFAULT_DATABASE: &str = "default_database";
 /// The registry file, in the data directory.
-const FILE_NAME: &str = "chroma.json";
+/// The namespace file in the data directory.
+pub(crate) const FILE_NAME: &str = "chroma.json";
 /// Largest registry file read back (a hostile or damaged file must not exhaust memory).
 const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Most tenants.
@@ -165,24 +166,35 @@ impl Registry {
     /// Opens the registry of the store at `dir` (an empty one when there is no file yet).
     pub fn open(dir: &Path) -> Result<Registry, RegistryError> {
         let path = dir.join(FILE_NAME);
+        let snapshot = Self::read(&path)?;
+        Ok(Registry {
+            path,
+            state: Mutex::new(snapshot),
+        })
+    }
+
+    /// Reads the file again (a replica, after a sync replaced it).
+    pub fn reload(&self) -> Result<(), RegistryError> {
+        let snapshot = Self::read(&self.path)?;
+        *self.state.lock() = snapshot;
+        Ok(())
+    }
+
+    fn read(path: &Path) -> Result<Snapshot, RegistryError> {
         let io = |reason: String| RegistryError::Io {
-            path: path.clone(),
+            path: path.to_path_buf(),
             reason,
         };
-        let snapshot = match fs::metadata(&path) {
+        Ok(match fs::metadata(path) {
             Ok(m) if m.len() > MAX_FILE_BYTES => {
                 return Err(io(format!("larger than {MAX_FILE_BYTES} bytes")));
             }
             Ok(_) => {
-                let bytes = fs::read(&path).map_err(|e| io(e.to_string()))?;
+                let bytes = fs::read(path).map_err(|e| io(e.to_string()))?;
                 serde_json::from_slice(&bytes).map_err(|e| io(format!("unreadable: {e}")))?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Snapshot::default(),
             Err(e) => return Err(io(e.to_string())),
-        };
-        Ok(Registry {
-            path,
-            state: Mutex::new(snapshot),
         })
     }
 

@@ -1,6 +1,8 @@
 //! `glimpse query`: offline batch queries straight on a data directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -12,9 +14,15 @@ use crate::ingest;
 /// Arguments of `glimpse query`.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// Data directory (must not be in use by a running server).
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    /// Data directory (must not be in use by a running server). With `--remote`, the cache
+    /// the bucket's files are fetched into (default: a folder under the temp directory named
+    /// after the URL, reused by the next query).
+    #[arg(long, required_unless_present = "remote")]
+    pub data_dir: Option<PathBuf>,
+    /// Query the newest version in object storage (`s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// `file:///abs/path`; credentials from the environment as for `glimpse serve --remote`).
+    #[arg(long, env = "GLIMPSE_REMOTE")]
+    pub remote: Option<String>,
     /// Collection to search.
     #[arg(long)]
     pub collection: String,
@@ -61,19 +69,71 @@ fn wait_for_indexes(coll: &glimpse_storage::Collection, pending: u64) {
     bar.finish_and_clear();
 }
 
+/// Brings a read-only cache of the bucket at `url` up to its newest version.
+fn fetch_remote(url: &str, cache: Option<&Path>) -> Result<Arc<Store>> {
+    let cache = match cache {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let tag: String = url
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .take(100)
+                .collect();
+            std::env::temp_dir().join(format!("glimpse-query-cache-{tag}"))
+        }
+    };
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let bucket = glimpse_remote::Bucket::open(url)?;
+        let (store, mut follower) = glimpse_remote::open_replica(
+            bucket,
+            &cache,
+            StoreOptions::default(),
+            Vec::new(),
+            Duration::ZERO,
+        )?;
+        let out = follower.sync_once().await?;
+        eprintln!(
+            "{url}: version {} ({} bytes fetched into {})",
+            follower.status().version(),
+            out.bytes,
+            cache.display()
+        );
+        Ok::<_, anyhow::Error>(store)
+    })
+}
+
 /// Runs every query of the input file and writes the results.
 pub fn query(a: QueryArgs) -> Result<()> {
     if a.k == 0 {
         bail!("--k must be at least 1");
     }
-    let store = Store::open(&a.data_dir, StoreOptions::default())
-        .with_context(|| format!("opening {}", a.data_dir.display()))?;
+    let store = match &a.remote {
+        Some(url) => fetch_remote(url, a.data_dir.as_deref())?,
+        None => {
+            let dir = a.data_dir.as_deref().context("--data-dir is required")?;
+            Arc::new(
+                Store::open(dir, StoreOptions::default())
+                    .with_context(|| format!("opening {}", dir.display()))?,
+            )
+        }
+    };
     let coll = store
         .collection(&a.collection)
         .with_context(|| format!("collection {:?} does not exist", a.collection))?;
     let pending = coll.unindexed_rows();
     if pending > 0 {
-        if a.exact_scan {
+        if store.is_read_only() {
+            // The writer builds indexes; a copy of its bucket cannot.
+            eprintln!(
+                "{pending} rows of the bucket's newest version wait for their index (the writer \
+                 builds it): every query scans them exactly"
+            );
+        } else if a.exact_scan {
             eprintln!(
                 "{pending} rows wait for their index; --exact-scan: every query scans them exactly"
             );

@@ -12,6 +12,7 @@ use crate::chroma::registry::Registry;
 use crate::config::ServerConfig;
 use crate::model::{DeviceArg, ServingOptions};
 use crate::model_slot::{ModelSlot, ModelState};
+use crate::remote_link::{RemoteLink, RemoteSettings};
 use crate::state::AppState;
 
 /// Arguments of `glimpse serve`.
@@ -99,6 +100,32 @@ pub struct ServeArgs {
     /// (0: only at start).
     #[arg(long, default_value_t = 0)]
     pub photos_rescan_secs: u64,
+    /// Keep the data in object storage: `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` or `file:///abs/path`. Credentials, region and endpoint come
+    /// from the standard environment (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
+    /// `AWS_ALLOW_HTTP`, ...). `--data-dir` then holds the WAL and a cache; started on an
+    /// empty one, the server restores from the bucket. See docs/scaling.md.
+    #[arg(long, env = "GLIMPSE_REMOTE")]
+    pub remote: Option<String>,
+    /// With `--remote`: a read-only replica that serves the newest version in the bucket
+    /// (write routes answer 405 `read_only_replica`; `/readyz` waits for the first sync).
+    #[arg(long, requires = "remote")]
+    pub replica: bool,
+    /// With `--replica`: look for a new version this often, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub sync_secs: f64,
+    /// With `--remote` (writer): point writes are durable in the local WAL when acknowledged
+    /// and reach the bucket when their memtable is flushed, at the latest this many seconds
+    /// later. Bulk loads answer only once they are in the bucket.
+    #[arg(long, default_value_t = 30.0)]
+    pub remote_flush_secs: f64,
+    /// With `--remote` (writer): keep every object that one of the newest N manifests names.
+    #[arg(long, default_value_t = 10)]
+    pub remote_retain_versions: usize,
+    /// With `--remote`: delete nothing younger than this many seconds, and keep a manifest this
+    /// long after a newer one appeared, so a lagging replica never finds its files gone.
+    #[arg(long, default_value_t = 600.0)]
+    pub remote_gc_grace_secs: f64,
 }
 
 /// Collection `--photos` fills when `--collection` is not given.
@@ -127,15 +154,59 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// Opens the store and model and builds the shared state (no listener).
-pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
+fn store_options(a: &ServeArgs) -> StoreOptions {
     let mut opts = StoreOptions::default();
     if let Some(ms) = a.fsync_interval_ms {
         opts.durability = Durability::Periodic(Duration::from_millis(ms.max(1)));
     }
     opts.defer_bulk_index = !a.index_during_load;
-    let store = Store::open(&a.data_dir, opts)
+    opts
+}
+
+/// The `--remote` flags, checked; `None` without `--remote`.
+fn remote_settings(a: &ServeArgs) -> Result<Option<RemoteSettings>> {
+    let Some(url) = &a.remote else {
+        return Ok(None);
+    };
+    let secs = |flag: &str, v: f64| -> Result<Duration> {
+        if !(0.01..=86_400.0).contains(&v) {
+            bail!("{flag} must be between 0.01 and 86400 seconds, got {v}");
+        }
+        Ok(Duration::from_secs_f64(v))
+    };
+    if a.replica && a.photos.is_some() {
+        bail!("--photos writes to the store; a --replica takes no writes");
+    }
+    if !(0.0..=86_400.0 * 30.0).contains(&a.remote_gc_grace_secs) {
+        bail!("--remote-gc-grace-secs must be between 0 and 2592000");
+    }
+    Ok(Some(RemoteSettings {
+        url: url.clone(),
+        replica: a.replica,
+        sync_every: secs("--sync-secs", a.sync_secs)?,
+        flush_every: secs("--remote-flush-secs", a.remote_flush_secs)?,
+        retain_versions: a.remote_retain_versions.max(1),
+        gc_grace: Duration::from_secs_f64(a.remote_gc_grace_secs),
+    }))
+}
+
+/// Opens the store and model and builds the shared state (no listener). Without `--remote`
+/// only: a server on object storage is started by [`serve`], which needs its runtime for it.
+pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
+    if a.remote.is_some() {
+        bail!("--remote is opened by `glimpse serve` itself (it needs the async runtime)");
+    }
+    let store = Store::open(&a.data_dir, store_options(a))
         .with_context(|| format!("opening data dir {}", a.data_dir.display()))?;
+    assemble_state(a, Arc::new(store), None)
+}
+
+/// The shared state over an opened store (and its link to object storage, if any).
+fn assemble_state(
+    a: &ServeArgs,
+    store: Arc<Store>,
+    remote: Option<RemoteLink>,
+) -> Result<Arc<AppState>> {
     let chroma = Registry::open(&a.data_dir).context("opening the Chroma namespace")?;
     // The port is bound at once; the model is resolved, downloaded and loaded meanwhile.
     let model = if a.model.eq_ignore_ascii_case("none") {
@@ -207,12 +278,13 @@ pub fn build_state(a: &ServeArgs) -> Result<Arc<AppState>> {
     // Uploads interrupted by a crash leave spool files; nothing refers to them.
     let _ = std::fs::remove_dir_all(&config.spool_dir);
     Ok(Arc::new(AppState {
-        store: Arc::new(store),
+        store,
         model,
         heavy: Arc::new(tokio::sync::Semaphore::new(config.max_heavy_requests)),
         config,
         jobs: Default::default(),
         chroma: Arc::new(chroma),
+        remote,
     }))
 }
 
@@ -237,7 +309,18 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let state = build_state(&a)?;
+    let remote = remote_settings(&a)?;
+    let state = match &remote {
+        None => build_state(&a)?,
+        Some(s) => {
+            let (store, link, follower) =
+                rt.block_on(crate::remote_link::open(&a.data_dir, store_options(&a), s))?;
+            let state = assemble_state(&a, store, Some(link))?;
+            let _guard = rt.enter();
+            crate::remote_link::spawn(&state, follower, s);
+            state
+        }
+    };
     start_background(&state, &a)?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.bind)
@@ -247,8 +330,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         // Tests and scripts read this line to find the port when binding :0.
         println!("glimpse listening on http://{addr}");
         tracing::info!(%addr, data_dir = %a.data_dir.display(), "serving");
-        crate::http::serve(listener, state, shutdown_signal())
+        crate::http::serve(listener, state.clone(), shutdown_signal())
             .await
-            .context("serving HTTP")
+            .context("serving HTTP")?;
+        crate::remote_link::publish_before_exit(&state).await;
+        Ok(())
     })
 }

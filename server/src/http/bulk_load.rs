@@ -155,10 +155,16 @@ pub(super) async fn bulk_load(
         let job = state.jobs.start("bulk_load", &name);
         let st = state.clone();
         let j = job.clone();
+        let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let _spool = spool;
-            match run_bulk_load(&st.store, &name, &paths, root.as_deref(), &j.progress) {
-                Ok(report) => j.finish(JobState::Done, json!(report)),
+            let loaded = run_bulk_load(&st.store, &name, &paths, root.as_deref(), &j.progress)
+                .and_then(|report| {
+                    let version = rt.block_on(publish(&st))?;
+                    Ok(with_version(json!(report), version))
+                });
+            match loaded {
+                Ok(report) => j.finish(JobState::Done, report),
                 Err(e) => j.finish(
                     JobState::Failed,
                     json!({"code": e.code, "message": e.message}),
@@ -182,7 +188,25 @@ pub(super) async fn bulk_load(
         )
     })
     .await?;
-    Ok((StatusCode::OK, Json(json!(report))))
+    // With --remote the answer waits until the segment and its manifest are in the bucket.
+    let version = publish(&state).await?;
+    Ok((StatusCode::OK, Json(with_version(json!(report), version))))
+}
+
+/// Publishes to object storage on a `--remote` writer; the version that holds the load.
+async fn publish(state: &AppState) -> Result<Option<u64>, ApiError> {
+    match &state.remote {
+        Some(link) => link.publish(&state.store).await,
+        None => Ok(None),
+    }
+}
+
+/// Adds `remote_version` to a load report when the load went to object storage.
+fn with_version(mut report: Value, version: Option<u64>) -> Value {
+    if let Some(v) = version {
+        report["remote_version"] = json!(v);
+    }
+    report
 }
 
 pub(super) async fn job(

@@ -93,7 +93,16 @@ pub(super) async fn get_one(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let c = state.collection(&name)?;
-    blocking(move || Ok(Json(describe(&c)))).await
+    // With --remote: the bucket's manifest version this server published or serves.
+    let version = state.remote.as_ref().map(|l| l.status().version());
+    blocking(move || {
+        let mut info = describe(&c);
+        if let Some(v) = version {
+            info["version"] = json!(v);
+        }
+        Ok(Json(info))
+    })
+    .await
 }
 
 pub(super) async fn drop_one(

@@ -74,6 +74,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             admission::admit,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), remote_guard))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(track))
         .with_state(state)
@@ -183,6 +184,25 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
                 }
                 return ApiError::unauthorized().into_response();
             }
+        }
+    }
+    next.run(req).await
+}
+
+/// With `--remote`: writes on a replica answer 405 `read_only_replica`, and on a writer that
+/// is fenced or cannot reach its bucket 503 (see `remote_link`).
+async fn remote_guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(link) = &state.remote {
+        let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str());
+        // An unknown route is a 404 either way, and an unknown method a 405 with its own body.
+        if route.is_some()
+            && is_write(req.method(), route)
+            && let Some(refusal) = link.refuse_write()
+        {
+            if req.uri().path().starts_with(crate::chroma::PREFIX) {
+                return crate::chroma::refusal(refusal.status, refusal.message).into_response();
+            }
+            return refusal.into_response();
         }
     }
     next.run(req).await

@@ -31,19 +31,33 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, J
         _ => None,
     };
     let model_ready = matches!(state.model.state(), ModelState::Ready(_));
-    let ready = !state.config.wait_for_model || model_ready;
+    // A replica is ready once it serves a complete version; a fenced writer never again.
+    let remote = state.remote.as_ref().map(|l| l.status());
+    let status = if state.config.wait_for_model && !model_ready {
+        "waiting_for_model"
+    } else if remote.as_ref().is_some_and(|r| r.is_fenced()) {
+        "fenced"
+    } else if remote.as_ref().is_some_and(|r| !r.synced_once()) {
+        "waiting_for_first_sync"
+    } else {
+        "ready"
+    };
+    let mut body = json!({
+        "status": status,
+        "model": model,
+        "model_id": model_id,
+        "collections": collections,
+    });
+    if let Some(r) = remote {
+        body["remote"] = r.to_json();
+    }
     (
-        if ready {
+        if status == "ready" {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         },
-        Json(json!({
-            "status": if ready { "ready" } else { "waiting_for_model" },
-            "model": model,
-            "model_id": model_id,
-            "collections": collections,
-        })),
+        Json(body),
     )
 }
 
@@ -54,6 +68,9 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             if let Some(c) = st.store.collection(&info.name) {
                 METRICS.sync_collection(&info.name, &c.stats(), &c.counters());
             }
+        }
+        if let Some(link) = &st.remote {
+            METRICS.sync_remote(&link.status());
         }
         METRICS.render()
     })
