@@ -4,12 +4,18 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
 use object_store::{
-    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+    ObjectMeta, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutOptions, PutPayload,
+    RetryConfig, WriteMultipart,
 };
 
 use crate::error::{RemoteError, Result};
@@ -42,31 +48,83 @@ impl Bucket {
     /// (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
     /// `AWS_ALLOW_HTTP`, `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, …).
     pub fn open(url: &str) -> Result<Bucket> {
+        Self::open_with(url, &[])
+    }
+
+    /// [`open`](Self::open) with settings that override the environment's, by the
+    /// lower-case names of the variables (`aws_endpoint_url`, `aws_allow_http`, ...).
+    pub fn open_with(url: &str, overrides: &[(&str, &str)]) -> Result<Bucket> {
         let bad = |detail: String| RemoteError::BadUrl {
             url: url.to_string(),
             detail,
         };
         let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-        match parsed.scheme() {
-            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "file" => {}
+        let (scheme, path) =
+            object_store::ObjectStoreScheme::parse(&parsed).map_err(|e| bad(e.to_string()))?;
+        let root = Key::parse(path).map_err(|e| bad(e.to_string()))?;
+        // A bucket that does not answer fails a request within about half a minute (so a
+        // bulk load answers 503 rather than hanging), instead of the crate's three minutes.
+        let retry = RetryConfig {
+            max_retries: 4,
+            retry_timeout: Duration::from_secs(20),
+            ..RetryConfig::default()
+        };
+        // Timeouts go in as settings (not a ClientOptions, which would replace the ones the
+        // environment set, such as AWS_ALLOW_HTTP); the caller's overrides come after them.
+        let settings: Vec<(&str, &str)> = [("connect_timeout", "5s"), ("timeout", "120s")]
+            .into_iter()
+            .chain(overrides.iter().copied())
+            .collect();
+        let store: Box<dyn ObjectStore> = match scheme {
+            ObjectStoreScheme::Local => {
+                // LocalFileSystem writes below the path, which must exist.
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|_| bad("not an absolute file path".into()))?;
+                std::fs::create_dir_all(&dir).map_err(|e| RemoteError::io(&dir, e))?;
+                Box::new(LocalFileSystem::new())
+            }
+            // Credentials, region and endpoint from the environment (AWS_*, GOOGLE_*, AZURE_*).
+            ObjectStoreScheme::AmazonS3 => Box::new(
+                settings
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.parse().ok()?, *v)))
+                    .fold(AmazonS3Builder::from_env(), |b, (k, v)| b.with_config(k, v))
+                    .with_url(url)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+            ObjectStoreScheme::GoogleCloudStorage => Box::new(
+                settings
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.parse().ok()?, *v)))
+                    .fold(GoogleCloudStorageBuilder::from_env(), |b, (k, v)| {
+                        b.with_config(k, v)
+                    })
+                    .with_url(url)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+            ObjectStoreScheme::MicrosoftAzure => Box::new(
+                settings
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.parse().ok()?, *v)))
+                    .fold(MicrosoftAzureBuilder::from_env(), |b, (k, v)| {
+                        b.with_config(k, v)
+                    })
+                    .with_url(url)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
             other => {
                 return Err(bad(format!(
-                    "scheme {other:?} is not one of s3://, gs://, az://, file://"
+                    "{other:?} is not one of s3://, gs://, az://, file://"
                 )));
             }
-        }
-        if parsed.scheme() == "file" {
-            // LocalFileSystem writes below the path; it must exist to be canonical.
-            let dir = parsed
-                .to_file_path()
-                .map_err(|_| bad("not an absolute file path".into()))?;
-            std::fs::create_dir_all(&dir).map_err(|e| RemoteError::io(&dir, e))?;
-        }
-        // Every variable is offered; each builder takes the keys it knows (aws_*, google_*,
-        // azure_*), lower-cased, and ignores the rest.
-        let env = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
-        let (store, root) =
-            object_store::parse_url_opts(&parsed, env).map_err(|e| bad(e.to_string()))?;
+        };
         Ok(Bucket {
             store: Arc::from(store),
             root,
@@ -125,6 +183,8 @@ impl Bucket {
                 break;
             }
             if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                // Parts already sent would otherwise be kept (and billed) by the store.
+                let _ = w.abort().await;
                 return Err(RemoteError::store(e));
             }
             w.write(&buf[..n]);

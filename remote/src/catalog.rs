@@ -45,6 +45,30 @@ pub async fn read_manifest(bucket: &Bucket, version: u64) -> Result<RemoteManife
     RemoteManifest::parse(&key, version, &bytes)
 }
 
+/// Keys that manifest `version` names but the bucket does not hold (empty
+/// when the version is whole): a consistency check for operators and tests.
+pub async fn missing_objects(bucket: &Bucket, version: u64) -> Result<Vec<String>> {
+    let m = read_manifest(bucket, version).await?;
+    let mut present = std::collections::HashMap::new();
+    for rel in ["collections", "extras"] {
+        for meta in bucket.list(rel).await? {
+            if let Some(k) = bucket.relative(&meta.location) {
+                present.insert(k, meta.size);
+            }
+        }
+    }
+    let mut missing: Vec<String> = m
+        .collections
+        .values()
+        .flat_map(|c| c.files.values().flat_map(|f| f.values()))
+        .chain(m.extras.values())
+        .filter(|f| present.get(&f.key) != Some(&f.len))
+        .map(|f| f.key.clone())
+        .collect();
+    missing.sort();
+    Ok(missing)
+}
+
 /// The newest manifest, if any was published.
 pub async fn latest_manifest(bucket: &Bucket) -> Result<Option<RemoteManifest>> {
     match latest_version(bucket).await? {

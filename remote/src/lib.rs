@@ -33,7 +33,7 @@ use std::time::Duration;
 use glimpse_storage::{Store, StoreOptions};
 
 pub use bucket::Bucket;
-pub use catalog::{latest_manifest, latest_version, read_manifest};
+pub use catalog::{latest_manifest, latest_version, missing_objects, read_manifest};
 pub use error::{RemoteError, Result};
 pub use follower::{Follower, SyncOutcome};
 pub use layout::{RemoteCollection, RemoteFile, RemoteManifest, manifest_key};

@@ -189,6 +189,27 @@ impl Publisher {
         r
     }
 
+    /// Looks for a newer manifest than this writer's own (another writer took over) and
+    /// fences this one if there is: cheaper than learning it at the next publication, after
+    /// more writes were acknowledged here. One listing of the manifests.
+    pub async fn check_fenced(&self) -> Result<()> {
+        if self.status.is_fenced() {
+            return Err(self.fenced_error(None));
+        }
+        // Not while a round runs: its own new version is not a rival.
+        let st = self.round.lock().await;
+        let ours = st.last.as_ref().map_or(0, |m| m.version);
+        if let Some(theirs) = crate::catalog::latest_version(&self.bucket).await?
+            && theirs > ours
+        {
+            let e = self.fenced_error(Some(theirs));
+            tracing::error!(error = %e, url = self.bucket.url(), "fenced: another writer owns this prefix now");
+            self.status.fence(e.to_string());
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn fenced_error(&self, theirs: Option<u64>) -> RemoteError {
         let ours = self.status.version();
         RemoteError::Fenced {

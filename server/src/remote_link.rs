@@ -18,6 +18,9 @@ use glimpse_storage::{Store, StoreOptions};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// How often a writer lists the manifests to notice that another writer took over.
+const FENCE_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// The `chroma.json` namespace travels with the collections.
 fn extras(data_dir: &Path) -> Vec<(String, std::path::PathBuf)> {
     let name = crate::chroma::registry::FILE_NAME;
@@ -183,10 +186,19 @@ async fn writer_loop(state: Arc<AppState>, flush_every: Duration) {
     // Since when each collection has had rows outside segments.
     let mut waiting: HashMap<String, Instant> = HashMap::new();
     let tick = Duration::from_secs(1).min(flush_every.max(Duration::from_millis(100)));
+    let mut last_check = Instant::now();
     loop {
         tokio::time::sleep(tick).await;
         if publisher.status().is_fenced() {
             return;
+        }
+        // A writer that took over the prefix is noticed within seconds, not at the next write.
+        if last_check.elapsed() >= FENCE_CHECK_EVERY {
+            last_check = Instant::now();
+            if let Err(glimpse_remote::RemoteError::Fenced { .. }) = publisher.check_fenced().await
+            {
+                return;
+            }
         }
         let mut due = Vec::new();
         for info in state.store.list() {
@@ -197,7 +209,9 @@ async fn writer_loop(state: Arc<AppState>, flush_every: Duration) {
                 waiting.remove(&info.name);
                 continue;
             }
-            let since = *waiting.entry(info.name.clone()).or_insert_with(Instant::now);
+            let since = *waiting
+                .entry(info.name.clone())
+                .or_insert_with(Instant::now);
             if since.elapsed() >= flush_every {
                 due.push(c);
                 waiting.remove(&info.name);
@@ -245,7 +259,9 @@ pub async fn publish_before_exit(state: &Arc<AppState>) {
     if flushed.is_ok() {
         match p.publish(&state.store, false).await {
             Ok(v) => tracing::info!(version = v, "published to object storage before exit"),
-            Err(e) => tracing::error!(error = %e, "publishing before exit failed; the WAL on this disk still holds the writes"),
+            Err(e) => {
+                tracing::error!(error = %e, "publishing before exit failed; the WAL on this disk still holds the writes")
+            }
         }
     }
 }

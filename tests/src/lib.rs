@@ -13,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod s3;
+
 use clap::Parser;
 use glimpse_server::cli::ServeArgs;
 
@@ -171,6 +173,12 @@ impl ChildServer {
     // test has failed by then.
     #[allow(clippy::zombie_processes)]
     pub fn spawn(test_name: &str, flags: &[&str]) -> ChildServer {
+        Self::spawn_with_env(test_name, flags, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with extra environment variables for the child.
+    #[allow(clippy::zombie_processes)]
+    pub fn spawn_with_env(test_name: &str, flags: &[&str], env: &[(&str, &str)]) -> ChildServer {
         let mut all: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
         all.extend(["--bind".to_string(), "127.0.0.1:0".to_string()]);
         let exe = std::env::current_exe().unwrap();
@@ -178,6 +186,7 @@ impl ChildServer {
             .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, serde_json::to_string(&all).unwrap())
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -49,7 +49,8 @@ fn load_then_offline_query() {
     let qfile = write_shard(&queries, "q.parquet", 70..75, dim);
     let out = tmp.path().join("results.parquet");
     query(QueryArgs {
-        data_dir: data,
+        data_dir: Some(data.clone()),
+        remote: None,
         collection: "pics".into(),
         vectors: qfile,
         k: 3,
@@ -67,6 +68,46 @@ fn load_then_offline_query() {
         assert_eq!(r.ids[0], (70 + i).to_string());
         assert!((r.scores[0] - 1.0).abs() < 1e-4);
         assert!(r.scores.windows(2).all(|w| w[0] >= w[1]));
+    }
+
+    // The same data dir moved to a bucket (a writer started with --remote on it publishes
+    // what it has), then queried straight from the bucket through a cache of its own.
+    let bucket_dir = tmp.path().join("bucket");
+    let url = format!("file://{}", bucket_dir.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bucket = glimpse_remote::Bucket::open(&url).unwrap();
+        let (store, publisher) = glimpse_remote::open_writer(
+            bucket,
+            &data,
+            glimpse_storage::StoreOptions::default(),
+            glimpse_remote::PublisherOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(publisher.status().version(), 1);
+        store.close().unwrap();
+    });
+    let remote_out = tmp.path().join("remote-results.parquet");
+    query(QueryArgs {
+        data_dir: Some(tmp.path().join("cache")),
+        remote: Some(url),
+        collection: "pics".into(),
+        vectors: queries.join("q.parquet"),
+        k: 3,
+        nprobe: None,
+        refine: None,
+        out: remote_out.clone(),
+        exact_scan: false,
+    })
+    .unwrap();
+    let from_bucket = read_query_results(&remote_out).unwrap();
+    assert_eq!(from_bucket.len(), results.len());
+    for (a, b) in from_bucket.iter().zip(&results) {
+        assert_eq!((&a.ids, &a.scores), (&b.ids, &b.scores));
     }
 }
 
@@ -112,7 +153,8 @@ fn offline_query_builds_pending_indexes_first() {
     let qfile = write_shard(&queries, "q.parquet", 10..13, dim);
     let out = tmp.path().join("results.parquet");
     query(QueryArgs {
-        data_dir: data.clone(),
+        data_dir: Some(data.clone()),
+        remote: None,
         collection: "big".into(),
         vectors: qfile,
         k: 5,
