@@ -1,10 +1,10 @@
 //! One bucket prefix behind `object_store`: files in and out, the
 //! conditional create that fences writers, listings.
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -153,15 +153,21 @@ impl Bucket {
 
     /// Uploads the file at `local` to `rel`; returns its length.
     pub(crate) async fn put_file(&self, local: &Path, rel: &str) -> Result<u64> {
+        // tokio's files: reads and writes of gigabytes go to the blocking pool, not a
+        // runtime worker that also answers probes and searches.
         let key = self.key(rel);
-        let mut file = std::fs::File::open(local).map_err(|e| RemoteError::io(local, e))?;
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| RemoteError::io(local, e))?;
         let len = file
             .metadata()
+            .await
             .map_err(|e| RemoteError::io(local, e))?
             .len();
         if len <= MULTIPART_ABOVE {
             let mut buf = Vec::with_capacity(len as usize);
             file.read_to_end(&mut buf)
+                .await
                 .map_err(|e| RemoteError::io(local, e))?;
             self.store
                 .put(&key, PutPayload::from(buf))
@@ -178,7 +184,9 @@ impl Bucket {
         let mut buf = vec![0u8; CHUNK];
         let mut sent = 0u64;
         loop {
-            let n = read_full(&mut file, &mut buf).map_err(|e| RemoteError::io(local, e))?;
+            let n = read_full(&mut file, &mut buf)
+                .await
+                .map_err(|e| RemoteError::io(local, e))?;
             if n == 0 {
                 break;
             }
@@ -209,7 +217,9 @@ impl Bucket {
             });
         }
         let tmp = local.with_extension("part");
-        let mut file = std::fs::File::create(&tmp).map_err(|e| RemoteError::io(&tmp, e))?;
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| RemoteError::io(&tmp, e))?;
         let mut stream = got.into_stream();
         let mut written = 0u64;
         while let Some(chunk) = stream.next().await {
@@ -219,16 +229,21 @@ impl Bucket {
                 break;
             }
             file.write_all(&chunk)
+                .await
                 .map_err(|e| RemoteError::io(&tmp, e))?;
         }
         if written != expect_len {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = tokio::fs::remove_file(&tmp).await;
             return Err(RemoteError::Unavailable(format!(
                 "download of {rel} ended at {written} of {expect_len} bytes"
             )));
         }
-        file.sync_all().map_err(|e| RemoteError::io(&tmp, e))?;
-        std::fs::rename(&tmp, local).map_err(|e| RemoteError::io(local, e))?;
+        file.sync_all()
+            .await
+            .map_err(|e| RemoteError::io(&tmp, e))?;
+        tokio::fs::rename(&tmp, local)
+            .await
+            .map_err(|e| RemoteError::io(local, e))?;
         Ok(())
     }
 
@@ -289,10 +304,10 @@ impl Bucket {
 }
 
 /// Reads until `buf` is full or the file ends.
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+async fn read_full(f: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        match f.read(&mut buf[n..])? {
+        match f.read(&mut buf[n..]).await? {
             0 => break,
             k => n += k,
         }

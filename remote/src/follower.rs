@@ -21,7 +21,7 @@ use crate::bucket::Bucket;
 use crate::catalog::{latest_version, read_manifest};
 use crate::error::{RemoteError, Result};
 use crate::layout::{RemoteFile, RemoteManifest};
-use crate::record::{self, APPLIED_RECORD};
+use crate::record::{self, APPLIED_RECORD, AppliedRecord};
 use crate::status::RemoteStatus;
 
 /// Downloads in flight at once.
@@ -30,7 +30,7 @@ const DOWNLOADS_IN_FLIGHT: usize = 8;
 const INCOMING: &str = "remote-incoming";
 
 /// What one round changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SyncOutcome {
     /// The version now served, when the round moved to a new one.
     pub applied: Option<u64>,
@@ -38,6 +38,10 @@ pub struct SyncOutcome {
     pub extras_changed: Vec<String>,
     /// Bytes fetched.
     pub bytes: u64,
+    /// Seconds spent fetching objects.
+    pub fetch_secs: f64,
+    /// Seconds spent switching the store to the new version (moving files, opening segments).
+    pub apply_secs: f64,
 }
 
 /// Keeps a read-only store at the newest version of a prefix.
@@ -66,7 +70,22 @@ impl Follower {
         grace: Duration,
         status: Arc<RemoteStatus>,
     ) -> Result<Follower> {
-        let applied: Option<RemoteManifest> = record::read(&data_dir.join(APPLIED_RECORD))?;
+        let path = data_dir.join(APPLIED_RECORD);
+        let record: Option<AppliedRecord> = record::read(&path)?;
+        let applied = match record {
+            // Collections that came from nowhere we know of are not ours to replace.
+            None if !store.list().is_empty() => {
+                return Err(RemoteError::Diverged(format!(
+                    "{} holds collections that did not come from {}; use an empty directory",
+                    data_dir.display(),
+                    bucket.url()
+                )));
+            }
+            None => None,
+            // A cache of another bucket: start over (its collections are replaced).
+            Some(r) if r.url != bucket.url() => None,
+            Some(r) => r.manifest,
+        };
         // What the record says was applied must still be what the store holds; a store
         // emptied by hand starts over.
         let applied = applied.filter(|m| {
@@ -74,6 +93,13 @@ impl Follower {
                 .keys()
                 .all(|name| store.collection(name).is_some())
         });
+        record::write(
+            &path,
+            &AppliedRecord {
+                url: bucket.url().to_string(),
+                manifest: applied.clone(),
+            },
+        )?;
         Ok(Follower {
             bucket,
             store,
@@ -98,7 +124,13 @@ impl Follower {
 
     /// Brings the store to the newest version; see the module documentation.
     pub async fn sync_once(&mut self) -> Result<SyncOutcome> {
-        let r = self.round().await;
+        self.sync_to(None).await
+    }
+
+    /// Brings the store to version `target` (the newest with `None`), which must still be in
+    /// the bucket; an older version than the one served is refused.
+    pub async fn sync_to(&mut self, target: Option<u64>) -> Result<SyncOutcome> {
+        let r = self.round(target).await;
         match &r {
             Ok(_) => {}
             Err(e) => {
@@ -110,15 +142,37 @@ impl Follower {
         r
     }
 
-    async fn round(&mut self) -> Result<SyncOutcome> {
-        let Some(latest) = latest_version(&self.bucket).await? else {
-            // Nothing published yet: an empty store is the complete state.
-            self.status.succeeded(0);
-            return Ok(SyncOutcome::default());
+    async fn round(&mut self, target: Option<u64>) -> Result<SyncOutcome> {
+        let latest = match target {
+            Some(v) => v,
+            None => match latest_version(&self.bucket).await? {
+                Some(v) => v,
+                None => {
+                    // Nothing published yet: an empty store is the complete state.
+                    self.status.succeeded(0);
+                    return Ok(SyncOutcome::default());
+                }
+            },
         };
-        if self.applied.as_ref().is_some_and(|m| m.version >= latest) {
-            self.status.succeeded(self.status.version().max(latest));
-            return Ok(SyncOutcome::default());
+        match self.applied.as_ref().map(|m| m.version) {
+            Some(v) if v == latest => {
+                self.status.succeeded(latest);
+                return Ok(SyncOutcome::default());
+            }
+            Some(v) if v > latest && target.is_none() => {
+                // The bucket went back (emptied, restored from a backup): follow it.
+                tracing::warn!(
+                    served = v,
+                    latest,
+                    "the bucket's newest version is older than the one served; following it"
+                );
+            }
+            Some(v) if v > latest => {
+                return Err(RemoteError::Diverged(format!(
+                    "version {latest} is older than the {v} served"
+                )));
+            }
+            _ => {}
         }
         let next = read_manifest(&self.bucket, latest).await?;
         let outcome = self.apply(next).await?;
@@ -189,6 +243,7 @@ impl Follower {
             }
         }
         let bytes: u64 = fetches.iter().map(|(f, _)| f.len).sum();
+        let fetch_started = Instant::now();
         let bucket = &self.bucket;
         futures_util::stream::iter(fetches.into_iter().map(|(f, to)| async move {
             if let Some(dir) = to.parent() {
@@ -200,6 +255,8 @@ impl Follower {
         .try_collect::<Vec<()>>()
         .await?;
 
+        let fetch_secs = fetch_started.elapsed().as_secs_f64();
+        let apply_started = Instant::now();
         // Everything is local now: switch versions (blocking file work).
         let store = self.store.clone();
         let extras = self.extras.clone();
@@ -232,13 +289,28 @@ impl Follower {
         let now = Instant::now();
         self.pending_deletes
             .extend(obsolete.into_iter().map(|p| (now, p)));
-        record::write(&self.data_dir.join(APPLIED_RECORD), &next)?;
+        // A path served again (a segment id reused by a collection made anew) is not deleted.
+        let served: std::collections::HashSet<PathBuf> = next
+            .collections
+            .iter()
+            .flat_map(|(name, c)| c.files.keys().map(|&id| self.store.segment_dir(name, id)))
+            .collect();
+        self.pending_deletes.retain(|(_, p)| !served.contains(p));
+        record::write(
+            &self.data_dir.join(APPLIED_RECORD),
+            &AppliedRecord {
+                url: self.bucket.url().to_string(),
+                manifest: Some(next.clone()),
+            },
+        )?;
         let version = next.version;
         self.applied = Some(next);
         Ok(SyncOutcome {
             applied: Some(version),
             extras_changed,
             bytes,
+            fetch_secs,
+            apply_secs: apply_started.elapsed().as_secs_f64(),
         })
     }
 

@@ -2,11 +2,11 @@
 //!
 //! ```text
 //! <prefix>/manifests/<version:020>.json          written once, with a conditional create
-//! <prefix>/collections/<name>/seg-<id:012>/<session>/<file>
+//! <prefix>/collections/<name>/seg-<id:012>/<session>/<n>/<file>
 //! <prefix>/extras/<session>/<n>/<name>           server files beside the store (chroma.json)
 //! ```
-//! `<session>` is a fresh UUID per writer process: a key is never written
-//! twice, so a writer that lost a race (or was killed half-way) can never
+//! `<session>` is a fresh UUID per writer process and `<n>` counts its
+//! uploads: a key is never written twice, so a writer that lost a race (or was killed half-way) can never
 //! overwrite an object that a published manifest names. Segment files are
 //! immutable; a file reused by the next version keeps its key.
 
@@ -40,9 +40,16 @@ pub fn parse_manifest_key(rel: &str) -> Option<u64> {
         .flatten()
 }
 
-/// The key of a segment file uploaded by writer `session`.
-pub fn segment_file_key(collection: &str, segment: u64, session: &str, file: &str) -> String {
-    format!("collections/{collection}/seg-{segment:012}/{session}/{file}")
+/// The key of a segment file uploaded by writer `session` as its `n`th upload (a collection
+/// dropped and made again numbers its segments from 1 again: the count keeps keys unique).
+pub fn segment_file_key(
+    collection: &str,
+    segment: u64,
+    session: &str,
+    n: u64,
+    file: &str,
+) -> String {
+    format!("collections/{collection}/seg-{segment:012}/{session}/{n}/{file}")
 }
 
 /// The key of an extra file uploaded by writer `session` (its `n`th upload).

@@ -38,7 +38,7 @@ pub use error::{RemoteError, Result};
 pub use follower::{Follower, SyncOutcome};
 pub use layout::{RemoteCollection, RemoteFile, RemoteManifest, manifest_key};
 pub use publisher::{Publisher, PublisherOptions};
-pub use record::{APPLIED_RECORD, WRITER_RECORD, WriterRecord};
+pub use record::{APPLIED_RECORD, AppliedRecord, WRITER_RECORD, WriterRecord};
 pub use status::{RemoteStatus, Role};
 
 /// Opens the store of a writer whose data lives in `bucket`, and claims
@@ -73,7 +73,11 @@ pub async fn open_writer(
                 bucket.url()
             )));
         }
-        (Some(r), Some(l)) if r.version != l.version => {
+        // The create of `pending` went through though its answer was lost (a timeout, a kill).
+        (Some(r), Some(l))
+            if r.version != l.version
+                && !(r.pending == Some(l.version) && l.writer == r.session) =>
+        {
             return Err(RemoteError::Diverged(format!(
                 "the bucket's newest version is {}, but {} last published version {}: another writer published since. Start on an empty --data-dir to restore from the bucket",
                 l.version,
@@ -83,7 +87,9 @@ pub async fn open_writer(
         }
         (Some(_), l) => l,
         (None, Some(l)) => {
-            if !store.list().is_empty() {
+            // A restore that was interrupted left its follower's record: it resumes.
+            let resuming = data_dir.join(APPLIED_RECORD).exists();
+            if !store.list().is_empty() && !resuming {
                 return Err(RemoteError::Diverged(format!(
                     "{} has collections of its own and {} has version {}; refusing to mix them. Use an empty --data-dir to restore from the bucket",
                     data_dir.display(),
@@ -92,7 +98,15 @@ pub async fn open_writer(
                 )));
             }
             drop(store);
-            restore(&bucket, data_dir, &store_opts, &opts.extras, &status).await?;
+            restore(
+                &bucket,
+                data_dir,
+                &store_opts,
+                &opts.extras,
+                &status,
+                l.version,
+            )
+            .await?;
             store = Arc::new(Store::open(data_dir, store_opts)?);
             tracing::info!(
                 version = l.version,
@@ -103,8 +117,10 @@ pub async fn open_writer(
         }
         (None, None) => None,
     };
-    let publisher = Arc::new(Publisher::new(bucket, &store, data_dir, seed, opts, status));
+    let publisher = Arc::new(Publisher::new(bucket, &store, data_dir, seed, opts, status).await?);
     publisher.publish(&store, true).await?;
+    // The claim is this directory's writer record now; a restore's follower record goes.
+    let _ = std::fs::remove_file(data_dir.join(APPLIED_RECORD));
     Ok((store, publisher))
 }
 
@@ -115,6 +131,7 @@ async fn restore(
     store_opts: &StoreOptions,
     extras: &[(String, PathBuf)],
     status: &Arc<RemoteStatus>,
+    version: u64,
 ) -> Result<()> {
     let ro = StoreOptions {
         read_only: true,
@@ -129,12 +146,11 @@ async fn restore(
         Duration::ZERO,
         status.clone(),
     )?;
-    f.sync_once().await?;
+    // The version looked at, not a newer one: a writer publishing meanwhile fences this one
+    // at its claim, as it should.
+    f.sync_to(Some(version)).await?;
     drop(f);
     store.close()?;
-    drop(store);
-    // The writer's own record replaces the replica's.
-    let _ = std::fs::remove_file(data_dir.join(APPLIED_RECORD));
     Ok(())
 }
 
@@ -148,6 +164,12 @@ pub fn open_replica(
     extras: Vec<(String, PathBuf)>,
     grace: Duration,
 ) -> Result<(Arc<Store>, Follower)> {
+    if data_dir.join(WRITER_RECORD).exists() {
+        return Err(RemoteError::Diverged(format!(
+            "{} is a writer's data directory; a replica (or a query from a bucket) needs a directory of its own",
+            data_dir.display()
+        )));
+    }
     let status = Arc::new(RemoteStatus::new(Role::Replica, bucket.url()));
     let ro = StoreOptions {
         read_only: true,

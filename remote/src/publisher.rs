@@ -18,6 +18,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use glimpse_storage::Store;
 
 use crate::bucket::Bucket;
+use crate::catalog::read_manifest;
 use crate::error::{RemoteError, Result};
 use crate::gc;
 use crate::layout::{
@@ -26,6 +27,8 @@ use crate::layout::{
 use crate::record::{self, WRITER_RECORD, WriterRecord};
 use crate::status::RemoteStatus;
 
+/// The segment footer's file name.
+const FOOTER: &str = "SEGMENT";
 /// Uploads in flight at once.
 const UPLOADS_IN_FLIGHT: usize = 8;
 /// Garbage collection runs at most this often.
@@ -103,21 +106,32 @@ fn now_ms() -> u64 {
 
 impl Publisher {
     /// A publisher continuing from `seed` (the version the data directory
-    /// holds, restored or published before), whose files are taken as
-    /// present in the bucket where the local file has the same length.
-    pub(crate) fn new(
+    /// holds, restored or published before). A local file counts as already
+    /// in the bucket only where its segment's footer is byte for byte the
+    /// footer object (the footer holds every data file's crc32, so equal
+    /// footers mean equal segments) and its length matches; an extra file
+    /// only where its bytes are the object's. Anything else is uploaded again
+    /// under a new key.
+    pub(crate) async fn new(
         bucket: Bucket,
         store: &Store,
         data_dir: &Path,
         seed: Option<RemoteManifest>,
         opts: PublisherOptions,
         status: Arc<RemoteStatus>,
-    ) -> Publisher {
+    ) -> Result<Publisher> {
         let mut known = HashMap::new();
         if let Some(m) = &seed {
             for (cname, c) in &m.collections {
                 for (&seg, files) in &c.files {
                     let dir = store.segment_dir(cname, seg);
+                    let Some(footer) = files.get(FOOTER) else {
+                        continue;
+                    };
+                    let local = std::fs::read(dir.join(FOOTER)).unwrap_or_default();
+                    if bucket.get_small(&footer.key, 1 << 20).await?.as_ref() != local.as_slice() {
+                        continue;
+                    }
                     for (fname, f) in files {
                         if let Ok(id) = file_id(&dir.join(fname))
                             && id.len == f.len
@@ -131,13 +145,15 @@ impl Publisher {
                 if let Some((_, path)) = opts.extras.iter().find(|(n, _)| n == name)
                     && let Ok(id) = file_id(path)
                     && id.len == f.len
+                    && bucket.get_small(&f.key, f.len).await?.as_ref()
+                        == std::fs::read(path).unwrap_or_default().as_slice()
                 {
                     known.insert((String::new(), u64::MAX, name.clone()), (id, f.clone()));
                 }
             }
             status.succeeded(m.version);
         }
-        Publisher {
+        Ok(Publisher {
             bucket,
             session: uuid::Uuid::new_v4().simple().to_string(),
             record_path: data_dir.join(WRITER_RECORD),
@@ -149,7 +165,7 @@ impl Publisher {
                 uploads: 0,
                 last_gc: None,
             }),
-        }
+        })
     }
 
     /// The status shared with the HTTP handlers.
@@ -162,7 +178,16 @@ impl Publisher {
     /// at start); returns the version that holds it. Rounds run one at a
     /// time, so a caller whose data was committed before the call returns
     /// only once a version holding it is in the bucket.
-    pub async fn publish(&self, store: &Store, force: bool) -> Result<u64> {
+    pub async fn publish(self: &Arc<Self>, store: &Arc<Store>, force: bool) -> Result<u64> {
+        // In a task of its own: a caller that goes away (a client that hangs up on a bulk
+        // load) must not cut a round short between its uploads and its manifest.
+        let (me, store) = (self.clone(), store.clone());
+        tokio::spawn(async move { me.publish_now(&store, force).await })
+            .await
+            .map_err(|e| RemoteError::Unavailable(format!("publish task failed: {e}")))?
+    }
+
+    async fn publish_now(&self, store: &Store, force: bool) -> Result<u64> {
         if self.status.is_fenced() {
             return Err(self.fenced_error(None));
         }
@@ -199,7 +224,15 @@ impl Publisher {
         // Not while a round runs: its own new version is not a rival.
         let st = self.round.lock().await;
         let ours = st.last.as_ref().map_or(0, |m| m.version);
-        if let Some(theirs) = crate::catalog::latest_version(&self.bucket).await?
+        let latest = match crate::catalog::latest_version(&self.bucket).await {
+            Ok(v) => v,
+            Err(e) => {
+                // Writes are refused until the bucket answers again.
+                self.status.failed(e.to_string());
+                return Err(e);
+            }
+        };
+        if let Some(theirs) = latest
             && theirs > ours
         {
             let e = self.fenced_error(Some(theirs));
@@ -207,7 +240,20 @@ impl Publisher {
             self.status.fence(e.to_string());
             return Err(e);
         }
+        self.status.succeeded(ours);
         Ok(())
+    }
+
+    fn write_record(&self, version: u64, pending: Option<u64>) -> Result<()> {
+        record::write(
+            &self.record_path,
+            &WriterRecord {
+                url: self.bucket.url().to_string(),
+                version,
+                session: self.session.clone(),
+                pending,
+            },
+        )
     }
 
     fn fenced_error(&self, theirs: Option<u64>) -> RemoteError {
@@ -232,37 +278,48 @@ impl Publisher {
                 other => break other?,
             }
         };
-        let last_version = st.last.as_ref().map_or(0, |m| m.version);
+        // Nothing new: no request to the bucket, and nothing to report about it (the fence
+        // check, which does ask the bucket, keeps the status honest meanwhile).
         if !force
             && let Some(last) = &st.last
             && last.same_content(&candidate)
         {
-            self.status.succeeded(last.version);
             return Ok(last.version);
         }
-        let version = last_version + 1;
-        let manifest = RemoteManifest {
-            version,
-            ..candidate
-        };
-        let bytes = serde_json::to_vec(&manifest)
-            .map_err(|e| RemoteError::Unavailable(format!("manifest encoding: {e}")))?;
-        let len = bytes.len() as u64;
-        if !self.bucket.create(&manifest_key(version), bytes).await? {
+        let mut version = st.last.as_ref().map_or(0, |m| m.version) + 1;
+        let manifest = loop {
+            let manifest = RemoteManifest {
+                version,
+                ..candidate.clone()
+            };
+            let bytes = serde_json::to_vec(&manifest)
+                .map_err(|e| RemoteError::Unavailable(format!("manifest encoding: {e}")))?;
+            let len = bytes.len() as u64;
+            // Written first, so that a create whose answer was lost (a timeout, a kill) is
+            // recognised as ours after a restart instead of as another writer's.
+            self.write_record(version - 1, Some(version))?;
+            if self.bucket.create(&manifest_key(version), bytes).await? {
+                self.status.bytes_up.fetch_add(len, Ordering::Relaxed);
+                break manifest;
+            }
+            // Taken: by an earlier try of ours whose answer was lost, or by another writer.
+            let theirs = read_manifest(&self.bucket, version).await?;
+            if theirs.writer == self.session {
+                tracing::info!(
+                    version,
+                    "a version this writer created before was confirmed"
+                );
+                st.last = Some(theirs);
+                version += 1;
+                continue;
+            }
             let e = self.fenced_error(Some(version));
             tracing::error!(error = %e, url = self.bucket.url(), "fenced: another writer owns this prefix now");
             self.status.fence(e.to_string());
             return Err(e);
-        }
-        self.status.bytes_up.fetch_add(len, Ordering::Relaxed);
-        record::write(
-            &self.record_path,
-            &WriterRecord {
-                url: self.bucket.url().to_string(),
-                version,
-            },
-        )?;
+        };
         st.last = Some(manifest);
+        self.write_record(version, None)?;
         self.status.syncs.fetch_add(1, Ordering::Relaxed);
         self.status.succeeded(version);
         tracing::info!(
@@ -320,7 +377,7 @@ impl Publisher {
                 let key = if *seg == u64::MAX {
                     extra_key(&self.session, st.uploads, name)
                 } else {
-                    segment_file_key(c, *seg, &self.session, name)
+                    segment_file_key(c, *seg, &self.session, st.uploads, name)
                 };
                 to_upload.push((slot.clone(), path.clone(), *id, key));
             }

@@ -19,6 +19,23 @@ pub struct WriterRecord {
     pub url: String,
     /// The last version this directory published or restored.
     pub version: u64,
+    /// The writer session that wrote this record.
+    #[serde(default)]
+    pub session: String,
+    /// A version being created when the record was written: if the bucket's newest version
+    /// is this one and names `session`, the create succeeded though its answer was lost.
+    #[serde(default)]
+    pub pending: Option<u64>,
+}
+
+/// What a replica's (or restoring writer's) data directory remembers: the bucket it follows,
+/// and the remote manifest it applied last (`None` before the first).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AppliedRecord {
+    /// The `--remote` URL.
+    pub url: String,
+    /// The manifest served.
+    pub manifest: Option<crate::layout::RemoteManifest>,
 }
 
 /// Reads `path`; `None` when it does not exist.

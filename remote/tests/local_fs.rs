@@ -408,3 +408,173 @@ async fn a_hostile_manifest_is_refused_and_the_replica_keeps_serving() {
     assert_eq!(replica.collection("images").unwrap().len(), 100);
     assert!(!tmp.path().join("escape").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_dropped_and_made_again_gets_new_objects_and_replicas_see_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = tmp.path().join("bucket");
+    let (store, p) = open_writer(
+        bucket(&remote),
+        &tmp.path().join("w"),
+        opts(),
+        publisher_opts(),
+    )
+    .await
+    .unwrap();
+    bulk_load(&store, "images", 0..200);
+    p.publish(&store, false).await.unwrap();
+    let (replica, mut f) = open_replica(
+        bucket(&remote),
+        &tmp.path().join("r"),
+        opts(),
+        Vec::new(),
+        Duration::ZERO,
+    )
+    .unwrap();
+    f.sync_once().await.unwrap();
+    let before = latest_manifest(&bucket(&remote)).await.unwrap().unwrap();
+    // Same name, same segment id 1, same row count: only the data differs.
+    store.drop_collection("images").unwrap();
+    bulk_load(&store, "images", 1000..1200);
+    p.publish(&store, false).await.unwrap();
+    let after = latest_manifest(&bucket(&remote)).await.unwrap().unwrap();
+    let keys = |m: &glimpse_remote::RemoteManifest| -> Vec<String> {
+        m.keys().map(str::to_string).collect()
+    };
+    assert!(
+        keys(&after).iter().all(|k| !keys(&before).contains(k)),
+        "no key of the old collection is reused"
+    );
+    f.sync_once().await.unwrap();
+    let c = replica.collection("images").unwrap();
+    assert!(c.get("p0").is_none(), "the old collection's rows are gone");
+    assert!(c.get("p1000").is_some());
+    assert_eq!(top_ids(&store, "images", 3), top_ids(&replica, "images", 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answer_was_lost_is_recognised_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = tmp.path().join("bucket");
+    let dir = tmp.path().join("w");
+    let (store, p) = open_writer(bucket(&remote), &dir, opts(), publisher_opts())
+        .await
+        .unwrap();
+    bulk_load(&store, "images", 0..100);
+    let v = p.publish(&store, false).await.unwrap();
+    drop(p);
+    store.close().unwrap();
+    drop(store);
+    // As if the process died after the create went through but before its answer arrived:
+    // the record still says `pending`.
+    let m = latest_manifest(&bucket(&remote)).await.unwrap().unwrap();
+    let record = glimpse_remote::WriterRecord {
+        url: bucket(&remote).url().to_string(),
+        version: v - 1,
+        session: m.writer.clone(),
+        pending: Some(v),
+    };
+    std::fs::write(
+        dir.join(glimpse_remote::WRITER_RECORD),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    let (store, p) = open_writer(bucket(&remote), &dir, opts(), publisher_opts())
+        .await
+        .unwrap();
+    assert_eq!(store.collection("images").unwrap().len(), 100);
+    assert!(p.status().version() > v);
+    // Someone else's session in the record: that is a rival's version, refused.
+    drop(p);
+    store.close().unwrap();
+    drop(store);
+    let m = latest_manifest(&bucket(&remote)).await.unwrap().unwrap();
+    let record = glimpse_remote::WriterRecord {
+        url: bucket(&remote).url().to_string(),
+        version: m.version - 1,
+        session: "someone-else".into(),
+        pending: Some(m.version),
+    };
+    std::fs::write(
+        dir.join(glimpse_remote::WRITER_RECORD),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    let err = open_writer(bucket(&remote), &dir, opts(), publisher_opts())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, RemoteError::Diverged(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_refuse_directories_that_are_not_theirs_and_restores_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = tmp.path().join("bucket");
+    let (store, p) = open_writer(
+        bucket(&remote),
+        &tmp.path().join("w"),
+        opts(),
+        publisher_opts(),
+    )
+    .await
+    .unwrap();
+    bulk_load(&store, "images", 0..150);
+    p.publish(&store, false).await.unwrap();
+    // A writer's directory.
+    let err = open_replica(
+        bucket(&remote),
+        &tmp.path().join("w"),
+        opts(),
+        Vec::new(),
+        Duration::ZERO,
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(err, RemoteError::Diverged(_)), "{err}");
+    // A plain local store with collections of its own.
+    {
+        let local = Store::open(&tmp.path().join("local"), opts()).unwrap();
+        bulk_load(&local, "mine", 0..10);
+    }
+    let err = open_replica(
+        bucket(&remote),
+        &tmp.path().join("local"),
+        opts(),
+        Vec::new(),
+        Duration::ZERO,
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(err, RemoteError::Diverged(_)), "{err}");
+    let mine = Store::open(&tmp.path().join("local"), opts()).unwrap();
+    assert_eq!(mine.collection("mine").unwrap().len(), 10, "left untouched");
+    drop(mine);
+    // A restore cut short (here: its follower's state, then no claim) resumes at the next start.
+    {
+        let (_r, mut f) = open_replica(
+            bucket(&remote),
+            &tmp.path().join("x"),
+            opts(),
+            Vec::new(),
+            Duration::ZERO,
+        )
+        .unwrap();
+        f.sync_once().await.unwrap();
+    }
+    let (restored, _p) = open_writer(
+        bucket(&remote),
+        &tmp.path().join("x"),
+        opts(),
+        publisher_opts(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.collection("images").unwrap().len(), 150);
+    assert!(
+        !tmp.path()
+            .join("x")
+            .join(glimpse_remote::APPLIED_RECORD)
+            .exists()
+    );
+}

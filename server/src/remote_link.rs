@@ -91,7 +91,7 @@ impl RemoteLink {
 
     /// On a writer, publishes what the store has committed and waits until it is in the
     /// bucket; returns the version holding it. `None` on a replica.
-    pub async fn publish(&self, store: &Store) -> Result<Option<u64>, ApiError> {
+    pub async fn publish(&self, store: &Arc<Store>) -> Result<Option<u64>, ApiError> {
         let RemoteLink::Writer(p) = self else {
             return Ok(None);
         };

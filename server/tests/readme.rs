@@ -193,6 +193,56 @@ fn the_readme_quick_start_runs_as_written() {
     assert!(page.contains("<html"));
     kill(server);
 
+    // 2b. The writer and replica on object storage, with a local path for the bucket: the
+    // embeddings loaded into the writer are served by the replica.
+    let remote: Vec<String> = commands("glimpse serve --data-dir ")
+        .into_iter()
+        .filter(|c| c.contains(" --remote "))
+        .collect();
+    assert_eq!(remote.len(), 2, "the README's writer and replica commands");
+    let bucket = format!("file://{}", root.join("bucket").display());
+    let subs = [
+        ("s3://my-bucket/glimpse", bucket),
+        ("./w", root.join("w").display().to_string()),
+        ("./r", root.join("r").display().to_string()),
+    ];
+    let mut running = Vec::new();
+    for cmd in &remote {
+        let mut args = substitute(words(cmd), &subs)[1..].to_vec();
+        args.extend([
+            "--bind".into(),
+            "127.0.0.1:0".into(),
+            "--model".into(),
+            "none".into(),
+        ]);
+        running.push(spawn_server(&args));
+    }
+    let (writer_url, replica_url) = (running[0].1.clone(), running[1].1.clone());
+    let load_subs = [
+        (
+            "./embeddings",
+            root.join("embeddings").display().to_string(),
+        ),
+        ("http://127.0.0.1:8000", writer_url.clone()),
+    ];
+    run(&substitute(words(&load[0]), &load_subs)[1..]);
+    let written = get_json(&format!("{writer_url}/v1/collections/images"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = get_json(&format!("{replica_url}/v1/collections"));
+        if v["collections"][0]["count"] == written["count"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never caught up: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (child, _) in running {
+        kill(child);
+    }
+
     // 3. One command from a folder of photos to a search page.
     let photos_cmd = commands("glimpse serve --photos");
     assert_eq!(photos_cmd.len(), 1);

@@ -196,6 +196,39 @@ fn replicas_follow_a_writer_through_loads_a_sigkill_and_a_restore() {
         "{metrics}"
     );
 
+    // The Chroma namespace travels too: a collection made and filled through Chroma's API on
+    // the writer is counted through Chroma's API on a replica (point writes reach the bucket
+    // within --remote-flush-secs).
+    let base = "/api/v2/tenants/default_tenant/databases/default_database/collections";
+    let created: Value = c
+        .post(format!("{}{base}", writer.url))
+        .json(&json!({"name": "notes"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let r = c
+        .post(format!("{}{base}/{id}/add", writer.url))
+        .json(
+            &json!({"ids": ["n1", "n2"], "embeddings": [unit_vector(1, DIM), unit_vector(2, DIM)]}),
+        )
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, v) = get(&c, &format!("{}{base}/{id}/count", r2.url));
+        if st == 200 && v == json!(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never counted the Chroma records: {st} {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // A search loop on a replica while ten loads land and the writer is killed mid-load.
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicU64::new(0));
@@ -314,6 +347,59 @@ fn replicas_follow_a_writer_through_loads_a_sigkill_and_a_restore() {
         r.signal(libc::SIGTERM);
         assert!(r.wait().success());
     }
+}
+
+#[test]
+fn sigterm_publishes_point_writes_before_the_writer_exits() {
+    maybe_run_child();
+    let Some(moto) = Moto::start("glimpse-sigterm") else {
+        eprintln!("moto_server not installed: skipped");
+        return;
+    };
+    let test = "sigterm_publishes_point_writes_before_the_writer_exits";
+    let tmp = tempfile::tempdir().unwrap();
+    let import = tmp.path().join("import");
+    std::fs::create_dir_all(&import).unwrap();
+    let remote = format!("s3://{}/db", moto.bucket);
+    let c = Client::new();
+    // The flush bound is far away: only the shutdown can have published these writes.
+    let writer = spawn(
+        test,
+        &tmp.path().join("w"),
+        &["--remote", remote.as_str(), "--remote-flush-secs", "3600"],
+        &moto.endpoint,
+        &import,
+    );
+    wait_ready(&c, &writer);
+    let r = c
+        .post(format!("{}/v1/collections", writer.url))
+        .json(&json!({"name": "imgs", "dim": DIM}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let points: Vec<Value> = (0..5u64)
+        .map(|i| json!({"id": i, "vector": unit_vector(i, DIM)}))
+        .collect();
+    let r = c
+        .post(format!("{}/v1/collections/imgs/points", writer.url))
+        .json(&json!({ "points": points }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    writer.signal(libc::SIGTERM);
+    assert!(writer.wait().success());
+    let replica = spawn(
+        test,
+        &tmp.path().join("r"),
+        &["--remote", remote.as_str(), "--replica"],
+        &moto.endpoint,
+        &import,
+    );
+    wait_ready(&c, &replica);
+    let (_, v) = get(&c, &format!("{}/v1/collections/imgs", replica.url));
+    assert_eq!(v["count"], 5, "{v}");
+    replica.signal(libc::SIGKILL);
+    replica.wait();
 }
 
 #[test]

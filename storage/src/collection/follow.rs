@@ -154,6 +154,12 @@ impl Collection {
             let name = segment::dir_name(ms.id);
             let sdir = inner.dir.join(&name);
             let src = incoming.join(&name);
+            let served = cur.segments.iter().any(|s| s.reader.id == ms.id);
+            if src.is_dir() && !served && sdir.exists() {
+                // Left by a segment of that id that stopped being served (its deletion was
+                // pending): the incoming one replaces it whole.
+                fs::remove_dir_all(&sdir).at(&sdir)?;
+            }
             if src.is_dir() {
                 if sdir.exists() {
                     for f in fs::read_dir(&src).at(&src)? {
