@@ -265,6 +265,26 @@ impl Bucket {
         }
     }
 
+    /// Proves that the store honours conditional creates (some S3-compatible stores ignore
+    /// `If-None-Match` and would let two writers overwrite each other's manifests): creates
+    /// one probe object twice and expects the second to be refused, then deletes it.
+    pub async fn check_conditional_create(&self) -> Result<()> {
+        let rel = format!("probes/{}", uuid::Uuid::new_v4().simple());
+        let first = self.create(&rel, b"probe".to_vec()).await?;
+        let second = self.create(&rel, b"probe".to_vec()).await?;
+        let _ = self.delete(&self.key(&rel)).await;
+        if first && !second {
+            return Ok(());
+        }
+        Err(RemoteError::BadUrl {
+            url: self.url.clone(),
+            detail: "this object store does not refuse a create of an existing object \
+                     (If-None-Match: * is ignored), so two writers could overwrite each \
+                     other's manifests; use a store that supports conditional writes"
+                .into(),
+        })
+    }
+
     /// The bytes of `rel`, refusing more than `max` (the bucket is not
     /// trusted to bound them).
     pub(crate) async fn get_small(&self, rel: &str, max: u64) -> Result<Bytes> {

@@ -62,6 +62,7 @@ pub async fn open_writer(
 ) -> Result<(Arc<Store>, Arc<Publisher>)> {
     let status = Arc::new(RemoteStatus::new(Role::Writer, bucket.url()));
     let recorded: Option<WriterRecord> = record::read(&data_dir.join(WRITER_RECORD))?;
+    bucket.check_conditional_create().await?;
     let latest = latest_manifest(&bucket).await?;
     let mut store = Arc::new(Store::open(data_dir, store_opts.clone())?);
     let seed = match (&recorded, latest) {
