@@ -8,8 +8,11 @@ IVF-PQ 4-bit fast scan + IndexRefineFlat and HNSW32 with the same nlist,
 times train+add (all cores, faiss default) and searches single-threaded
 (omp_set_num_threads(1)), then prints one table with ratios.
 
-Usage: faiss_bench.py DIR [--skip-hnsw] [--skip-pq8] [--skip-fastscan]
+IVF-RaBitQ and IVF-RaBitQfs (fast scan) + Refine(Flat) are searched on the same grid.
+
+Usage: faiss_bench.py DIR [--skip-hnsw] [--skip-pq8] [--skip-fastscan] [--skip-rabitq]
     [--nprobes 8,16,32,64] [--k-factors 5,10,20]   (the IVF grid searched)
+    [--efs 16,32,64,128,256]                       (HNSW32's efSearch values)
 """
 
 import json
@@ -56,12 +59,15 @@ def main():
     skip_hnsw = "--skip-hnsw" in sys.argv
     skip_pq8 = "--skip-pq8" in sys.argv
     skip_fastscan = "--skip-fastscan" in sys.argv
-    nprobes, kfs = [8, 16, 32, 64], [5, 10, 20]
+    skip_rabitq = "--skip-rabitq" in sys.argv
+    nprobes, kfs, efs = [8, 16, 32, 64], [5, 10, 20], [16, 32, 64, 128, 256]
     for i, a in enumerate(sys.argv):
         if a == "--nprobes" and i + 1 < len(sys.argv):
             nprobes = [int(x) for x in sys.argv[i + 1].split(",")]
         if a == "--k-factors" and i + 1 < len(sys.argv):
             kfs = [int(x) for x in sys.argv[i + 1].split(",")]
+        if a == "--efs" and i + 1 < len(sys.argv):
+            efs = [int(x) for x in sys.argv[i + 1].split(",")]
     xb = np.load(f"{d}/base.npy")
     xq = np.load(f"{d}/queries.npy")
     ours = json.load(open(f"{d}/glimpse_results.json"))
@@ -97,9 +103,14 @@ def main():
     ivf_configs = [
         ("faiss IVF-PQ4fs+refine", f"IVF{nlist},PQ{m4}x4fs,RFlat"),
         ("faiss IVF-PQ8+refine", f"IVF{nlist},PQ{m8},RFlat"),
+        # RaBitQ (1-bit codes with error bounds, faiss >= 1.11) and its fast-scan variant.
+        ("faiss IVF-RaBitQ+refine", f"IVF{nlist},RaBitQ,Refine(Flat)"),
+        ("faiss IVF-RaBitQfs+refine", f"IVF{nlist},RaBitQfs,Refine(Flat)"),
     ]
     if skip_pq8:
-        ivf_configs = ivf_configs[:1]
+        ivf_configs = [c for c in ivf_configs if "PQ8" not in c[0]]
+    if skip_rabitq:
+        ivf_configs = [c for c in ivf_configs if "RaBitQ" not in c[0]]
     if skip_fastscan:
         ivf_configs = [c for c in ivf_configs if "fs" not in c[1]]
     for name, factory in ivf_configs:
@@ -121,7 +132,7 @@ def main():
 
     if not skip_hnsw:
         idx = build("faiss HNSW32", "HNSW32,Flat")
-        for ef in [16, 32, 64, 128, 256]:
+        for ef in efs:
             def setp(ef=ef):
                 idx.hnsw.efSearch = ef
             ids, qps, cpu, p50, p99 = timed_search(idx, xq, setp, K)
@@ -162,7 +173,8 @@ def main():
               f"{f1[0]} {f1[1]} {f1[5]:.0f} us -> {f1[5] / o1[5]:.2f}x")
     else:
         print("one side never reached recall 0.95:", ob, fb)
-    for fam in ["faiss IVF-PQ8+refine", "faiss IVF-PQ4fs+refine", "faiss HNSW32"]:
+    for fam in ["faiss IVF-PQ8+refine", "faiss IVF-PQ4fs+refine", "faiss IVF-RaBitQ+refine",
+                "faiss IVF-RaBitQfs+refine", "faiss HNSW32"]:
         b = best(lambda f, fam=fam: f == fam)
         if b:
             print(f"  vs {fam:<24} best cpu QPS@0.95 {b[4]:8.1f} -> ratio {ob[4] / b[4] if ob else float('nan'):.2f}x")
