@@ -6,6 +6,8 @@ use std::collections::BinaryHeap;
 
 use crate::metric::{Metric, Neighbor};
 
+pub use crate::exact_batch::exact_search_batch;
+
 /// Heap entry ordered so that the *worst* kept neighbour is on top.
 struct Worst {
     metric: Metric,

@@ -93,7 +93,22 @@ impl IvfPqIndex {
         params: &IndexParams,
         cancel: Cancel<'_>,
     ) -> Result<IvfPqIndex, IndexError> {
-        let mut index = IvfPqIndex::train(vectors, dim, metric, params, cancel)?;
+        Self::build_holding_out(vectors, dim, metric, params, &[], cancel)
+    }
+
+    /// [`build`](Self::build) whose training samples leave out the rows `held_out` (sorted),
+    /// which are still added: queries drawn from them are as new to the quantizers as real
+    /// ones (what [`calibrate`](crate::calibrate::calibrate) needs).
+    pub fn build_holding_out(
+        vectors: &[f32],
+        dim: usize,
+        metric: Metric,
+        params: &IndexParams,
+        held_out: &[u32],
+        cancel: Cancel<'_>,
+    ) -> Result<IvfPqIndex, IndexError> {
+        let mut index =
+            IvfPqIndex::train_holding_out(vectors, dim, metric, params, held_out, cancel)?;
         index.add(vectors, 0, cancel)?;
         Ok(index)
     }
@@ -108,7 +123,30 @@ impl IvfPqIndex {
         params: &IndexParams,
         cancel: Cancel<'_>,
     ) -> Result<IvfPqIndex, IndexError> {
+        Self::train_holding_out(vectors, dim, metric, params, &[], cancel)
+    }
+
+    /// [`train`](Self::train) whose samples leave out the sorted rows `held_out` (see
+    /// [`build_holding_out`](Self::build_holding_out)).
+    pub fn train_holding_out(
+        vectors: &[f32],
+        dim: usize,
+        metric: Metric,
+        params: &IndexParams,
+        held_out: &[u32],
+        cancel: Cancel<'_>,
+    ) -> Result<IvfPqIndex, IndexError> {
         let n = check_vectors(vectors, dim)?;
+        // Held-out rows are dropped from each drawn sample (a few hundred of many thousand);
+        // with very few rows they are kept, so training always has data.
+        let keep = |idx: Vec<usize>| -> Vec<usize> {
+            if held_out.is_empty() || n < 4 * held_out.len() {
+                return idx;
+            }
+            idx.into_iter()
+                .filter(|&i| held_out.binary_search(&(i as u32)).is_err())
+                .collect()
+        };
         if n == 0 {
             return Err(IndexError::NotEnoughData { need: 1, got: 0 });
         }
@@ -116,7 +154,7 @@ impl IvfPqIndex {
         let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
 
         // Coarse quantizer on a sample.
-        let idx = kmeans::sample_indices(n, r.train_sample, &mut rng);
+        let idx = keep(kmeans::sample_indices(n, r.train_sample, &mut rng));
         let sample = internal_rows(metric, &gather(vectors, dim, &idx), dim).into_owned();
         let mut kp = KMeansParams::new(r.nlist, params.seed ^ 0xc0a5);
         kp.iters = params.kmeans_iters;
@@ -124,7 +162,7 @@ impl IvfPqIndex {
         cancel.check()?;
 
         // PQ on residuals of a (possibly different-size) sample.
-        let pidx = kmeans::sample_indices(n, r.pq_train_sample, &mut rng);
+        let pidx = keep(kmeans::sample_indices(n, r.pq_train_sample, &mut rng));
         let mut psample = internal_rows(metric, &gather(vectors, dim, &pidx), dim).into_owned();
         let (labels, _) = kmeans::assign(&psample, dim, &centroids);
         psample

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+use crate::calibration::Calibration;
 use crate::coarse::CoarseI8;
 use crate::error::IndexError;
 use crate::fastscan;
@@ -24,6 +25,11 @@ pub const HEADER_LEN: usize = 192;
 pub const ALIGN: usize = 64;
 /// Flag bit: the `inv_norms` section is present (cosine indexes).
 pub const FLAG_INV_NORMS: u32 = 1;
+/// Flag bit: a calibration section (the recall table) follows the codes; its offset and
+/// length are at header bytes 168 and 176. Files without it are searched with the defaults.
+pub const FLAG_CALIBRATION: u32 = 2;
+/// Header position of the calibration section's offset (its length follows).
+const CALIBRATION_AT: usize = 168;
 
 /// Number of array sections, in file order.
 const SECTIONS: usize = 7;
@@ -53,6 +59,12 @@ fn code_bytes(bits: PqBits, m: usize, n: usize) -> usize {
 impl IvfPqIndex {
     /// Serialises the index into one buffer (layout in `docs/format.md`).
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_bytes_with(None)
+    }
+
+    /// [`to_bytes`](Self::to_bytes) with `calibration`, the index's measured recall table,
+    /// appended as the calibration section.
+    pub fn to_bytes_with(&self, calibration: Option<&Calibration>) -> Vec<u8> {
         let shape = &self.shape;
         let with_norms = shape.metric == Metric::Cosine;
         let mut list_offsets = Vec::with_capacity(self.lists.len() + 1);
@@ -96,6 +108,13 @@ impl IvfPqIndex {
             offsets[i] = pos as u64;
             pos += s.len();
         }
+        let cal = calibration.map(Calibration::to_bytes);
+        let mut cal_at = 0;
+        if let Some(c) = &cal {
+            pos = pos.next_multiple_of(ALIGN);
+            cal_at = pos;
+            pos += c.len();
+        }
         let total = pos.next_multiple_of(ALIGN);
         let mut out = vec![0u8; total];
         out[0..8].copy_from_slice(&MAGIC);
@@ -110,7 +129,14 @@ impl IvfPqIndex {
             32,
             if shape.bits == PqBits::Eight { 8 } else { 4 },
         );
-        put_u32(&mut out, 36, if with_norms { FLAG_INV_NORMS } else { 0 });
+        let mut flags = if with_norms { FLAG_INV_NORMS } else { 0 };
+        if let Some(c) = &cal {
+            flags |= FLAG_CALIBRATION;
+            put_u64(&mut out, CALIBRATION_AT, cal_at as u64);
+            put_u64(&mut out, CALIBRATION_AT + 8, c.len() as u64);
+            out[cal_at..cal_at + c.len()].copy_from_slice(c);
+        }
+        put_u32(&mut out, 36, flags);
         put_u64(&mut out, 40, e);
         for i in 0..SECTIONS {
             put_u64(&mut out, 48 + 16 * i, offsets[i]);
@@ -172,6 +198,22 @@ fn u32_le(b: &[u8]) -> u32 {
 }
 fn u64_le(b: &[u8]) -> u64 {
     get_u64(b, 0)
+}
+
+/// Offset and length of the calibration section, checked to lie aligned after `after` and
+/// inside `bytes`.
+fn calibration_section(bytes: &[u8], after: usize) -> Result<(usize, usize), IndexError> {
+    let at = usize::try_from(get_u64(bytes, CALIBRATION_AT))
+        .map_err(|_| corrupt("calibration offset"))?;
+    let len = usize::try_from(get_u64(bytes, CALIBRATION_AT + 8))
+        .map_err(|_| corrupt("calibration length"))?;
+    if at % ALIGN != 0 || at < after {
+        return Err(corrupt(format!("calibration section misplaced at {at}")));
+    }
+    at.checked_add(len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| corrupt("calibration section runs past the end"))?;
+    Ok((at, len))
 }
 
 fn corrupt(msg: impl Into<String>) -> IndexError {
@@ -281,7 +323,7 @@ impl<'a> IvfPqView<'a> {
             x => return Err(corrupt(format!("unsupported code width {x}"))),
         };
         let flags = get_u32(bytes, 36);
-        if flags & !FLAG_INV_NORMS != 0 {
+        if flags & !(FLAG_INV_NORMS | FLAG_CALIBRATION) != 0 {
             return Err(corrupt(format!("unknown flags {flags:#x}")));
         }
         let with_norms = flags & FLAG_INV_NORMS != 0;
@@ -338,6 +380,9 @@ impl<'a> IvfPqView<'a> {
             secs[i] = &bytes[off..end];
             prev_end = end;
         }
+        if flags & FLAG_CALIBRATION != 0 {
+            calibration_section(bytes, prev_end)?;
+        }
         let list_offsets = cast::<u64>(secs[S_LIST_OFFSETS], u64_le);
         let code_offsets = cast::<u64>(secs[S_CODE_OFFSETS], u64_le);
         let codes = secs[S_CODES];
@@ -387,6 +432,18 @@ impl<'a> IvfPqView<'a> {
                 codes,
             },
         })
+    }
+
+    /// The recall table stored in `bytes` (an index file), or `None` when it has none (files
+    /// written before calibration existed, or indexes too small to calibrate). The whole file
+    /// is validated first, so corrupt input is an error.
+    pub fn read_calibration(bytes: &[u8]) -> Result<Option<Calibration>, IndexError> {
+        let view = IvfPqView::from_bytes(bytes)?;
+        if get_u32(bytes, 36) & FLAG_CALIBRATION == 0 {
+            return Ok(None);
+        }
+        let (at, len) = calibration_section(bytes, HEADER_LEN)?;
+        Calibration::from_bytes(&bytes[at..at + len], view.nlist()).map(Some)
     }
 
     /// Top `params.k` rows for `query`, best first, with exact scores from
@@ -456,7 +513,7 @@ impl<'a> IvfPqView<'a> {
         }
     }
 
-    fn core(&self) -> Core<'_> {
+    pub(crate) fn core(&self) -> Core<'_> {
         Core {
             shape: self.shape,
             centroids: &self.centroids,

@@ -21,11 +21,14 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod byte_edits;
+pub mod calibrate;
+mod calibration;
 mod cancel;
 mod coarse;
 pub mod distance;
 mod error;
 pub mod exact;
+mod exact_batch;
 pub mod fastscan;
 mod ivf;
 pub mod kmeans;
@@ -39,9 +42,14 @@ pub mod simd;
 #[cfg(any(test, feature = "testing"))]
 pub mod synthetic;
 
+pub use calibrate::{CalibrationOptions, calibrate, calibration_rows};
+pub use calibration::{
+    CALIBRATION_TARGETS, Calibration, CalibrationPoint, DEFAULT_RECALL_TARGET,
+    MAX_CALIBRATED_REFINE,
+};
 pub use cancel::Cancel;
 pub use error::IndexError;
-pub use exact::exact_search;
+pub use exact::{exact_search, exact_search_batch};
 pub use ivf::IvfPqIndex;
 pub use layout::{CoarseTable, IvfPqView, MAGIC, VERSION};
 pub use metric::{Metric, Neighbor};

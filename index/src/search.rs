@@ -61,6 +61,18 @@ pub(crate) struct Core<'a> {
     pub codebooks: &'a [f32],
 }
 
+impl<'a> Core<'a> {
+    /// The PQ codebooks as the scanner reads them.
+    fn pq(&self) -> PqCodebooks<'a> {
+        PqCodebooks {
+            dim: self.shape.dim,
+            m: self.shape.m,
+            ksub: self.shape.bits.ksub(),
+            data: self.codebooks,
+        }
+    }
+}
+
 /// Access to inverted lists, implemented by the index and the view.
 pub(crate) trait Lists {
     fn list(&self, l: usize) -> ListRef<'_>;
@@ -230,12 +242,7 @@ pub(crate) fn search<L: Lists + ?Sized>(
     let q = internal_query(core.shape.metric, query);
     let mut probe = Probe::new(core, &q, nprobe);
     let mut heap = TopHeap::new(cap);
-    let pq = PqCodebooks {
-        dim,
-        m: core.shape.m,
-        ksub: core.shape.bits.ksub(),
-        data: core.codebooks,
-    };
+    let pq = core.pq();
     let mut scanner = Scanner::new(core, pq, &q);
     let mut next = 0usize;
     // Probe `nprobe` lists; if they held fewer than `k * refine` (allowed)
@@ -277,6 +284,54 @@ pub(crate) fn search<L: Lists + ?Sized>(
     );
     stats.rerank += scanned.elapsed();
     out
+}
+
+/// One entry of a list scanned by [`scan_in_probe_order`]: its approximate distance (lower is
+/// better, comparable across lists) and its row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScannedEntry {
+    pub dist: f32,
+    pub row: u32,
+}
+
+/// Scans up to `max_lists` lists in the order a search would probe them for `query`, with no
+/// filter and no bound on candidates, and hands each list's entries to `visit` with the list's
+/// probe position (0 first); stops early when `visit` returns false. Calibration uses it to
+/// find where a search would meet each true neighbour, for every `nprobe` and `refine` at once.
+pub(crate) fn scan_in_probe_order<L: Lists + ?Sized>(
+    core: &Core<'_>,
+    lists: &L,
+    query: &[f32],
+    max_lists: usize,
+    mut visit: impl FnMut(usize, &[ScannedEntry]) -> bool,
+) {
+    let dim = core.shape.dim;
+    if query.len() != dim || core.shape.nlist == 0 {
+        return;
+    }
+    let max_lists = max_lists.clamp(1, core.shape.nlist);
+    let q = internal_query(core.shape.metric, query);
+    let probe = Probe::new(core, &q, max_lists);
+    let pq = core.pq();
+    let mut scanner = Scanner::new(core, pq, &q);
+    let mut heap = TopHeap::new(usize::MAX);
+    let mut entries = Vec::new();
+    for (pos, &(coarse, l)) in probe.scored.iter().take(max_lists).enumerate() {
+        heap.items.clear();
+        entries.clear();
+        let list = lists.list(l as usize);
+        if !list.ids.is_empty() {
+            let exact = (core.shape.metric == Metric::Dot).then_some(coarse);
+            scanner.scan(core, exact, l as usize, list, &mut heap, None);
+            entries.extend(heap.items.iter().map(|c| ScannedEntry {
+                dist: c.dist,
+                row: c.row,
+            }));
+        }
+        if !visit(pos, &entries) {
+            break;
+        }
+    }
 }
 
 /// Candidate rows whose vectors are being fetched while the current one is scored.

@@ -20,6 +20,7 @@
 use std::sync::OnceLock;
 
 use crate::coarse::{self, DotsKernel};
+use crate::exact_batch::{self, TileKernel};
 use crate::fastscan::{self, BLOCK, ScanKernel};
 use crate::kmeans::{self, AssignKernel, SmallCentroids};
 use crate::pq::{self, EncodeKernel, PqEncoder};
@@ -143,6 +144,7 @@ pub struct Kernels {
     dots_i8: DotsKernel,
     assign_rows: AssignKernel,
     pq_encode: EncodeKernel,
+    dots_tile: TileKernel,
 }
 
 impl Kernels {
@@ -160,6 +162,7 @@ impl Kernels {
             dots_i8: coarse::kernel_for(level),
             assign_rows: kmeans::kernel_for(level),
             pq_encode: pq::kernel_for(level),
+            dots_tile: exact_batch::kernel_for(level),
         }
     }
 
@@ -229,6 +232,20 @@ impl Kernels {
     ) {
         // SAFETY: as in `assign_rows`.
         unsafe { (self.pq_encode)(encoder, x, out, scratch) }
+    }
+}
+
+impl Kernels {
+    /// Inner products of every query in `queries` (`dim` floats each) with the rows of a
+    /// transposed tile (`dim × TILE` floats, see `exact_batch`) into `out` (`TILE` per
+    /// query). Panics when the slices are shorter than that.
+    #[inline]
+    pub(crate) fn dots_tile(&self, tile: &[f32], queries: &[f32], dim: usize, out: &mut [f32]) {
+        assert!(tile.len() >= dim * exact_batch::TILE);
+        assert!(out.len() >= queries.len() / dim.max(1) * exact_batch::TILE);
+        // SAFETY: a supported level (see `scan_block`); the kernels are safe code compiled
+        // for that level, with the lengths checked above.
+        unsafe { (self.dots_tile)(tile, queries, dim, out) }
     }
 }
 

@@ -8,12 +8,19 @@
 //! vectors. Rows are positions in the segment's vector array, so the
 //! storage row filter (tombstones, shadowing by newer writes, metadata
 //! filter) is passed straight to the index scan.
+//!
+//! Every build is calibrated (`glimpse_index::calibrate`): the segment's own recall at each
+//! setting is measured on a sample of its rows held out of training, and the resulting recall
+//! table is stored in the index file. A search names a recall target (default
+//! [`DEFAULT_RECALL_TARGET`]) and each segment answers with the parameters its own table names
+//! for it; explicit `nprobe`/`refine` override the table.
 
 use std::path::Path;
 
 use glimpse_index::{
-    Cancel, CoarseTable, IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor,
-    SearchParams, SearchStats, exact_search,
+    Calibration, CalibrationOptions, CalibrationPoint, Cancel, CoarseTable, DEFAULT_RECALL_TARGET,
+    IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, SearchParams, SearchStats,
+    calibrate, calibration_rows, exact_search,
 };
 use memmap2::Mmap;
 
@@ -36,8 +43,20 @@ pub(crate) fn build(
     metric: Metric,
     cancel: Cancel<'_>,
 ) -> Result<Option<(String, Vec<u8>)>> {
-    match IvfPqIndex::build(vectors, dim, metric, &IndexParams::default(), cancel) {
-        Ok(ix) => Ok(Some((KIND.to_string(), ix.to_bytes()))),
+    let opts = CalibrationOptions::default();
+    let held_out = calibration_rows(vectors.len() / dim.max(1), &opts);
+    match IvfPqIndex::build_holding_out(
+        vectors,
+        dim,
+        metric,
+        &IndexParams::default(),
+        &held_out,
+        cancel,
+    ) {
+        Ok(ix) => {
+            let table = measure(path, &ix, vectors, &held_out, &opts, cancel)?;
+            Ok(Some((KIND.to_string(), ix.to_bytes_with(table.as_ref()))))
+        }
         Err(IndexError::Cancelled) => Err(interrupted(path)),
         Err(e @ (IndexError::NotEnoughData { .. } | IndexError::InvalidParams(_))) => {
             tracing::warn!(path = %path.display(), error = %e, "segment not indexed; it will be searched exactly");
@@ -71,7 +90,71 @@ pub(crate) fn build_like(
         Err(IndexError::Cancelled) => return Err(interrupted(path)),
         Err(e) => return Err(err(e.to_string())),
     }
-    Ok((KIND.to_string(), index.to_bytes()))
+    // Borrowed quantizers never saw these rows: any sample of them is held out.
+    let opts = CalibrationOptions::default();
+    let rows = calibration_rows(vectors.len() / index.dim().max(1), &opts);
+    let table = measure(path, &index, vectors, &rows, &opts, cancel)?;
+    Ok((KIND.to_string(), index.to_bytes_with(table.as_ref())))
+}
+
+/// The recall table of a freshly built `index`; `None` when the segment is too small to
+/// calibrate (it is then searched with the index's size-derived defaults).
+fn measure(
+    path: &Path,
+    index: &IvfPqIndex,
+    vectors: &[f32],
+    rows: &[u32],
+    opts: &CalibrationOptions,
+    cancel: Cancel<'_>,
+) -> Result<Option<Calibration>> {
+    let started = std::time::Instant::now();
+    match calibrate(&index.view(), vectors, rows, opts, cancel) {
+        Ok(table) => {
+            if let Some(p) = table
+                .as_ref()
+                .and_then(|t| t.point_for(DEFAULT_RECALL_TARGET))
+            {
+                tracing::debug!(
+                    path = %path.display(),
+                    secs = started.elapsed().as_secs_f64(),
+                    nprobe = p.nprobe,
+                    refine = p.refine,
+                    recall = p.expected_recall(),
+                    "index calibrated"
+                );
+            }
+            Ok(table)
+        }
+        Err(IndexError::Cancelled) => Err(interrupted(path)),
+        Err(e) => Err(StorageError::Index {
+            path: path.to_path_buf(),
+            detail: format!("calibration: {e}"),
+        }),
+    }
+}
+
+/// How hard a search of an indexed segment works: a recall target, or explicit parameters
+/// (each overrides what the segment's recall table names for the target).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct AnnKnobs {
+    /// Recall@k aimed at (default [`DEFAULT_RECALL_TARGET`]); 1.0 or more searches exactly.
+    pub recall_target: Option<f32>,
+    /// Lists probed.
+    pub nprobe: Option<usize>,
+    /// Candidates re-ranked per result.
+    pub refine: Option<usize>,
+}
+
+/// What one segment's search used: the parameters and the recall its table promised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Chosen {
+    /// `None` when the segment was scanned exactly.
+    pub nprobe: Option<usize>,
+    /// `None` when the segment was scanned exactly.
+    pub refine: Option<usize>,
+    /// Recall the calibration measured with these parameters; `None` when unknown (an
+    /// index without a table, or parameters given by hand).
+    pub expected_recall: Option<f32>,
 }
 
 /// The error of a build for `path` stopped by its `Cancel` flag.
@@ -84,6 +167,8 @@ pub(crate) struct SegmentIndex {
     map: Mmap,
     /// Built once here: rebuilding it per query cost more than the search itself.
     coarse: CoarseTable,
+    /// The recall table stored with the index (`None` for files from before calibration).
+    calibration: Option<Calibration>,
     dim: usize,
     metric: Metric,
 }
@@ -124,32 +209,72 @@ impl SegmentIndex {
         }
         let coarse = view.coarse_table();
         drop(view);
+        let calibration = IvfPqView::read_calibration(&map)
+            .map_err(|e| StorageError::corrupt(path, 0, e.to_string()))?;
         Ok(Self {
             map,
             coarse,
+            calibration,
             dim,
             metric,
         })
     }
 
-    /// Top-`k` rows passing `filter`, exact scores; what the search did is
-    /// added to `stats`.
-    #[allow(clippy::too_many_arguments)]
+    /// The recall table stored with the index.
+    pub(crate) fn calibration(&self) -> Option<&Calibration> {
+        self.calibration.as_ref()
+    }
+
+    /// The parameters a search with `knobs` uses on this segment.
+    pub(crate) fn choose(&self, knobs: &AnnKnobs) -> Chosen {
+        let target = knobs.recall_target.unwrap_or(DEFAULT_RECALL_TARGET);
+        if target >= 1.0 && knobs.nprobe.is_none() && knobs.refine.is_none() {
+            return Chosen {
+                nprobe: None,
+                refine: None,
+                expected_recall: Some(1.0),
+            };
+        }
+        let point: Option<&CalibrationPoint> =
+            self.calibration.as_ref().and_then(|c| c.point_for(target));
+        let by_hand = knobs.nprobe.is_some() || knobs.refine.is_some();
+        Chosen {
+            nprobe: knobs.nprobe.or(point.map(|p| p.nprobe as usize)),
+            refine: knobs.refine.or(point.map(|p| p.refine as usize)),
+            expected_recall: if by_hand {
+                None
+            } else {
+                point.map(CalibrationPoint::expected_recall)
+            },
+        }
+    }
+
+    /// Top-`k` rows passing `filter`, exact scores, with the parameters `knobs` name for this
+    /// segment (returned); what the search did is added to `stats`.
     pub(crate) fn search(
         &self,
         query: &[f32],
         vectors: &[f32],
         k: usize,
-        nprobe: Option<usize>,
-        refine: Option<usize>,
+        knobs: &AnnKnobs,
         filter: &(dyn Fn(u32) -> bool + Sync),
         stats: &mut SearchStats,
-    ) -> Vec<Neighbor> {
-        let params = SearchParams { k, nprobe, refine };
-        match IvfPqView::from_bytes_with(&self.map, &self.coarse) {
+    ) -> (Vec<Neighbor>, Chosen) {
+        let chosen = self.choose(knobs);
+        if chosen.expected_recall == Some(1.0) && chosen.nprobe.is_none() {
+            let out = exact_search(vectors, self.dim, self.metric, query, k, Some(filter));
+            return (out, chosen);
+        }
+        let params = SearchParams {
+            k,
+            nprobe: chosen.nprobe,
+            refine: chosen.refine,
+        };
+        let out = match IvfPqView::from_bytes_with(&self.map, &self.coarse) {
             Ok(view) => view.search_with_stats(query, vectors, &params, Some(filter), stats),
             // Validated at open and immutable since; kept as a safe fallback.
             Err(_) => exact_search(vectors, self.dim, self.metric, query, k, Some(filter)),
-        }
+        };
+        (out, chosen)
     }
 }

@@ -75,6 +75,24 @@ pub struct SearchTimings {
     pub exact_rows: u64,
     /// Candidates re-ranked over all indexed segments.
     pub reranked: u64,
+    /// The lowest recall@k that an indexed segment's recall table promised for the parameters
+    /// it used (exactly scanned rows count as 1); `None` when no table spoke.
+    pub expected_recall: Option<f32>,
+    /// Indexed segments searched without a promise: no recall table (an index written before
+    /// calibration, or too small to calibrate), or `nprobe`/`refine` given by hand.
+    pub uncalibrated_segments: u32,
+}
+
+impl SearchTimings {
+    /// Folds one indexed segment's promised recall into the totals.
+    pub(crate) fn note_segment_recall(&mut self, recall: Option<f32>) {
+        match recall {
+            Some(r) => {
+                self.expected_recall = Some(self.expected_recall.map_or(r, |e| e.min(r)));
+            }
+            None => self.uncalibrated_segments += 1,
+        }
+    }
 }
 
 /// Parameters of a search.
@@ -82,10 +100,15 @@ pub struct SearchTimings {
 pub struct SearchRequest {
     /// Number of results (1..=[`MAX_K`]).
     pub k: usize,
-    /// IVF lists to probe in indexed segments (index default when `None`).
+    /// IVF lists to probe in indexed segments (the recall table's when `None`).
     pub nprobe: Option<usize>,
     /// Candidates re-ranked exactly per indexed segment (index default when `None`).
     pub refine: Option<usize>,
+    /// Recall@k to aim at in indexed segments (default
+    /// [`DEFAULT_RECALL_TARGET`](glimpse_index::DEFAULT_RECALL_TARGET)): each segment uses the
+    /// cheapest parameters its own recall table names for it; 1.0 scans exactly. `nprobe` and
+    /// `refine`, when given, override the table's.
+    pub recall_target: Option<f32>,
     /// Metadata filter evaluated per row inside the scan.
     pub filter: Option<Filter>,
 }
@@ -240,6 +263,50 @@ pub struct CollectionInfo {
     pub points: u64,
     /// Number of segments.
     pub segments: usize,
+}
+
+/// `x` as the `f64` of its shortest decimal form to 6 places, so reports read `0.95`, not the
+/// `0.949999988` of the `f32` that holds it.
+pub fn report_f32(x: f32) -> f64 {
+    (x as f64 * 1e6).round() / 1e6
+}
+
+/// What a search aiming at one recall target does in one segment (see
+/// [`Collection::recall_report`](crate::Collection::recall_report)).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SegmentRecall {
+    /// The segment's id.
+    pub segment: u64,
+    /// Rows of the segment (deleted ones included).
+    pub rows: u64,
+    /// Whether it has an index (else it is scanned exactly, recall 1).
+    pub indexed: bool,
+    /// Whether its index carries a recall table.
+    pub calibrated: bool,
+    /// Lists it probes (`None` when scanned exactly).
+    pub nprobe: Option<usize>,
+    /// Candidates it re-ranks per result (`None` when scanned exactly).
+    pub refine: Option<usize>,
+    /// Recall@k measured at these parameters on queries from its rows.
+    pub recall_in: Option<f64>,
+    /// The same on those queries shifted off the data.
+    pub recall_shifted: Option<f64>,
+    /// Whether the table's point reached the target (`None` without a table).
+    pub reached: Option<bool>,
+}
+
+/// The recall a collection's searches at one target get, segment by segment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecallReport {
+    /// The recall@k target reported on.
+    pub target: f64,
+    /// The lowest recall a segment's table promises at this target (exactly scanned
+    /// segments count as 1); `None` when an indexed segment has no table.
+    pub expected_recall: Option<f64>,
+    /// Indexed segments without a recall table (searched with size-derived defaults).
+    pub uncalibrated_segments: usize,
+    /// One entry per segment.
+    pub segments: Vec<SegmentRecall>,
 }
 
 /// Detailed statistics of one collection.

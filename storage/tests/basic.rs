@@ -388,6 +388,7 @@ fn assert_finds_itself(c: &glimpse_storage::Collection, i: u64) {
                 k: 3,
                 nprobe: Some(100_000),
                 refine: Some(1000),
+                recall_target: None,
                 filter: None,
             },
         )
@@ -437,6 +438,7 @@ fn ann_index_respects_deletes_and_filters(defer: bool) {
         k,
         nprobe: Some(100_000),
         refine: Some(1000),
+        recall_target: None,
         filter,
     };
     for i in [0u64, 17, 2999] {
@@ -840,6 +842,7 @@ fn search_timings_say_which_path_ran() {
     let req = SearchRequest {
         k: 5,
         refine: Some(4),
+        recall_target: None,
         ..SearchRequest::default()
     };
     let (hits, t) = c.search_with_stats(&vec_for("v42", 42, 16), &req).unwrap();

@@ -38,6 +38,7 @@ fn vectors_whose_norm_overflows_f32_are_refused_and_queries_too() {
                 k: 5,
                 nprobe: None,
                 refine: None,
+                recall_target: None,
                 filter: None,
             },
         )

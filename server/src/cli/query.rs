@@ -32,10 +32,14 @@ pub struct QueryArgs {
     /// Results per query.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
-    /// IVF lists to probe (default: the index's choice).
+    /// Recall@10 to aim at, in (0, 1]: each segment searches with the cheapest parameters its
+    /// own recall table (measured when its index was built) names for it; 1 scans exactly.
+    #[arg(long, default_value_t = glimpse_index::DEFAULT_RECALL_TARGET, value_parser = parse_recall_target)]
+    pub recall_target: f32,
+    /// IVF lists to probe (expert override of the recall table's choice).
     #[arg(long)]
     pub nprobe: Option<usize>,
-    /// Re-rank depth multiplier (default: the index's choice).
+    /// Re-rank depth multiplier (expert override of the recall table's choice).
     #[arg(long)]
     pub refine: Option<usize>,
     /// Output Parquet: one row per query in input order, `ids` and `scores`.
@@ -46,6 +50,17 @@ pub struct QueryArgs {
     /// their rows.
     #[arg(long)]
     pub exact_scan: bool,
+}
+
+/// `--recall-target`: a number in (0, 1].
+fn parse_recall_target(s: &str) -> Result<f32, String> {
+    let t: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    crate::http::search::check_recall_target(Some(t))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "missing value".to_string())
 }
 
 /// Waits, with a progress bar of the rows left, until the store's background thread has built
@@ -166,6 +181,7 @@ pub fn query(a: QueryArgs) -> Result<()> {
                 k: a.k,
                 nprobe: a.nprobe,
                 refine: a.refine,
+                recall_target: Some(a.recall_target),
                 filter: None,
             };
             coll.search(q, &req).map(|hits| {

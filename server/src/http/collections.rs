@@ -71,6 +71,7 @@ pub(crate) fn describe(c: &glimpse_storage::Collection) -> Value {
         "segment_bytes": s.segment_bytes,
         "wal_bytes": s.wal_bytes,
         "memtable_rows": s.memtable_rows,
+        "recall": c.recall_report(None),
     })
 }
 

@@ -10,7 +10,7 @@ mod compat;
 mod images;
 mod ops;
 mod points;
-mod search;
+pub(crate) mod search;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header;
 use base64::Engine;
-use glimpse_storage::{Collection, Filter, Hit, SearchRequest, SearchTimings};
+use glimpse_storage::{Collection, Filter, Hit, SearchRequest, SearchTimings, report_f32};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -52,6 +52,8 @@ pub struct SearchBody {
     nprobe: Option<usize>,
     #[serde(default)]
     refine: Option<usize>,
+    #[serde(default)]
+    recall_target: Option<f64>,
 }
 
 /// Knobs shared by every query kind.
@@ -65,6 +67,8 @@ pub struct SearchKnobs {
     pub nprobe: Option<usize>,
     /// Re-rank depth multiplier.
     pub refine: Option<usize>,
+    /// Recall@k to aim at (checked in [`run_search`]).
+    pub recall_target: Option<f64>,
 }
 
 /// One result as answered.
@@ -86,6 +90,8 @@ pub struct SearchOut {
     pub results: Vec<ResultOut>,
     /// Milliseconds by stage.
     pub took_ms: Value,
+    /// The recall target searched at and the recall the segments' tables promised for it.
+    pub recall: Value,
 }
 
 /// Default number of results.
@@ -135,6 +141,7 @@ impl SearchBody {
                 filter,
                 nprobe: self.nprobe,
                 refine: self.refine,
+                recall_target: self.recall_target,
             },
         ))
     }
@@ -172,6 +179,7 @@ pub async fn run_search(
             "refine must be 1..=1000",
         ));
     }
+    let recall_target = check_recall_target(knobs.recall_target)?;
     let mut embed_ms = 0.0;
     let mut queue_ms = 0.0;
     let query: Vec<f32> = match input {
@@ -247,6 +255,7 @@ pub async fn run_search(
         k,
         nprobe: knobs.nprobe,
         refine: knobs.refine,
+        recall_target,
         filter: knobs.filter,
     };
     let c = coll.clone();
@@ -297,7 +306,25 @@ pub async fn run_search(
             "exact_scan": timings.exact_scan.as_secs_f64() * 1e3,
             "total": total * 1e3,
         }),
+        recall: json!({
+            "target": report_f32(recall_target.unwrap_or(glimpse_index::DEFAULT_RECALL_TARGET)),
+            "by_hand": knobs.nprobe.is_some() || knobs.refine.is_some(),
+            "expected": timings.expected_recall.map(report_f32),
+            "uncalibrated_segments": timings.uncalibrated_segments,
+        }),
     })
+}
+
+/// Checks a requested recall target: a number in (0, 1].
+pub fn check_recall_target(t: Option<f64>) -> Result<Option<f32>, ApiError> {
+    match t {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t > 0.0 && t <= 1.0 => Ok(Some(t as f32)),
+        Some(t) => Err(ApiError::invalid(
+            "invalid_recall_target",
+            format!("recall_target must be a number in (0, 1] (1 searches exactly), got {t}"),
+        )),
+    }
 }
 
 /// Percent-escapes an id for use as one URL path segment.
@@ -337,7 +364,7 @@ pub(super) async fn search_collection(
 }
 
 /// Reads an image upload (`image` or `file` field) plus optional `k`,
-/// `filter` (JSON text), `nprobe`, `refine` fields.
+/// `filter` (JSON text), `nprobe`, `refine`, `recall_target` fields.
 async fn multipart_query(mut mp: Multipart) -> Result<(QueryInput, SearchKnobs), ApiError> {
     let mut image = None;
     let mut knobs = SearchKnobs::default();
@@ -358,6 +385,13 @@ async fn multipart_query(mut mp: Multipart) -> Result<(QueryInput, SearchKnobs),
                     "nprobe" => knobs.nprobe = Some(n),
                     _ => knobs.refine = Some(n),
                 }
+            }
+            "recall_target" => {
+                let text = field.text().await.map_err(bad)?;
+                let t: f64 = text.trim().parse().map_err(|_| {
+                    ApiError::invalid("invalid_recall_target", "recall_target must be a number")
+                })?;
+                knobs.recall_target = Some(t);
             }
             "filter" => {
                 let text = field.text().await.map_err(bad)?;
@@ -390,6 +424,7 @@ pub struct SearchQueryString {
     collection: Option<String>,
     nprobe: Option<usize>,
     refine: Option<usize>,
+    recall_target: Option<f64>,
 }
 
 pub(super) async fn search_get(
@@ -404,6 +439,7 @@ pub(super) async fn search_get(
         filter: None,
         nprobe: qs.nprobe,
         refine: qs.refine,
+        recall_target: qs.recall_target,
     };
     Ok(Json(
         run_search(&state, coll, QueryInput::Text(q), knobs).await?,

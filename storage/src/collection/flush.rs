@@ -221,6 +221,7 @@ mod tests {
                     k: 1,
                     nprobe: None,
                     refine: None,
+                    recall_target: None,
                     filter: None,
                 },
             )

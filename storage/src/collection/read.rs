@@ -10,7 +10,10 @@ use crate::error::{Result, StorageError};
 use crate::filter::Filter;
 use crate::memtable::{MemEntry, Memtable};
 use crate::segment::SegmentReader;
-use crate::types::{CollectionStats, Hit, MAX_K, Point, SearchRequest, SearchTimings};
+use crate::types::{
+    CollectionStats, Hit, MAX_K, Point, RecallReport, SearchRequest, SearchTimings, SegmentRecall,
+    report_f32,
+};
 
 /// A live row found by a listing walk.
 enum LiveRow<'a> {
@@ -209,8 +212,20 @@ impl Collection {
                 req.k
             )));
         }
+        if let Some(t) = req.recall_target
+            && !(t.is_finite() && t > 0.0 && t <= 1.0)
+        {
+            return Err(StorageError::InvalidArgument(format!(
+                "recall_target must be in (0, 1], got {t}"
+            )));
+        }
         let k = req.k;
         let filter = req.filter.as_ref();
+        let knobs = crate::ann::AnnKnobs {
+            recall_target: req.recall_target,
+            nprobe: req.nprobe,
+            refine: req.refine,
+        };
         let active = inner.active.read();
         let v = inner.version.load_full();
         let mems: Vec<&Memtable> = std::iter::once(&*active)
@@ -247,15 +262,7 @@ impl Collection {
                     })
                     && filter.is_none_or(|f| f.eval(reader.record(row)))
             };
-            for n in reader.search(
-                inner.metric,
-                query,
-                k,
-                req.nprobe,
-                req.refine,
-                &pred,
-                &mut timings,
-            ) {
+            for n in reader.search(inner.metric, query, k, &knobs, &pred, &mut timings) {
                 cands.push((n.score, Source::Seg(si), n.row));
             }
         }
@@ -315,6 +322,67 @@ impl Collection {
                 .iter()
                 .filter(|s| s.reader.is_quarantined())
                 .count(),
+        }
+    }
+
+    /// What searches aiming at recall@k `target` (the default when `None`) use in each segment
+    /// and the recall each segment's table promises: the collection description's view of
+    /// search quality.
+    pub fn recall_report(&self, target: Option<f32>) -> RecallReport {
+        let target = target.unwrap_or(glimpse_index::DEFAULT_RECALL_TARGET);
+        let knobs = crate::ann::AnnKnobs {
+            recall_target: Some(target),
+            ..Default::default()
+        };
+        let v = self.inner.version.load_full();
+        let mut expected: Option<f32> = None;
+        let mut uncalibrated = 0;
+        let segments = v
+            .segments
+            .iter()
+            .map(|s| {
+                let rows = s.reader.rows as u64;
+                match s.reader.recall_plan(&knobs) {
+                    None => SegmentRecall {
+                        segment: s.reader.id,
+                        rows,
+                        indexed: false,
+                        calibrated: false,
+                        nprobe: None,
+                        refine: None,
+                        recall_in: None,
+                        recall_shifted: None,
+                        reached: None,
+                    },
+                    Some((chosen, point)) => {
+                        match chosen.expected_recall {
+                            Some(r) => expected = Some(expected.map_or(r, |e| e.min(r))),
+                            None => uncalibrated += 1,
+                        }
+                        SegmentRecall {
+                            segment: s.reader.id,
+                            rows,
+                            indexed: true,
+                            calibrated: point.is_some(),
+                            nprobe: chosen.nprobe,
+                            refine: chosen.refine,
+                            recall_in: point.map(|p| report_f32(p.recall_in)),
+                            recall_shifted: point.map(|p| report_f32(p.recall_shifted)),
+                            reached: point.map(|p| p.reached),
+                        }
+                    }
+                }
+            })
+            .collect();
+        RecallReport {
+            target: report_f32(target),
+            expected_recall: if uncalibrated > 0 {
+                None
+            } else {
+                Some(report_f32(expected.unwrap_or(1.0)))
+            },
+            uncalibrated_segments: uncalibrated,
+            segments,
         }
     }
 

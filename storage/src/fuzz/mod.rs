@@ -102,6 +102,7 @@ pub(super) fn open_and_use(root: &Path) {
             k: 3,
             nprobe: None,
             refine: None,
+            recall_target: None,
             filter: None,
         };
         let _ = c.search(&[0.5; DIM], &req);

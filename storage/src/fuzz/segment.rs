@@ -78,8 +78,7 @@ fn open_and_read(dir: &Path, id: u64) {
         Metric::L2,
         &[0.5; DIM],
         5,
-        None,
-        None,
+        &crate::ann::AnnKnobs::default(),
         &|_| true,
         &mut timings,
     );

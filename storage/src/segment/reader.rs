@@ -342,6 +342,24 @@ impl SegmentReader {
         self.index.load().is_some()
     }
 
+    /// What a search with `knobs` would use on this segment's index and the recall table's
+    /// point behind it; `None` without an index (the segment is scanned exactly).
+    pub(crate) fn recall_plan(
+        &self,
+        knobs: &ann::AnnKnobs,
+    ) -> Option<(ann::Chosen, Option<glimpse_index::CalibrationPoint>)> {
+        let slot = self.index.load_full()?;
+        let target = knobs
+            .recall_target
+            .unwrap_or(glimpse_index::DEFAULT_RECALL_TARGET);
+        let point = slot
+            .index
+            .calibration()
+            .and_then(|c| c.point_for(target))
+            .copied();
+        Some((slot.index.choose(knobs), point))
+    }
+
     /// Whether a deferred index build should run for this segment.
     pub(crate) fn awaits_index(&self, index_min_rows: usize) -> bool {
         self.rows as usize >= index_min_rows.max(1)
@@ -376,23 +394,22 @@ impl SegmentReader {
 
     /// Top-`k` rows passing `filter`: through the ANN index when the
     /// segment has one, else exactly.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn search(
         &self,
         metric: Metric,
         query: &[f32],
         k: usize,
-        nprobe: Option<usize>,
-        refine: Option<usize>,
+        knobs: &ann::AnnKnobs,
         filter: &(dyn Fn(u32) -> bool + Sync),
         timings: &mut crate::types::SearchTimings,
     ) -> Vec<Neighbor> {
         match &*self.index.load() {
             Some(slot) => {
                 let mut stats = glimpse_index::SearchStats::default();
-                let out =
+                let (out, chosen) =
                     slot.index
-                        .search(query, self.vectors(), k, nprobe, refine, filter, &mut stats);
+                        .search(query, self.vectors(), k, knobs, filter, &mut stats);
+                timings.note_segment_recall(chosen.expected_recall);
                 timings.ann_scan += stats.scan;
                 timings.rerank += stats.rerank;
                 timings.reranked += stats.reranked;

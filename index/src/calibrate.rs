@@ -1,0 +1,587 @@
+//! Measuring an index's own recall when it is built, so searches can ask for a recall target
+//! instead of trusting `nprobe`/`refine` constants fitted to one benchmark distribution.
+//!
+//! A sample of the index's rows (held out of training by the caller, see
+//! [`calibration_rows`]) serves as queries twice: as they are, and moved off the data by one
+//! common offset, the way CLIP text queries sit apart from image embeddings. Each query's
+//! exact top-k (without its own row) is the truth. Then, instead of running a search per
+//! candidate setting, each query scans the lists once in probe order
+//! ([`search::scan_in_probe_order`]) and records, for every true neighbour and every `nprobe`
+//! on the grid, how many entries of the first `nprobe` lists have a better approximate
+//! distance: its rank among the candidates. A search with `nprobe` lists and `refine` keeps the
+//! `k·refine` best candidates and re-ranks them exactly, so the neighbour is returned iff that
+//! rank is below `k·refine`. That gives the recall of every (`nprobe`, `refine`) pair on the
+//! grid from one scan per query; the cheapest pair under a cost model of the scan and the
+//! re-rank that reaches each target on both query sets (less one standard error) is kept.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::calibration::{
+    CALIBRATION_TARGETS, Calibration, CalibrationPoint, MAX_CALIBRATED_REFINE,
+};
+use crate::cancel::Cancel;
+use crate::distance;
+use crate::error::IndexError;
+use crate::exact::exact_search_batch;
+use crate::layout::IvfPqView;
+use crate::metric::Metric;
+use crate::params::PqBits;
+use crate::search::{self, ScannedEntry};
+
+/// How a calibration samples and decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationOptions {
+    /// The k of recall@k.
+    pub k: usize,
+    /// Queries per set (fewer on small indexes, see [`calibration_rows`]).
+    pub queries: usize,
+    /// Norm of the shifted set's common offset, relative to each row's norm (CLIP's
+    /// text-to-image gap is of this order: text and image embeddings of one concept have a
+    /// cosine of about 0.3, unrelated images about 0.5).
+    pub shift: f32,
+    /// Standard errors subtracted from a measured recall before it counts as reaching a
+    /// target: a sample of a few hundred queries must not promise more than the data gives.
+    pub margin_se: f32,
+    /// Seed of the row sample and of the offset's direction.
+    pub seed: u64,
+}
+
+impl Default for CalibrationOptions {
+    fn default() -> Self {
+        CalibrationOptions {
+            k: 10,
+            queries: 128,
+            shift: 0.6,
+            margin_se: 1.0,
+            seed: 0xca1b_0f17,
+        }
+    }
+}
+
+/// Fewest rows a calibration runs on; smaller indexes keep the default parameters.
+pub const MIN_CALIBRATION_ROWS: usize = 256;
+
+/// `nprobe` values the calibration considers (those up to the index's list count).
+const NPROBE_GRID: [usize; 36] = [
+    1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160,
+    192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280,
+];
+
+/// `refine` values the calibration considers.
+const REFINE_GRID: [usize; 25] = [
+    1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128, 160, 192, 256,
+];
+
+/// Most lists a calibration query scans: beyond this, probing is no cheaper than an exact scan.
+const MAX_SCANNED_LISTS: usize = 1280;
+
+/// The rows of an index of `n` rows that a calibration with `opts` uses as queries, sorted.
+/// Training should leave them out so the queries are as new to the quantizers as real ones.
+/// Empty when `n` is below [`MIN_CALIBRATION_ROWS`].
+pub fn calibration_rows(n: usize, opts: &CalibrationOptions) -> Vec<u32> {
+    if n < MIN_CALIBRATION_ROWS || n > u32::MAX as usize {
+        return Vec::new();
+    }
+    let count = opts.queries.min(n / 8).max(1);
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let mut rows: Vec<u32> = rand::seq::index::sample(&mut rng, n, count)
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
+    rows.sort_unstable();
+    rows
+}
+
+/// Where a search would meet one query's true neighbours: for each `nprobe` of the grid and
+/// each neighbour, its rank among the candidates (`u32::MAX` when its list is not probed).
+struct QueryRanks {
+    /// `grid.len() * k` ranks, grid-major.
+    ranks: Vec<u32>,
+    /// Codes scanned with each grid `nprobe`.
+    codes: Vec<u64>,
+    /// Neighbours in the truth (k, or fewer on tiny data).
+    truths: usize,
+}
+
+/// Measures the recall of `view` (built over `vectors`) at every grid setting and returns the
+/// cheapest settings reaching each of [`CALIBRATION_TARGETS`]. `rows` are the query rows
+/// (normally [`calibration_rows`]); `None` when there are none. Stops with
+/// [`IndexError::Cancelled`] when `cancel` is set.
+pub fn calibrate(
+    view: &IvfPqView<'_>,
+    vectors: &[f32],
+    rows: &[u32],
+    opts: &CalibrationOptions,
+    cancel: Cancel<'_>,
+) -> Result<Option<Calibration>, IndexError> {
+    let dim = view.dim();
+    let n = vectors.len() / dim.max(1);
+    if rows.is_empty() || opts.k == 0 || n <= opts.k || view.len() != n {
+        return Ok(None);
+    }
+    if let Some(&r) = rows.iter().find(|&&r| r as usize >= n) {
+        return Err(IndexError::InvalidParams(format!(
+            "calibration row {r} beyond the {n} rows"
+        )));
+    }
+    let metric = view.metric();
+    let nq = rows.len();
+    let mut queries = Vec::with_capacity(2 * nq * dim);
+    for &r in rows {
+        queries.extend_from_slice(&vectors[r as usize * dim..(r as usize + 1) * dim]);
+    }
+    let offset = offset_direction(dim, opts.seed);
+    for i in 0..nq {
+        let mut q = queries[i * dim..(i + 1) * dim].to_vec();
+        shift_query(metric, &mut q, &offset, opts.shift);
+        queries.extend_from_slice(&q);
+    }
+    let skip: Vec<u32> = rows.iter().chain(rows).copied().collect();
+    cancel.check()?;
+    let truth = exact_search_batch(vectors, dim, metric, &queries, opts.k, Some(&skip));
+    cancel.check()?;
+
+    let grid: Vec<usize> = NPROBE_GRID
+        .iter()
+        .copied()
+        .filter(|&g| g <= view.nlist())
+        .chain(std::iter::once(view.nlist()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let core = view.core();
+    let mean_list = n as f64 / view.nlist() as f64;
+    let ranks: Vec<QueryRanks> = (0..2 * nq)
+        .into_par_iter()
+        .map(|i| {
+            cancel.check()?;
+            let want: Vec<u32> = truth[i].iter().map(|t| t.row).collect();
+            Ok(query_ranks(
+                &grid,
+                opts.k,
+                mean_list,
+                &want,
+                skip[i],
+                |max_lists, visit| {
+                    search::scan_in_probe_order(
+                        &core,
+                        view,
+                        &queries[i * dim..(i + 1) * dim],
+                        max_lists,
+                        visit,
+                    )
+                },
+            ))
+        })
+        .collect::<Result<_, IndexError>>()?;
+
+    let cost = CostModel::for_view(view);
+    let (inside, shifted) = ranks.split_at(nq);
+    let mut candidates = Vec::with_capacity(grid.len() * REFINE_GRID.len());
+    for (gi, &g) in grid.iter().enumerate() {
+        for &r in REFINE_GRID.iter().filter(|&&r| r <= MAX_CALIBRATED_REFINE) {
+            let a = recall_stats(inside, gi, opts.k, r);
+            let b = recall_stats(shifted, gi, opts.k, r);
+            let codes = ranks.iter().map(|q| q.codes[gi] as f64).sum::<f64>() / ranks.len() as f64;
+            candidates.push(Setting {
+                nprobe: g,
+                refine: r,
+                recall_in: a.0,
+                recall_shifted: b.0,
+                bound: (a.0 - opts.margin_se * a.1).min(b.0 - opts.margin_se * b.1),
+                cost: cost.estimate(g, codes, opts.k * r),
+            });
+        }
+    }
+    let points = CALIBRATION_TARGETS
+        .iter()
+        .map(|&target| choose(&candidates, target))
+        .collect();
+    Ok(Some(Calibration {
+        k: opts.k as u32,
+        queries: nq as u32,
+        shift: opts.shift,
+        points,
+    }))
+}
+
+/// One grid setting with what it measured and what it is estimated to cost.
+#[derive(Debug, Clone, Copy)]
+struct Setting {
+    nprobe: usize,
+    refine: usize,
+    recall_in: f32,
+    recall_shifted: f32,
+    /// The lower of the two recalls, each less its margin.
+    bound: f32,
+    cost: f64,
+}
+
+/// The cheapest setting whose bound reaches `target`, else the one with the best bound.
+fn choose(candidates: &[Setting], target: f32) -> CalibrationPoint {
+    let cheaper = |a: &&Setting, b: &&Setting| {
+        a.cost
+            .total_cmp(&b.cost)
+            .then(a.nprobe.cmp(&b.nprobe))
+            .then(a.refine.cmp(&b.refine))
+    };
+    let reached = candidates
+        .iter()
+        .filter(|s| s.bound >= target)
+        .min_by(cheaper);
+    let s = reached.or_else(|| {
+        candidates
+            .iter()
+            .min_by(|a, b| b.bound.total_cmp(&a.bound).then_with(|| cheaper(a, b)))
+    });
+    match s {
+        Some(s) => CalibrationPoint {
+            target,
+            nprobe: s.nprobe as u32,
+            refine: s.refine as u32,
+            recall_in: s.recall_in.clamp(0.0, 1.0),
+            recall_shifted: s.recall_shifted.clamp(0.0, 1.0),
+            reached: reached.is_some(),
+        },
+        None => CalibrationPoint {
+            target,
+            nprobe: 1,
+            refine: 1,
+            recall_in: 0.0,
+            recall_shifted: 0.0,
+            reached: false,
+        },
+    }
+}
+
+/// Mean recall@k of `set` at grid column `gi` with `refine`, and its standard error.
+fn recall_stats(set: &[QueryRanks], gi: usize, k: usize, refine: usize) -> (f32, f32) {
+    let cap = (k * refine) as u32;
+    let per_query: Vec<f64> = set
+        .iter()
+        .map(|q| {
+            if q.truths == 0 {
+                return 1.0;
+            }
+            let hits = q.ranks[gi * k..gi * k + q.truths]
+                .iter()
+                .filter(|&&r| r < cap)
+                .count();
+            hits as f64 / q.truths as f64
+        })
+        .collect();
+    let n = per_query.len().max(1) as f64;
+    let mean = per_query.iter().sum::<f64>() / n;
+    let var = per_query.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean as f32, (var / n).sqrt() as f32)
+}
+
+/// Scans one query's lists (through `scan`, which calls its visitor per list in probe order)
+/// and ranks its true neighbours `want` for every grid `nprobe`. The scan stops once every
+/// neighbour was found and as many lists again were scanned (ranks at larger `nprobe` then
+/// count only the competitors seen, which lie in lists farther than any neighbour).
+fn query_ranks(
+    grid: &[usize],
+    k: usize,
+    mean_list: f64,
+    want: &[u32],
+    own: u32,
+    scan: impl FnOnce(usize, &mut dyn FnMut(usize, &[ScannedEntry]) -> bool),
+) -> QueryRanks {
+    let max_lists = grid.last().copied().unwrap_or(1).min(MAX_SCANNED_LISTS);
+    // (dist, probe position) of every entry, and where each neighbour was met.
+    let mut entries: Vec<(f32, u32)> = Vec::new();
+    let mut found: Vec<Option<(f32, u32)>> = vec![None; want.len()];
+    let mut per_list: Vec<u32> = Vec::new();
+    let mut missing = want.len();
+    let mut stop_at = max_lists;
+    scan(max_lists, &mut |pos, list| {
+        per_list.push(list.len() as u32);
+        for e in list {
+            if e.row == own {
+                continue;
+            }
+            if let Some(i) = want.iter().position(|&w| w == e.row)
+                && found[i].is_none()
+            {
+                found[i] = Some((e.dist, pos as u32));
+                missing -= 1;
+                if missing == 0 {
+                    stop_at = (2 * (pos + 1)).max(pos + 1 + 8).min(max_lists);
+                }
+            }
+            entries.push((e.dist, pos as u32));
+        }
+        pos + 1 < stop_at
+    });
+    let scanned = per_list.len();
+    let mut codes = Vec::with_capacity(grid.len());
+    let mut prefix = 0u64;
+    let mut upto = 0usize;
+    for &g in grid {
+        while upto < g.min(scanned) {
+            prefix += per_list[upto] as u64;
+            upto += 1;
+        }
+        let unseen = g.saturating_sub(scanned) as f64 * mean_list;
+        codes.push(prefix + unseen as u64);
+    }
+
+    // Only entries at least as close as the farthest found neighbour can outrank one.
+    let worst = found
+        .iter()
+        .flatten()
+        .map(|f| f.0)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut close: Vec<(f32, u32)> = entries.into_iter().filter(|e| e.0 <= worst).collect();
+    close.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut order: Vec<usize> = (0..want.len()).filter(|&i| found[i].is_some()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (x, y) = (found[a].unwrap_or_default(), found[b].unwrap_or_default());
+        x.0.total_cmp(&y.0).then(x.1.cmp(&y.1))
+    });
+    // Count, per probe position, the entries that beat each neighbour (a better distance, or
+    // an equal one met in an earlier list: the search's heap keeps the first of equals).
+    let mut beaters = vec![0u32; scanned + 1];
+    let mut next = 0usize;
+    let mut ranks = vec![u32::MAX; grid.len() * k];
+    for i in order {
+        let Some((d, p)) = found[i] else { continue };
+        while next < close.len() && (close[next].0 < d || (close[next].0 == d && close[next].1 < p))
+        {
+            beaters[close[next].1 as usize] += 1;
+            next += 1;
+        }
+        let mut acc = 0u32;
+        let mut upto = 0usize;
+        for (gi, &g) in grid.iter().enumerate() {
+            while upto < g.min(scanned) {
+                acc += beaters[upto];
+                upto += 1;
+            }
+            if (p as usize) < g {
+                ranks[gi * k + i] = acc;
+            }
+        }
+    }
+    QueryRanks {
+        ranks,
+        codes,
+        truths: want.len().min(k),
+    }
+}
+
+/// Estimated nanoseconds of a search, to rank settings that reach a target (only the ratios
+/// matter). Fitted on the 4-bit, 512-dimension index of `index_bench` (200k rows, one thread):
+/// a scanned code costs about 0.05 ns per sub-quantizer, a probed list ~60 ns of set-up, and a
+/// re-ranked row about 1.2 ns per dimension (a random read of the raw row dominates).
+#[derive(Debug, Clone, Copy)]
+struct CostModel {
+    code_ns: f64,
+    list_ns: f64,
+    rerank_ns: f64,
+}
+
+impl CostModel {
+    fn for_view(view: &IvfPqView<'_>) -> Self {
+        let m = view.m() as f64;
+        let dim = view.dim() as f64;
+        let code_ns = match view.bits() {
+            PqBits::Eight => 0.6 * m,
+            _ => 0.5 + 0.05 * m,
+        };
+        // L2 recomputes the distance table for every list.
+        let list_ns = if view.metric() == Metric::L2 {
+            60.0 + 2.0 * dim
+        } else {
+            60.0
+        };
+        CostModel {
+            code_ns,
+            list_ns,
+            rerank_ns: 1.2 * dim,
+        }
+    }
+
+    fn estimate(&self, nprobe: usize, codes: f64, reranked: usize) -> f64 {
+        codes * self.code_ns + nprobe as f64 * self.list_ns + reranked as f64 * self.rerank_ns
+    }
+}
+
+/// The direction of the shifted set's common offset: a seeded random unit vector.
+fn offset_direction(dim: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0ff5_e7d1);
+    // Box-Muller: Gaussian components make the direction uniform on the sphere.
+    let mut u: Vec<f32> = (0..dim)
+        .map(|_| {
+            let u1: f64 = rng.random::<f64>().max(1e-300);
+            let u2: f64 = rng.random::<f64>();
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+        .collect();
+    distance::normalize_in_place(&mut u);
+    u
+}
+
+/// Moves `q` by `shift` times its own norm along `offset` (re-normalised for cosine).
+fn shift_query(metric: Metric, q: &mut [f32], offset: &[f32], shift: f32) {
+    let norm = distance::norm(q);
+    if metric == Metric::Cosine {
+        distance::normalize_in_place(q);
+        q.iter_mut().zip(offset).for_each(|(x, u)| *x += shift * u);
+        distance::normalize_in_place(q);
+    } else {
+        q.iter_mut()
+            .zip(offset)
+            .for_each(|(x, u)| *x += shift * norm * u);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{SyntheticSpec, generate};
+    use crate::{IndexParams, IvfPqIndex, SearchParams};
+
+    /// A calibrated index over `data` (cosine) and its table.
+    fn calibrated(data: &crate::synthetic::SyntheticData) -> (IvfPqIndex, Calibration) {
+        let opts = CalibrationOptions::default();
+        let rows = calibration_rows(data.n(), &opts);
+        assert_eq!(rows.len(), opts.queries.min(data.n() / 8));
+        let ix = IvfPqIndex::build_holding_out(
+            &data.vectors,
+            data.dim,
+            Metric::Cosine,
+            &IndexParams::default(),
+            &rows,
+            Cancel::NEVER,
+        )
+        .expect("build");
+        let table = calibrate(&ix.view(), &data.vectors, &rows, &opts, Cancel::NEVER)
+            .expect("calibrate")
+            .expect("a table");
+        (ix, table)
+    }
+
+    /// Recall@10 of `view` on `queries` with the table's parameters for `target`.
+    fn measured(
+        view: &IvfPqView<'_>,
+        vectors: &[f32],
+        queries: &[f32],
+        p: &CalibrationPoint,
+    ) -> f64 {
+        let dim = view.dim();
+        let truth = exact_search_batch(vectors, dim, view.metric(), queries, 10, None);
+        let params = SearchParams {
+            k: 10,
+            nprobe: Some(p.nprobe as usize),
+            refine: Some(p.refine as usize),
+        };
+        let hits: usize = truth
+            .iter()
+            .enumerate()
+            .map(|(i, want)| {
+                let got = view.search(&queries[i * dim..(i + 1) * dim], vectors, &params, None);
+                got.iter()
+                    .filter(|g| want.iter().any(|w| w.row == g.row))
+                    .count()
+            })
+            .sum();
+        hits as f64 / (10 * truth.len()) as f64
+    }
+
+    /// The table is measured on rows of the data and on those rows moved along one random
+    /// direction; it must hold on queries it never saw, drawn another way: fresh points of the
+    /// mixture, shifted along the generator's own (different) direction, and unshifted.
+    #[test]
+    fn calibrated_parameters_reach_their_target_on_queries_of_another_distribution() {
+        for (name, mut spec) in [
+            ("hard", SyntheticSpec::hard(20_000, 400, 64, 7)),
+            ("clip_like", SyntheticSpec::clip_like(20_000, 400, 64, 7)),
+        ] {
+            for shift in [0.0, 0.45] {
+                spec.query_shift = shift;
+                let data = generate(&spec);
+                let (ix, table) = calibrated(&data);
+                for target in [0.9, 0.95] {
+                    let p = table.point_for(target).expect("a point");
+                    assert!(p.reached, "{name}: {target} not reached: {p:?}");
+                    let got = measured(&ix.view(), &data.vectors, &data.queries, p);
+                    assert!(
+                        got >= target as f64 - 0.01,
+                        "{name}, query shift {shift}: target {target} with {p:?} measured {got:.4}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cheaper_targets_never_cost_more_and_the_table_survives_the_index_file() {
+        let data = generate(&SyntheticSpec::clip_like(8_000, 0, 32, 3));
+        let (ix, table) = calibrated(&data);
+        let opts = CalibrationOptions::default();
+        let rows = calibration_rows(data.n(), &opts);
+        assert_eq!(table.points.len(), CALIBRATION_TARGETS.len());
+        for w in table.points.windows(2) {
+            if w[1].reached {
+                assert!(w[1].expected_recall() >= w[0].target - 1e-6, "{w:?}");
+            }
+        }
+        let bytes = ix.to_bytes_with(Some(&table));
+        assert_eq!(
+            IvfPqView::read_calibration(&bytes).expect("valid").as_ref(),
+            Some(&table)
+        );
+        // The same index without a table reads as uncalibrated; both search alike.
+        let plain = ix.to_bytes();
+        assert_eq!(IvfPqView::read_calibration(&plain).expect("valid"), None);
+        let q = &data.vectors[..32];
+        let params = SearchParams::default();
+        let a =
+            IvfPqView::from_bytes(&bytes)
+                .expect("view")
+                .search(q, &data.vectors, &params, None);
+        let b =
+            IvfPqView::from_bytes(&plain)
+                .expect("view")
+                .search(q, &data.vectors, &params, None);
+        assert_eq!(a, b);
+        // A table too small to calibrate gives none; a cancelled one stops.
+        assert!(calibration_rows(MIN_CALIBRATION_ROWS - 1, &opts).is_empty());
+        let flag = std::sync::atomic::AtomicBool::new(true);
+        assert!(matches!(
+            calibrate(&ix.view(), &data.vectors, &rows, &opts, Cancel::on(&flag)),
+            Err(IndexError::Cancelled)
+        ));
+    }
+
+    #[test]
+    fn a_damaged_calibration_section_is_an_error_not_a_panic() {
+        let data = generate(&SyntheticSpec::clip_like(4_000, 0, 16, 5));
+        let (ix, table) = calibrated(&data);
+        let bytes = ix.to_bytes_with(Some(&table));
+        let at = u64::from_le_bytes(bytes[168..176].try_into().expect("8 bytes")) as usize;
+        let len = u64::from_le_bytes(bytes[176..184].try_into().expect("8 bytes")) as usize;
+        assert!(at >= 192 && at + len <= bytes.len());
+        // Every byte of the section flipped in turn: an error or a valid table, never a panic.
+        for i in at..at + len {
+            let mut b = bytes.clone();
+            b[i] ^= 0xff;
+            let _ = IvfPqView::read_calibration(&b);
+        }
+        // The section pointed past the end, or into the header.
+        let mut b = bytes.clone();
+        b[168..176].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+        assert!(IvfPqView::from_bytes(&b).is_err());
+        let mut b = bytes.clone();
+        b[168..176].copy_from_slice(&64u64.to_le_bytes());
+        assert!(IvfPqView::from_bytes(&b).is_err());
+        // An nprobe beyond the index's lists.
+        let mut b = bytes.clone();
+        b[at + 24 + 4..at + 24 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(IvfPqView::read_calibration(&b).is_err());
+    }
+}

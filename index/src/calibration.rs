@@ -1,0 +1,235 @@
+//! A segment's recall table: for each recall target, the cheapest search parameters that
+//! reached it on the segment's own data when its index was built (measured by
+//! [`calibrate`](crate::calibrate::calibrate)), stored in the index file's calibration
+//! section (byte layout in `docs/format.md`, "Calibration section").
+//!
+//! A search asks for a recall target instead of `nprobe`/`refine`; each segment answers
+//! with the parameters its own table names, so segments of very different sizes and data get
+//! what each needs, and the constants fitted to one benchmark distribution are no longer the
+//! default.
+
+use crate::error::IndexError;
+
+/// Recall@k a search aims at when the caller names neither a target nor parameters.
+pub const DEFAULT_RECALL_TARGET: f32 = 0.95;
+
+/// The targets a calibration records, ascending. A request between two of them gets the
+/// parameters of the next higher one, so it is never served below what it asked for.
+pub const CALIBRATION_TARGETS: [f32; 11] = [
+    0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995,
+];
+
+/// Format version of the calibration section.
+const SECTION_VERSION: u32 = 1;
+/// Bytes before the points: version, k, queries per set, shift, point count, flags.
+const SECTION_HEADER: usize = 24;
+/// Bytes per point.
+const POINT_BYTES: usize = 24;
+/// Most points a section may hold (a hostile count must not size an allocation).
+const MAX_POINTS: usize = 64;
+/// Largest `refine` a calibration may name.
+pub const MAX_CALIBRATED_REFINE: usize = 256;
+
+/// The parameters chosen for one recall target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalibrationPoint {
+    /// The recall@k this point was chosen for.
+    pub target: f32,
+    /// Lists probed.
+    pub nprobe: u32,
+    /// Candidates re-ranked per result.
+    pub refine: u32,
+    /// Recall@k measured with these parameters on queries drawn from the segment's rows.
+    pub recall_in: f32,
+    /// The same on those queries moved off the data by one common offset.
+    pub recall_shifted: f32,
+    /// Whether both recalls, less one standard error, reached `target`. When no parameters
+    /// did, the point holds the best found and this is false.
+    pub reached: bool,
+}
+
+impl CalibrationPoint {
+    /// The lower of the two measured recalls: what a caller can expect.
+    pub fn expected_recall(&self) -> f32 {
+        self.recall_in.min(self.recall_shifted)
+    }
+}
+
+/// A segment's recall table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    /// The k of the measured recall@k.
+    pub k: u32,
+    /// Queries per set (in-distribution and shifted).
+    pub queries: u32,
+    /// Norm of the common offset of the shifted set (relative to the rows' norm).
+    pub shift: f32,
+    /// One point per target, targets ascending.
+    pub points: Vec<CalibrationPoint>,
+}
+
+impl Calibration {
+    /// The point serving `target`: the first whose target is at least `target`, else the
+    /// last (the best the calibration found). `None` only for an empty table.
+    pub fn point_for(&self, target: f32) -> Option<&CalibrationPoint> {
+        self.points
+            .iter()
+            .find(|p| p.target >= target)
+            .or_else(|| self.points.last())
+    }
+
+    /// Serialises the table (the index file's calibration section).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SECTION_HEADER + POINT_BYTES * self.points.len());
+        for v in [SECTION_VERSION, self.k, self.queries] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.shift.to_le_bytes());
+        out.extend_from_slice(&(self.points.len() as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        for p in &self.points {
+            out.extend_from_slice(&p.target.to_le_bytes());
+            out.extend_from_slice(&p.nprobe.to_le_bytes());
+            out.extend_from_slice(&p.refine.to_le_bytes());
+            out.extend_from_slice(&p.recall_in.to_le_bytes());
+            out.extend_from_slice(&p.recall_shifted.to_le_bytes());
+            out.extend_from_slice(&u32::from(p.reached).to_le_bytes());
+        }
+        out
+    }
+
+    /// Parses and checks a section written by [`to_bytes`](Self::to_bytes) for an index of
+    /// `nlist` lists. Every count, range and order is checked: corrupt bytes are an error.
+    pub fn from_bytes(bytes: &[u8], nlist: usize) -> Result<Calibration, IndexError> {
+        let bad = |m: String| IndexError::Corrupt(format!("calibration section: {m}"));
+        if bytes.len() < SECTION_HEADER {
+            return Err(bad(format!("{} bytes is too short", bytes.len())));
+        }
+        let u = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let f = |at: usize| f32::from_bits(u(at));
+        if u(0) != SECTION_VERSION {
+            return Err(bad(format!("unknown version {}", u(0))));
+        }
+        let (k, queries, shift, count) = (u(4), u(8), f(12), u(16) as usize);
+        if k == 0 || queries == 0 || !shift.is_finite() || shift < 0.0 {
+            return Err(bad(format!("k {k}, queries {queries}, shift {shift}")));
+        }
+        if count > MAX_POINTS || bytes.len() != SECTION_HEADER + count * POINT_BYTES {
+            return Err(bad(format!("{count} points in {} bytes", bytes.len())));
+        }
+        let mut points = Vec::with_capacity(count);
+        for i in 0..count {
+            let at = SECTION_HEADER + i * POINT_BYTES;
+            let p = CalibrationPoint {
+                target: f(at),
+                nprobe: u(at + 4),
+                refine: u(at + 8),
+                recall_in: f(at + 12),
+                recall_shifted: f(at + 16),
+                reached: match u(at + 20) {
+                    0 => false,
+                    1 => true,
+                    x => return Err(bad(format!("point {i} flag {x}"))),
+                },
+            };
+            let unit = |x: f32| x.is_finite() && (0.0..=1.0).contains(&x);
+            if !unit(p.target) || !unit(p.recall_in) || !unit(p.recall_shifted) {
+                return Err(bad(format!("point {i} recall out of range")));
+            }
+            if p.nprobe == 0 || p.nprobe as usize > nlist {
+                return Err(bad(format!(
+                    "point {i} nprobe {} (nlist {nlist})",
+                    p.nprobe
+                )));
+            }
+            if p.refine == 0 || p.refine as usize > MAX_CALIBRATED_REFINE {
+                return Err(bad(format!("point {i} refine {}", p.refine)));
+            }
+            if points
+                .last()
+                .is_some_and(|q: &CalibrationPoint| q.target >= p.target)
+            {
+                return Err(bad("targets not ascending".into()));
+            }
+            points.push(p);
+        }
+        Ok(Calibration {
+            k,
+            queries,
+            shift,
+            points,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Calibration {
+        let p = |target, nprobe, refine, reached| CalibrationPoint {
+            target,
+            nprobe,
+            refine,
+            recall_in: target + 0.001,
+            recall_shifted: target + 0.002,
+            reached,
+        };
+        Calibration {
+            k: 10,
+            queries: 256,
+            shift: 0.6,
+            points: vec![
+                p(0.9, 8, 10, true),
+                p(0.95, 16, 12, true),
+                p(0.99, 64, 40, false),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_target_between_points_gets_the_next_higher_one() {
+        let t = table();
+        assert_eq!(t.point_for(0.2).map(|p| p.nprobe), Some(8));
+        assert_eq!(t.point_for(0.9).map(|p| p.nprobe), Some(8));
+        assert_eq!(t.point_for(0.91).map(|p| p.nprobe), Some(16));
+        assert_eq!(t.point_for(0.999).map(|p| p.nprobe), Some(64));
+        assert!(
+            Calibration {
+                points: vec![],
+                ..t
+            }
+            .point_for(0.5)
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn bytes_round_trip_and_every_field_is_checked() {
+        let t = table();
+        let b = t.to_bytes();
+        assert_eq!(Calibration::from_bytes(&b, 100).ok(), Some(t.clone()));
+        // nprobe beyond the index's lists.
+        assert!(Calibration::from_bytes(&b, 32).is_err());
+        // Truncation, a hostile count, a bad flag, a NaN recall, unordered targets.
+        assert!(Calibration::from_bytes(&b[..b.len() - 1], 100).is_err());
+        let mut c = b.clone();
+        c[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Calibration::from_bytes(&c, 100).is_err());
+        let mut c = b.clone();
+        c[SECTION_HEADER + 20] = 7;
+        assert!(Calibration::from_bytes(&c, 100).is_err());
+        let mut c = b.clone();
+        c[SECTION_HEADER + 12..SECTION_HEADER + 16].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(Calibration::from_bytes(&c, 100).is_err());
+        let mut c = b.clone();
+        c[SECTION_HEADER + POINT_BYTES..SECTION_HEADER + POINT_BYTES + 4]
+            .copy_from_slice(&0.5f32.to_le_bytes());
+        assert!(Calibration::from_bytes(&c, 100).is_err());
+        for cut in 0..b.len() {
+            assert!(Calibration::from_bytes(&b[..cut], 100).is_err());
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Searching by recall target end to end: a bulk-loaded collection is indexed and calibrated
+//! in the background, its description reports the recall table's choice, and a search over
+//! HTTP or with `glimpse query` gets at least the recall it asked for (measured against the
+//! exact answer, `recall_target` 1) on queries the calibration never saw.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use glimpse_e2e::TestServer;
+use glimpse_index::synthetic::{SyntheticData, SyntheticSpec, generate};
+use glimpse_server::cli::{QueryArgs, query};
+use glimpse_server::ingest::read_query_results;
+use glimpse_storage::{Metric, Point, Store, StoreOptions};
+use serde_json::{Value, json};
+
+const DIM: usize = 32;
+const ROWS: usize = 24_000;
+const QUERIES: usize = 60;
+
+/// A data dir with one bulk-loaded, indexed (and so calibrated) collection `c` of the hard
+/// mixture, whose ids are the row numbers.
+fn indexed_data_dir(dir: &Path) -> SyntheticData {
+    let data = generate(&SyntheticSpec::hard(ROWS, QUERIES, DIM, 11));
+    let store = Store::open(dir, StoreOptions::default()).unwrap();
+    let c = store.create_collection("c", DIM, Metric::Cosine).unwrap();
+    let mut w = c.bulk_writer().unwrap();
+    for (i, v) in data.vectors.chunks_exact(DIM).enumerate() {
+        w.push(Point {
+            id: i.to_string(),
+            vector: v.to_vec(),
+            ..Point::default()
+        })
+        .unwrap();
+    }
+    w.commit().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while c.unindexed_rows() > 0 {
+        assert!(Instant::now() < deadline, "the index was never built");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    store.close().unwrap();
+    data
+}
+
+fn search(srv: &TestServer, body: Value) -> (reqwest::StatusCode, Value) {
+    let r = reqwest::blocking::Client::new()
+        .post(srv.at("/v1/collections/c/search"))
+        .json(&body)
+        .send()
+        .unwrap();
+    (r.status(), r.json().unwrap())
+}
+
+fn ids(answer: &Value) -> Vec<String> {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn recall_targets_are_honoured_over_http_and_by_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let data = indexed_data_dir(&dir);
+    let srv = TestServer::start(&["--data-dir", dir.to_str().unwrap(), "--model", "none"]);
+
+    // The description says what a default search does in each segment.
+    let info: Value = reqwest::blocking::get(srv.at("/v1/collections/c"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let recall = &info["recall"];
+    assert_eq!(recall["target"], 0.95, "{info}");
+    assert_eq!(recall["uncalibrated_segments"], 0, "{info}");
+    assert!(
+        recall["expected_recall"].as_f64().unwrap() >= 0.95,
+        "{info}"
+    );
+    let seg = &recall["segments"][0];
+    assert_eq!(seg["indexed"], true, "{info}");
+    assert_eq!(seg["calibrated"], true, "{info}");
+    assert!(seg["nprobe"].as_u64().unwrap() >= 1 && seg["refine"].as_u64().unwrap() >= 1);
+
+    // Truth: recall_target 1 scans exactly.
+    let truth: Vec<Vec<String>> = (0..QUERIES)
+        .map(|i| {
+            let (st, a) = search(
+                &srv,
+                json!({"vector": data.query(i), "k": 10, "recall_target": 1.0}),
+            );
+            assert_eq!(st, 200, "{a}");
+            assert_eq!(a["recall"]["expected"], 1.0, "{a}");
+            ids(&a)
+        })
+        .collect();
+    let measure = |target: f64| -> (f64, f64) {
+        let mut hits = 0;
+        let mut promised = f64::INFINITY;
+        for (i, want) in truth.iter().enumerate() {
+            let (st, a) = search(
+                &srv,
+                json!({"vector": data.query(i), "k": 10, "recall_target": target}),
+            );
+            assert_eq!(st, 200, "{a}");
+            assert_eq!(
+                a["recall"]["target"].as_f64().unwrap() as f32,
+                target as f32
+            );
+            promised = promised.min(a["recall"]["expected"].as_f64().unwrap());
+            hits += ids(&a).iter().filter(|id| want.contains(id)).count();
+        }
+        (hits as f64 / (10 * truth.len()) as f64, promised)
+    };
+    for target in [0.8, 0.95] {
+        let (got, promised) = measure(target);
+        assert!(
+            promised >= target,
+            "target {target}: the table promised {promised}"
+        );
+        // 60 queries: a few points of sampling noise on top of the calibration's own.
+        assert!(
+            got >= target - 0.03,
+            "target {target}: measured recall {got}"
+        );
+    }
+    // A low target is answered with cheaper parameters, promising less, than a high one.
+    let (_, a5) = search(
+        &srv,
+        json!({"vector": data.query(0), "k": 10, "recall_target": 0.5}),
+    );
+    let (_, a99) = search(
+        &srv,
+        json!({"vector": data.query(0), "k": 10, "recall_target": 0.99}),
+    );
+    assert!(
+        a5["recall"]["expected"].as_f64() < a99["recall"]["expected"].as_f64(),
+        "{a5} {a99}"
+    );
+
+    // nprobe/refine by hand override the table and make no promise.
+    let (st, a) = search(
+        &srv,
+        json!({"vector": data.query(0), "k": 10, "nprobe": 1, "refine": 1}),
+    );
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["recall"]["by_hand"], true);
+    assert_eq!(a["recall"]["expected"], Value::Null);
+
+    // Out of range: a named 400.
+    for bad in [
+        json!(0),
+        json!(-0.5),
+        json!(1.01),
+        json!("high"),
+        json!(1e300),
+    ] {
+        let (st, a) = search(&srv, json!({"vector": data.query(0), "recall_target": bad}));
+        assert_eq!(st, 400, "{bad}: {a}");
+        assert!(a.to_string().contains("recall_target"), "{bad}: {a}");
+    }
+    srv.stop();
+
+    // The CLI: --recall-target 1 is exact, 0.95 reaches its target.
+    let qdir = tmp.path().join("q");
+    std::fs::create_dir_all(&qdir).unwrap();
+    let qfile = qdir.join("q.parquet");
+    write_queries(&qfile, &data);
+    let run = |target: f32, out: &str| {
+        let out = tmp.path().join(out);
+        query(QueryArgs {
+            data_dir: Some(dir.clone()),
+            remote: None,
+            collection: "c".into(),
+            vectors: qfile.clone(),
+            k: 10,
+            recall_target: target,
+            nprobe: None,
+            refine: None,
+            out: out.clone(),
+            exact_scan: false,
+        })
+        .unwrap();
+        read_query_results(&out).unwrap()
+    };
+    let exact = run(1.0, "exact.parquet");
+    for (r, want) in exact.iter().zip(&truth) {
+        assert_eq!(&r.ids, want);
+    }
+    let approx = run(0.95, "approx.parquet");
+    let hits: usize = approx
+        .iter()
+        .zip(&truth)
+        .map(|(r, want)| r.ids.iter().filter(|id| want.contains(id)).count())
+        .sum();
+    let got = hits as f64 / (10 * truth.len()) as f64;
+    assert!(
+        got >= 0.92,
+        "glimpse query --recall-target 0.95 measured {got}"
+    );
+}
+
+/// The queries as a shard of `embedding` rows (what `glimpse query` reads), in order.
+fn write_queries(path: &Path, data: &SyntheticData) {
+    use glimpse_server::ingest::{ShardRecord, ShardWriterOptions, write_partition_atomic};
+    let records: Vec<ShardRecord> = (0..data.n_queries())
+        .map(|i| ShardRecord {
+            id: i as i64,
+            image_path: None,
+            vector: data.query(i).to_vec(),
+            extra: Default::default(),
+        })
+        .collect();
+    let dir = path.parent().unwrap();
+    let name = path.file_name().unwrap().to_str().unwrap();
+    write_partition_atomic(dir, name, &records, ShardWriterOptions::new("q", DIM)).unwrap();
+}
