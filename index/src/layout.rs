@@ -14,6 +14,7 @@ use crate::metric::{Metric, Neighbor};
 use crate::params::{PqBits, SearchParams};
 use crate::search::{self, Core, ListRef, Lists, SearchStats};
 use crate::shape::{IndexShape, shape_accessors};
+use crate::sq8::{self, Sq8Codes, Sq8Ref};
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"GLIVFPQ\0";
@@ -30,6 +31,11 @@ pub const FLAG_INV_NORMS: u32 = 1;
 pub const FLAG_CALIBRATION: u32 = 2;
 /// Header position of the calibration section's offset (its length follows).
 const CALIBRATION_AT: usize = 168;
+/// Flag bit: the compact re-rank section (8-bit codes of every row, see `sq8`) is present; its
+/// offset is at header byte 184 and its length follows from `dim` and `len`.
+pub const FLAG_COMPACT: u32 = 4;
+/// Header position of the compact section's offset.
+const COMPACT_AT: usize = 184;
 
 /// Number of array sections, in file order.
 const SECTIONS: usize = 7;
@@ -59,12 +65,17 @@ fn code_bytes(bits: PqBits, m: usize, n: usize) -> usize {
 impl IvfPqIndex {
     /// Serialises the index into one buffer (layout in `docs/format.md`).
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.to_bytes_with(None)
+        self.to_bytes_with(None, None)
     }
 
-    /// [`to_bytes`](Self::to_bytes) with `calibration`, the index's measured recall table,
-    /// appended as the calibration section.
-    pub fn to_bytes_with(&self, calibration: Option<&Calibration>) -> Vec<u8> {
+    /// [`to_bytes`](Self::to_bytes) with `calibration`, the index's measured recall table, and
+    /// `compact`, the 8-bit codes of its rows (the compact re-rank tier), appended as their
+    /// sections. `compact` must encode exactly the index's rows (else it is left out).
+    pub fn to_bytes_with(
+        &self,
+        calibration: Option<&Calibration>,
+        compact: Option<&Sq8Codes>,
+    ) -> Vec<u8> {
         let shape = &self.shape;
         let with_norms = shape.metric == Metric::Cosine;
         let mut list_offsets = Vec::with_capacity(self.lists.len() + 1);
@@ -115,6 +126,15 @@ impl IvfPqIndex {
             cal_at = pos;
             pos += c.len();
         }
+        let compact = compact
+            .filter(|c| c.rows() == self.shape.len && c.dim() == self.shape.dim)
+            .map(Sq8Codes::to_bytes);
+        let mut compact_at = 0;
+        if let Some(c) = &compact {
+            pos = pos.next_multiple_of(ALIGN);
+            compact_at = pos;
+            pos += c.len();
+        }
         let total = pos.next_multiple_of(ALIGN);
         let mut out = vec![0u8; total];
         out[0..8].copy_from_slice(&MAGIC);
@@ -135,6 +155,11 @@ impl IvfPqIndex {
             put_u64(&mut out, CALIBRATION_AT, cal_at as u64);
             put_u64(&mut out, CALIBRATION_AT + 8, c.len() as u64);
             out[cal_at..cal_at + c.len()].copy_from_slice(c);
+        }
+        if let Some(c) = &compact {
+            flags |= FLAG_COMPACT;
+            put_u64(&mut out, COMPACT_AT, compact_at as u64);
+            out[compact_at..compact_at + c.len()].copy_from_slice(c);
         }
         put_u32(&mut out, 36, flags);
         put_u64(&mut out, 40, e);
@@ -240,6 +265,8 @@ pub struct IvfPqView<'a> {
     coarse: Cow<'a, CoarseI8>,
     codebooks: Cow<'a, [f32]>,
     lists: ViewLists<'a>,
+    /// The compact re-rank tier, when the file has one.
+    compact: Option<Sq8Ref<'a>>,
 }
 
 /// List storage of a view: flat arrays from bytes, or an index's lists.
@@ -263,6 +290,7 @@ impl<'a> IvfPqView<'a> {
             coarse: Cow::Borrowed(&index.coarse),
             codebooks: Cow::Borrowed(&index.codebooks),
             lists: ViewLists::Index(&index.lists),
+            compact: None,
         }
     }
 
@@ -323,7 +351,7 @@ impl<'a> IvfPqView<'a> {
             x => return Err(corrupt(format!("unsupported code width {x}"))),
         };
         let flags = get_u32(bytes, 36);
-        if flags & !(FLAG_INV_NORMS | FLAG_CALIBRATION) != 0 {
+        if flags & !(FLAG_INV_NORMS | FLAG_CALIBRATION | FLAG_COMPACT) != 0 {
             return Err(corrupt(format!("unknown flags {flags:#x}")));
         }
         let with_norms = flags & FLAG_INV_NORMS != 0;
@@ -381,8 +409,24 @@ impl<'a> IvfPqView<'a> {
             prev_end = end;
         }
         if flags & FLAG_CALIBRATION != 0 {
-            calibration_section(bytes, prev_end)?;
+            let (at, len) = calibration_section(bytes, prev_end)?;
+            prev_end = at + len;
         }
+        let compact = if flags & FLAG_COMPACT != 0 {
+            let at = usize::try_from(get_u64(bytes, COMPACT_AT))
+                .map_err(|_| corrupt("compact section offset"))?;
+            let want = sq8::section_len(dim, len).ok_or_else(|| corrupt("compact section size"))?;
+            if at % ALIGN != 0 || at < prev_end {
+                return Err(corrupt(format!("compact section misplaced at {at}")));
+            }
+            let end = at
+                .checked_add(want)
+                .filter(|&e| e <= bytes.len())
+                .ok_or_else(|| corrupt("compact section runs past the end"))?;
+            Some(Sq8Ref::parse(&bytes[at..end], dim, len).map_err(corrupt)?)
+        } else {
+            None
+        };
         let list_offsets = cast::<u64>(secs[S_LIST_OFFSETS], u64_le);
         let code_offsets = cast::<u64>(secs[S_CODE_OFFSETS], u64_le);
         let codes = secs[S_CODES];
@@ -431,6 +475,7 @@ impl<'a> IvfPqView<'a> {
                 inv_norms: cast::<f32>(secs[S_INV_NORMS], f32_le),
                 codes,
             },
+            compact,
         })
     }
 
@@ -519,7 +564,13 @@ impl<'a> IvfPqView<'a> {
             centroids: &self.centroids,
             coarse: &self.coarse,
             codebooks: &self.codebooks,
+            compact: self.compact.as_ref(),
         }
+    }
+
+    /// Whether the file carries the compact re-rank tier (8-bit codes of every row).
+    pub fn has_compact_tier(&self) -> bool {
+        self.compact.is_some()
     }
 
     shape_accessors!();

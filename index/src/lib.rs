@@ -39,6 +39,7 @@ pub mod pq;
 mod search;
 mod shape;
 pub mod simd;
+mod sq8;
 #[cfg(any(test, feature = "testing"))]
 pub mod synthetic;
 
@@ -59,3 +60,4 @@ pub use params::{
 };
 pub use search::SearchStats;
 pub use simd::{Kernels, SimdLevel};
+pub use sq8::Sq8Codes;

@@ -24,6 +24,7 @@ use crate::exact_batch::{self, TileKernel};
 use crate::fastscan::{self, BLOCK, ScanKernel};
 use crate::kmeans::{self, AssignKernel, SmallCentroids};
 use crate::pq::{self, EncodeKernel, PqEncoder};
+use crate::sq8::{self, Sq8Kernel};
 
 /// An instruction-set level, ordered from least to most capable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -145,6 +146,7 @@ pub struct Kernels {
     assign_rows: AssignKernel,
     pq_encode: EncodeKernel,
     dots_tile: TileKernel,
+    sq8_dot: Sq8Kernel,
 }
 
 impl Kernels {
@@ -163,6 +165,7 @@ impl Kernels {
             assign_rows: kmeans::kernel_for(level),
             pq_encode: pq::kernel_for(level),
             dots_tile: exact_batch::kernel_for(level),
+            sq8_dot: sq8::kernel_for(level),
         }
     }
 
@@ -246,6 +249,16 @@ impl Kernels {
         // SAFETY: a supported level (see `scan_block`); the kernels are safe code compiled
         // for that level, with the lengths checked above.
         unsafe { (self.dots_tile)(tile, queries, dim, out) }
+    }
+}
+
+impl Kernels {
+    /// `Σ w_j · c_j` over the shorter of the two slices (the compact tier's code score).
+    #[inline]
+    pub(crate) fn sq8_dot(&self, w: &[f32], c: &[u8]) -> f32 {
+        // SAFETY: a supported level (see `scan_block`); the kernels are safe code compiled
+        // for that level and bound every access by the slices' lengths.
+        unsafe { (self.sq8_dot)(w, c) }
     }
 }
 

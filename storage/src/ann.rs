@@ -9,6 +9,12 @@
 //! storage row filter (tombstones, shadowing by newer writes, metadata
 //! filter) is passed straight to the index scan.
 //!
+//! With `StoreOptions::compact_rerank`, every cosine or dot index also carries the compact
+//! re-rank tier (`Sq8Codes`: one byte per
+//! dimension of every row, a quarter of the vector file): candidates are scored on it first and
+//! only those its error bound cannot rule out are re-ranked against the mapped vectors, so the
+//! vector file is read for a handful of rows per query and need not stay in memory.
+//!
 //! Every build is calibrated (`glimpse_index::calibrate`): the segment's own recall at each
 //! setting is measured on a sample of its rows held out of training, and the resulting recall
 //! table is stored in the index file. A search names a recall target (default
@@ -20,7 +26,7 @@ use std::path::Path;
 use glimpse_index::{
     Calibration, CalibrationOptions, CalibrationPoint, Cancel, CoarseTable, DEFAULT_RECALL_TARGET,
     IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, SearchParams, SearchStats,
-    calibrate, calibration_rows, exact_search,
+    Sq8Codes, calibrate, calibration_rows, exact_search,
 };
 use memmap2::Mmap;
 
@@ -41,6 +47,7 @@ pub(crate) fn build(
     vectors: &[f32],
     dim: usize,
     metric: Metric,
+    compact_tier: bool,
     cancel: Cancel<'_>,
 ) -> Result<Option<(String, Vec<u8>)>> {
     let opts = CalibrationOptions::default();
@@ -55,7 +62,13 @@ pub(crate) fn build(
     ) {
         Ok(ix) => {
             let table = measure(path, &ix, vectors, &held_out, &opts, cancel)?;
-            Ok(Some((KIND.to_string(), ix.to_bytes_with(table.as_ref()))))
+            let compact = compact_tier
+                .then(|| Sq8Codes::build(vectors, dim, metric))
+                .flatten();
+            Ok(Some((
+                KIND.to_string(),
+                ix.to_bytes_with(table.as_ref(), compact.as_ref()),
+            )))
         }
         Err(IndexError::Cancelled) => Err(interrupted(path)),
         Err(e @ (IndexError::NotEnoughData { .. } | IndexError::InvalidParams(_))) => {
@@ -76,6 +89,7 @@ pub(crate) fn build_like(
     path: &Path,
     template: &SegmentIndex,
     vectors: &[f32],
+    compact_tier: bool,
     cancel: Cancel<'_>,
 ) -> Result<(String, Vec<u8>)> {
     let err = |detail: String| StorageError::Index {
@@ -94,7 +108,13 @@ pub(crate) fn build_like(
     let opts = CalibrationOptions::default();
     let rows = calibration_rows(vectors.len() / index.dim().max(1), &opts);
     let table = measure(path, &index, vectors, &rows, &opts, cancel)?;
-    Ok((KIND.to_string(), index.to_bytes_with(table.as_ref())))
+    let compact = compact_tier
+        .then(|| Sq8Codes::build(vectors, index.dim(), index.metric()))
+        .flatten();
+    Ok((
+        KIND.to_string(),
+        index.to_bytes_with(table.as_ref(), compact.as_ref()),
+    ))
 }
 
 /// The recall table of a freshly built `index`; `None` when the segment is too small to

@@ -73,8 +73,10 @@ pub struct SearchTimings {
     pub indexed_segments: u32,
     /// Rows scanned exactly.
     pub exact_rows: u64,
-    /// Candidates re-ranked over all indexed segments.
+    /// Candidates re-ranked against the raw vectors over all indexed segments.
     pub reranked: u64,
+    /// Candidates scored on the compact tier's 8-bit codes first (see `SearchStats`).
+    pub compact_scored: u64,
     /// The lowest recall@k that an indexed segment's recall table promised for the parameters
     /// it used (exactly scanned rows count as 1); `None` when no table spoke.
     pub expected_recall: Option<f32>,
@@ -187,6 +189,13 @@ pub struct StoreOptions {
     pub compaction: CompactionOptions,
     /// Segments with at least this many rows get an ANN index file of their own training.
     pub index_min_rows: usize,
+    /// Index files also carry the compact re-rank tier (one byte per dimension of every row,
+    /// a quarter of the raw vectors; cosine and dot only): the re-rank then reads raw rows only
+    /// for the candidates its error bound cannot rule out, with the same top k, so the raw
+    /// vector file need not stay in memory. For collections whose vectors outgrow RAM; it adds
+    /// `dim` bytes per row to the index file and costs a little speed when the vectors are in
+    /// memory (see `docs/benchmarks.md`). Off by default.
+    pub compact_rerank: bool,
     /// Smaller segments (memtable flushes, small bulk loads) of at least this many rows are
     /// indexed with the quantizers of a trained index when the collection has one: one
     /// assignment pass, no k-means. Without it every such segment would be scanned exactly
@@ -239,6 +248,7 @@ impl Default for StoreOptions {
             compaction: CompactionOptions::default(),
             index_min_rows: 20_000,
             borrowed_index_min_rows: 2_000,
+            compact_rerank: false,
             defer_bulk_index: true,
             bulk_quiet: Duration::from_secs(1),
             bulk_quiet_max: Duration::from_secs(10),

@@ -814,6 +814,14 @@ fn steady_loading_indexes_shards_early_and_merges_them_after() {
             d.display()
         );
     }
+    // Trained and borrowed indexes alike carry their own recall table.
+    let report = c.recall_report(None);
+    assert_eq!(report.uncalibrated_segments, 0, "{report:?}");
+    assert!(report.segments.iter().all(|s| s.calibrated), "{report:?}");
+    assert!(
+        report.expected_recall.is_some_and(|r| r >= 0.95),
+        "{report:?}"
+    );
     // Still loading: no merge yet, although three segments share a tier.
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(c.stats().segments, 3);
@@ -825,6 +833,10 @@ fn steady_loading_indexes_shards_early_and_merges_them_after() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(c.counters().compactions, 1);
+    // So does the merged one.
+    let report = c.recall_report(Some(0.9));
+    assert_eq!(report.segments.len(), 1);
+    assert!(report.segments[0].calibrated, "{report:?}");
     for i in [0u64, 2345, 5999] {
         assert_finds_itself(&c, i);
     }
@@ -895,4 +907,50 @@ fn periodic_durability_syncs_in_the_background() {
     let c = store.collection("p").unwrap();
     assert_eq!(c.len(), 20);
     assert_eq!(c.get("q19").unwrap(), point("q19", 1, 4));
+}
+
+/// With `compact_rerank`, a cosine index carries the compact tier: searches score their
+/// candidates on its codes and read far fewer raw rows, with exactly the results (ids and
+/// scores) of a store without it.
+#[test]
+fn the_compact_rerank_tier_changes_reads_not_results() {
+    let run = |compact: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            compact_rerank: compact,
+            ..prompt_opts()
+        };
+        let store = Store::open(dir.path(), opts).unwrap();
+        let c = store.create_collection("ix", 16, Metric::Cosine).unwrap();
+        bulk_load(&c, 0..4000, None);
+        wait_indexed(&c);
+        let req = SearchRequest {
+            k: 10,
+            refine: Some(40),
+            ..SearchRequest::default()
+        };
+        let (mut out, mut scored, mut reranked) = (Vec::new(), 0, 0);
+        for i in 0..50u64 {
+            let (hits, t) = c
+                .search_with_stats(&vec_for(&format!("q{i}"), i + 7, 16), &req)
+                .unwrap();
+            scored += t.compact_scored;
+            reranked += t.reranked;
+            out.push(
+                hits.into_iter()
+                    .map(|h| (h.id, h.score))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        (out, scored, reranked)
+    };
+    let (with, scored_with, reranked_with) = run(true);
+    let (without, scored_without, reranked_without) = run(false);
+    assert_eq!(with, without);
+    assert_eq!(scored_without, 0);
+    assert_eq!(scored_with, reranked_without);
+    assert!(
+        reranked_with * 2 < reranked_without,
+        "{reranked_with} raw rows with the tier, {reranked_without} without"
+    );
 }

@@ -22,6 +22,13 @@
 //! `--targets` (default 0.9, 0.95, 0.98; 0.95 is the engine's default), on the benchmark's own
 //! queries, which the calibration never saw.
 //!
+//! By default the index is searched as the storage engine writes it by default, without the
+//! compact re-rank tier; `--tiers compact` searches a copy carrying it (8-bit codes of every row,
+//! `Sq8Codes`, as with `serve --compact-rerank`), `--tiers both` runs every setting on each. `--evict 1`
+//! runs every setting a second time ("[evicted]") while a thread drops the raw vector file from
+//! memory every second (`madvise(MADV_DONTNEED)` on the mapping, then
+//! `posix_fadvise(POSIX_FADV_DONTNEED)` on the file), so the re-rank's reads go to the disk.
+//!
 //! `--vectors` says where the raw vectors that the re-rank reads live: `mapped` (default) is how
 //! the storage engine serves them, a file in the page cache mapped with `MappedF32` (huge pages
 //! where the kernel gives them); `heap` is a plain `Vec`; `both` runs every setting on each,
@@ -59,6 +66,16 @@ struct Args {
     shape: Shape,
     query_shift: Option<f32>,
     targets: Vec<f32>,
+    tiers: Tiers,
+    evict: bool,
+}
+
+/// Which re-rank the runs use (see the module doc).
+#[derive(Clone, Copy, PartialEq)]
+enum Tiers {
+    Compact,
+    F32,
+    Both,
 }
 
 /// Where the searched raw vectors live (see the module doc).
@@ -87,6 +104,8 @@ fn parse_args() -> Result<Args> {
         shape: Shape::ClipLike,
         query_shift: None,
         targets: vec![0.9, 0.95, 0.98],
+        tiers: Tiers::F32,
+        evict: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -128,6 +147,17 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--query-shift" => a.query_shift = Some(val.parse()?),
+            "--tiers" => {
+                a.tiers = match val.as_str() {
+                    "compact" => Tiers::Compact,
+                    "f32" => Tiers::F32,
+                    "both" => Tiers::Both,
+                    x => {
+                        return Err(format!("--tiers must be compact, f32 or both, not {x}").into());
+                    }
+                }
+            }
+            "--evict" => a.evict = val == "1" || val == "true",
             "--targets" => {
                 a.targets = val
                     .split(',')
@@ -185,6 +215,11 @@ fn mapped_copy(vectors: &[f32]) -> Result<(tempfile::TempDir, MappedF32, u64)> {
     // engine's 2 MiB-aligned chunks.
     let bytes: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
     ctx(std::fs::write(&path, &bytes), "writing the vectors file")?;
+    // Clean pages only: `posix_fadvise(DONTNEED)` (the `--evict` runs) cannot drop dirty ones.
+    ctx(
+        std::fs::File::open(&path).and_then(|f| f.sync_all()),
+        "syncing the vectors file",
+    )?;
     let map = ctx(
         MappedF32::open(&path, vectors.len()),
         "mapping the vectors file",
@@ -195,6 +230,55 @@ fn mapped_copy(vectors: &[f32]) -> Result<(tempfile::TempDir, MappedF32, u64)> {
     }
     std::hint::black_box(sum);
     Ok((dir, map, file_pmd_mapped_kb()))
+}
+
+/// While alive, drops a mapped vector file from memory every second: `madvise(MADV_DONTNEED)`
+/// unmaps its pages from this process, `posix_fadvise(POSIX_FADV_DONTNEED)` then drops them from
+/// the page cache, so the next read of a row goes to the disk.
+struct EvictGuard {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EvictGuard {
+    fn start(path: std::path::PathBuf, mapping: &[f32]) -> Result<EvictGuard> {
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::Ordering;
+        let file = ctx(std::fs::File::open(&path), "opening the vectors file")?;
+        let (ptr, len) = (mapping.as_ptr() as usize, std::mem::size_of_val(mapping));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                // SAFETY: `ptr..ptr + len` is a read-only file mapping that outlives this thread
+                // (the guard joins it before the mapping can go); MADV_DONTNEED on it only drops
+                // page-table entries, and later reads fault the same file bytes back in.
+                unsafe {
+                    libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_DONTNEED);
+                    libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+                }
+                for _ in 0..20 {
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        });
+        Ok(EvictGuard {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EvictGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// `FilePmdMapped` of this process (Linux), 0 where unknown.
@@ -360,14 +444,19 @@ fn main() -> Result<()> {
     if let Some(c) = &cal {
         print_calibration(c);
     }
-    let bytes = index.to_bytes_with(cal.as_ref());
-    let bpv = bytes.len() as f64 / n as f64;
+    let compact = glimpse_index::Sq8Codes::build(&data.vectors, dim, metric);
+    let bytes = index.to_bytes_with(cal.as_ref(), compact.as_ref());
+    let plain_bytes = index.to_bytes_with(cal.as_ref(), None);
+    let plain_view = IvfPqView::from_bytes(&plain_bytes)?;
+    // The index as the engine stores it by default (no compact tier), and with the tier.
+    let bpv = plain_bytes.len() as f64 / n as f64;
+    let bpv_compact = bytes.len() as f64 / n as f64;
     let view = IvfPqView::from_bytes(&bytes)?;
     let sizes = index.list_sizes();
     let max_list = sizes.iter().copied().max().unwrap_or(0);
     println!(
         "build: train {train_s:.2}s + add {add_s:.2}s = {:.2}s wall, {build_cpu:.1}s CPU; nlist={} m={} bits={:?}; \
-         index {:.1} bytes/vector (raw f32: {} bytes/vector); largest list {max_list} (mean {:.0})",
+         index {:.1} bytes/vector, {bpv_compact:.1} with the compact tier (raw f32: {} bytes/vector); largest list {max_list} (mean {:.0})",
         train_s + add_s,
         index.nlist(),
         index.m(),
@@ -393,8 +482,8 @@ fn main() -> Result<()> {
 
     println!();
     println!(
-        "{:<22} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10}",
-        "config", "recall@10", "QPS wall", "QPS cpu", "p50 us", "p99 us", "vs exact"
+        "{:<22} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8}",
+        "config", "recall@10", "QPS wall", "QPS cpu", "p50 us", "p99 us", "vs exact", "raw rows"
     );
     println!(
         "{:<22} {:>9.4} {:>10.1} {:>10.1} {:>9.0} {:>9.0} {:>10}",
@@ -443,40 +532,75 @@ fn main() -> Result<()> {
         );
         Some((dir, map))
     };
-    let mut runs: Vec<(String, SearchParams, &[f32])> = Vec::new();
+    let mut base_runs: Vec<(String, SearchParams, &[f32])> = Vec::new();
     for (label, sp) in all {
         match (&mapped, args.vectors) {
             (Some((_, map)), VectorsMode::Both) => {
-                runs.push((format!("{label} [map]"), sp, map.as_slice()));
-                runs.push((format!("{label} [heap]"), sp, &data.vectors));
+                base_runs.push((format!("{label} [map]"), sp, map.as_slice()));
+                base_runs.push((format!("{label} [heap]"), sp, &data.vectors));
             }
-            (Some((_, map)), _) => runs.push((label, sp, map.as_slice())),
-            (None, _) => runs.push((label, sp, &data.vectors)),
+            (Some((_, map)), _) => base_runs.push((label, sp, map.as_slice())),
+            (None, _) => base_runs.push((label, sp, &data.vectors)),
         }
     }
-    for (label, sp, vectors) in &runs {
+    let tiers: Vec<(&str, &IvfPqView<'_>)> = match args.tiers {
+        Tiers::Compact => vec![("", &view)],
+        Tiers::F32 => vec![("", &plain_view)],
+        Tiers::Both => vec![(" [compact]", &view), (" [f32]", &plain_view)],
+    };
+    let evicts: &[bool] = if args.evict && mapped.is_some() {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    let mut runs = Vec::new();
+    for (label, sp, vectors) in base_runs {
+        for &(tier, v) in &tiers {
+            for &evict in evicts {
+                let suffix = if evict { " [evicted]" } else { "" };
+                runs.push((format!("{label}{tier}{suffix}"), sp, vectors, v, evict));
+            }
+        }
+    }
+    for (label, sp, vectors, view, evict) in &runs {
         let vectors: &[f32] = vectors;
+        let evictor = match (&mapped, *evict) {
+            (Some((dir, map)), true) if std::ptr::eq(vectors, map.as_slice()) => {
+                Some(EvictGuard::start(dir.path().join("vectors.f32"), vectors)?)
+            }
+            _ => None,
+        };
         // Warm-up pass (also measures recall), then timed pass.
         let mut rec = 0.0;
+        let mut stats = glimpse_index::SearchStats::default();
         for (i, want) in truth.iter().enumerate() {
-            let got = view.search(data.query(i), vectors, sp, None);
+            let got = view.search_with_stats(data.query(i), vectors, sp, None, &mut stats);
             rec += recall(&got, want);
         }
         rec /= args.queries as f64;
+        // Raw rows read by the re-rank per query (after the compact tier's pruning).
+        let raw_rows = stats.reranked as f64 / args.queries as f64;
         let mut lat = Vec::with_capacity(args.queries);
         let t = Instant::now();
         let c = thread_cpu_s();
-        for i in 0..args.queries {
+        // Evicted runs go on for at least 5 s, so the file is dropped several times during
+        // the measurement rather than once at its start.
+        let min_secs = if *evict { 5.0 } else { 0.0 };
+        let mut done = 0usize;
+        while done < args.queries || t.elapsed().as_secs_f64() < min_secs {
+            let i = done % args.queries;
             let s = Instant::now();
             std::hint::black_box(view.search(data.query(i), vectors, sp, None));
             lat.push(s.elapsed().as_secs_f64() * 1e6);
+            done += 1;
         }
-        let qps = args.queries as f64 / t.elapsed().as_secs_f64();
-        let cpu_qps = args.queries as f64 / (thread_cpu_s() - c);
+        let qps = done as f64 / t.elapsed().as_secs_f64();
+        let cpu_qps = done as f64 / (thread_cpu_s() - c);
         lat.sort_by(|a, b| a.total_cmp(b));
         let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+        drop(evictor);
         println!(
-            "{label:<22} {rec:>9.4} {qps:>10.1} {cpu_qps:>10.1} {p50:>9.0} {p99:>9.0} {:>9.1}x",
+            "{label:<22} {rec:>9.4} {qps:>10.1} {cpu_qps:>10.1} {p50:>9.0} {p99:>9.0} {:>9.1}x {raw_rows:>8.1}",
             cpu_qps / exact_cpu_qps
         );
         rows.push(format!(

@@ -26,8 +26,8 @@ fn data() -> &'static [f32] {
     })
 }
 
-/// Valid buffers to start from: a 4-bit cosine index (with the norms section) and an 8-bit
-/// l2 index.
+/// Valid buffers to start from: a 4-bit cosine index (with the norms, calibration and compact
+/// sections) and an 8-bit l2 index.
 fn seeds() -> &'static [Vec<u8>] {
     static S: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     S.get_or_init(|| {
@@ -43,9 +43,12 @@ fn seeds() -> &'static [Vec<u8>] {
                 bits,
                 ..IndexParams::default()
             };
-            IvfPqIndex::build(data(), DIM, metric, &params, Cancel::NEVER)
-                .unwrap()
-                .to_bytes()
+            let ix = IvfPqIndex::build(data(), DIM, metric, &params, Cancel::NEVER).unwrap();
+            let opts = crate::CalibrationOptions::default();
+            let rows = crate::calibration_rows(ROWS, &opts);
+            let table = crate::calibrate(&ix.view(), data(), &rows, &opts, Cancel::NEVER).unwrap();
+            let compact = crate::Sq8Codes::build(data(), DIM, metric);
+            ix.to_bytes_with(table.as_ref(), compact.as_ref())
         })
         .collect()
     })
@@ -87,6 +90,7 @@ fn exercise(bytes: &[u8], misalign: bool, k: usize, nprobe: Option<usize>) {
     }
     buf.extend_from_slice(bytes);
     let input = &buf[usize::from(misalign)..];
+    let _ = IvfPqView::read_calibration(input);
     let Ok(view) = IvfPqView::from_bytes(input) else {
         return;
     };

@@ -91,6 +91,13 @@ pub struct ServeArgs {
     /// instead of in the background after it is durable (searched exactly until then).
     #[arg(long)]
     pub index_during_load: bool,
+    /// Give every new index the compact re-rank tier (one byte per dimension of each row in the
+    /// index file, cosine and dot collections): searches then read raw vectors only for the few
+    /// candidates its error bound cannot rule out, with the same results, so the vector files
+    /// need not stay in memory. For collections larger than RAM; costs `dim` bytes per row on
+    /// disk and a little speed while the vectors are in memory.
+    #[arg(long)]
+    pub compact_rerank: bool,
     /// A folder of photos to search: new and changed photos are embedded and loaded in the
     /// background (into `--collection`, default `photos`), removed ones are deleted, and the
     /// images are served from it. Implies `--images-dir DIR`.
@@ -160,6 +167,7 @@ fn store_options(a: &ServeArgs) -> StoreOptions {
         opts.durability = Durability::Periodic(Duration::from_millis(ms.max(1)));
     }
     opts.defer_bulk_index = !a.index_during_load;
+    opts.compact_rerank = a.compact_rerank;
     opts
 }
 

@@ -108,6 +108,7 @@ impl BulkWriter {
         let mut fin = w.finish(
             index_min_rows,
             template.as_ref().map(|t| &t.index),
+            inner.opts.compact_rerank,
             // A bulk load runs to its commit: its client waits for the answer.
             glimpse_index::Cancel::NEVER,
         )?;

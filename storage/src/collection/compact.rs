@@ -56,6 +56,7 @@ impl Inner {
             let mut fin = w.finish(
                 min_rows,
                 template.as_ref().map(|t| &t.index),
+                self.opts.compact_rerank,
                 Cancel::on(&self.closing),
             )?;
             fin.publish()?;

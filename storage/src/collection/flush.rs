@@ -44,7 +44,12 @@ impl Inner {
             // A trained index lends its quantizers to a flush big enough to gain from one, so
             // writes under steady load do not pile up as exactly scanned segments.
             let (min_rows, template) = self.index_plan(w.rows());
-            let mut fin = w.finish(min_rows, template.as_ref().map(|t| &t.index), Cancel::NEVER)?;
+            let mut fin = w.finish(
+                min_rows,
+                template.as_ref().map(|t| &t.index),
+                self.opts.compact_rerank,
+                Cancel::NEVER,
+            )?;
             fin.publish()?;
             match self.open_new_segment(&fin.dir, id, &fin.dead_rows) {
                 Ok(s) => Some(s),

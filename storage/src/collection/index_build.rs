@@ -101,11 +101,21 @@ impl Inner {
         let reader = &seg.reader;
         let path = reader.dir.join(crate::ann::INDEX_FILE);
         let cancel = Cancel::on(&self.closing);
+        let compact = self.opts.compact_rerank;
         // Quantizers trained for a segment of comparable size (an earlier shard of the same
         // load, typically) index this one in one assignment pass instead of seconds of k-means.
         let built = match self.index_template(reader.rows as usize) {
-            Some(t) => crate::ann::build_like(&path, &t.index, reader.vectors(), cancel).map(Some),
-            None => crate::ann::build(&path, reader.vectors(), self.dim, self.metric, cancel),
+            Some(t) => {
+                crate::ann::build_like(&path, &t.index, reader.vectors(), compact, cancel).map(Some)
+            }
+            None => crate::ann::build(
+                &path,
+                reader.vectors(),
+                self.dim,
+                self.metric,
+                compact,
+                cancel,
+            ),
         };
         let Some((kind, bytes)) = (match built {
             Err(StorageError::Interrupted(_)) => {

@@ -413,6 +413,7 @@ impl SegmentReader {
                 timings.ann_scan += stats.scan;
                 timings.rerank += stats.rerank;
                 timings.reranked += stats.reranked;
+                timings.compact_scored += stats.compact_scored;
                 timings.indexed_segments += 1;
                 out
             }

@@ -205,6 +205,7 @@ impl SegmentWriter {
         mut self,
         index_min_rows: usize,
         template: Option<&ann::SegmentIndex>,
+        compact_tier: bool,
         cancel: Cancel<'_>,
     ) -> Result<FinishedSegment> {
         let (Some(vf), Some(bf)) = (self.vectors.take(), self.blobs.take()) else {
@@ -260,8 +261,21 @@ impl SegmentWriter {
             let vectors = MappedF32::open(&vpath, rows as usize * self.dim)?;
             let ipath = self.tmp.join(ann::INDEX_FILE);
             let built = match template {
-                Some(t) => Some(ann::build_like(&ipath, t, vectors.as_slice(), cancel)?),
-                None => ann::build(&ipath, vectors.as_slice(), self.dim, self.metric, cancel)?,
+                Some(t) => Some(ann::build_like(
+                    &ipath,
+                    t,
+                    vectors.as_slice(),
+                    compact_tier,
+                    cancel,
+                )?),
+                None => ann::build(
+                    &ipath,
+                    vectors.as_slice(),
+                    self.dim,
+                    self.metric,
+                    compact_tier,
+                    cancel,
+                )?,
             };
             if let Some((kind, bytes)) = built {
                 write_file_synced(&ipath, &bytes)?;

@@ -1,0 +1,437 @@
+//! The compact re-rank tier: every row as one byte per dimension (per-dimension min and step),
+//! a quarter of the raw `f32` rows, kept in the index file so it stays in memory while the raw
+//! vectors need not.
+//!
+//! A search scores its `k·refine` PQ candidates on these codes first. For cosine and dot the
+//! error of a code score is bounded for the whole query: each dimension's value is off by at
+//! most half its step, so `|exact − approx| ≤ B = ½·Σ|q_j|·step_j`. With `a_k` the k-th best
+//! approximate score, a candidate whose approximate score is below `a_k − 2B` is beaten for sure
+//! by k others, so it cannot be in the top k; only the rest are re-ranked against the raw rows.
+//! The top k is therefore the one the full `f32` re-rank would return, from far fewer reads of
+//! the raw rows (a handful per query instead of `k·refine`). L2 indexes do not get the tier
+//! (their error depends on the row, not only on the query).
+
+use std::borrow::Cow;
+
+use rayon::prelude::*;
+
+use crate::distance;
+use crate::metric::Metric;
+use crate::simd::SimdLevel;
+
+/// Per-dimension 8-bit codes of an index's rows (in the index's space: unit rows for cosine).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sq8Codes {
+    dim: usize,
+    mins: Vec<f32>,
+    steps: Vec<f32>,
+    codes: Vec<u8>,
+}
+
+impl Sq8Codes {
+    /// Encodes `vectors` (row-major, `dim` floats each) for an index of `metric`; `None` for
+    /// L2 (see the module doc) and for empty or non-finite input.
+    pub fn build(vectors: &[f32], dim: usize, metric: Metric) -> Option<Sq8Codes> {
+        if metric == Metric::L2
+            || dim == 0
+            || vectors.is_empty()
+            || !vectors.len().is_multiple_of(dim)
+        {
+            return None;
+        }
+        let unit = |r: &[f32]| -> Vec<f32> {
+            let mut v = r.to_vec();
+            if metric == Metric::Cosine {
+                distance::normalize_in_place(&mut v);
+            }
+            v
+        };
+        let (mins, maxs) = vectors
+            .par_chunks(dim * 1024)
+            .map(|block| {
+                let mut lo = vec![f32::INFINITY; dim];
+                let mut hi = vec![f32::NEG_INFINITY; dim];
+                for r in block.chunks_exact(dim) {
+                    for ((l, h), x) in lo.iter_mut().zip(hi.iter_mut()).zip(unit(r)) {
+                        *l = l.min(x);
+                        *h = h.max(x);
+                    }
+                }
+                (lo, hi)
+            })
+            .reduce(
+                || (vec![f32::INFINITY; dim], vec![f32::NEG_INFINITY; dim]),
+                |(mut a, mut b), (c, d)| {
+                    a.iter_mut().zip(c).for_each(|(x, y)| *x = x.min(y));
+                    b.iter_mut().zip(d).for_each(|(x, y)| *x = x.max(y));
+                    (a, b)
+                },
+            );
+        if mins.iter().chain(&maxs).any(|x| !x.is_finite()) {
+            return None;
+        }
+        let steps: Vec<f32> = mins
+            .iter()
+            .zip(&maxs)
+            .map(|(lo, hi)| ((hi - lo) / 255.0).max(f32::MIN_POSITIVE))
+            .collect();
+        let mut codes = vec![0u8; vectors.len()];
+        codes
+            .par_chunks_mut(dim)
+            .zip(vectors.par_chunks(dim))
+            .for_each(|(out, r)| {
+                for (((o, x), lo), st) in out.iter_mut().zip(unit(r)).zip(&mins).zip(&steps) {
+                    *o = ((x - lo) / st).round().clamp(0.0, 255.0) as u8;
+                }
+            });
+        Some(Sq8Codes {
+            dim,
+            mins,
+            steps,
+            codes,
+        })
+    }
+
+    /// Dimension of the rows.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Rows encoded.
+    pub fn rows(&self) -> usize {
+        self.codes.len() / self.dim
+    }
+
+    /// The section bytes (layout in `docs/format.md`, "Compact re-rank section").
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let head = head_bytes(self.dim);
+        let mut out = vec![0u8; head + self.codes.len()];
+        for (i, x) in self.mins.iter().chain(&self.steps).enumerate() {
+            out[4 * i..4 * i + 4].copy_from_slice(&x.to_le_bytes());
+        }
+        out[head..].copy_from_slice(&self.codes);
+        out
+    }
+
+    #[cfg(test)]
+    pub(crate) fn view(&self) -> Sq8Ref<'_> {
+        Sq8Ref {
+            dim: self.dim,
+            mins: Cow::Borrowed(&self.mins),
+            steps: Cow::Borrowed(&self.steps),
+            codes: &self.codes,
+        }
+    }
+}
+
+/// Bytes before the codes: mins and steps, padded to 64.
+pub(crate) fn head_bytes(dim: usize) -> usize {
+    (8 * dim).next_multiple_of(64)
+}
+
+/// Exact length of the section for `rows` rows of `dim` dimensions.
+pub(crate) fn section_len(dim: usize, rows: usize) -> Option<usize> {
+    rows.checked_mul(dim)?.checked_add(head_bytes(dim))
+}
+
+/// The tier as the search reads it (borrowed from the index file where aligned).
+#[derive(Debug, Clone)]
+pub(crate) struct Sq8Ref<'a> {
+    pub dim: usize,
+    pub mins: Cow<'a, [f32]>,
+    pub steps: Cow<'a, [f32]>,
+    pub codes: &'a [u8],
+}
+
+impl<'a> Sq8Ref<'a> {
+    /// Parses a section of exactly [`section_len`] bytes; every step must be finite and
+    /// positive and every min finite (else the bound would mean nothing).
+    pub(crate) fn parse(bytes: &'a [u8], dim: usize, rows: usize) -> Result<Self, String> {
+        if Some(bytes.len()) != section_len(dim, rows) {
+            return Err(format!(
+                "compact section has {} bytes, expected {:?}",
+                bytes.len(),
+                section_len(dim, rows)
+            ));
+        }
+        let floats = |from: usize| -> Cow<'a, [f32]> {
+            let b = &bytes[4 * from..4 * (from + dim)];
+            match bytemuck::try_cast_slice::<u8, f32>(b) {
+                Ok(s) if cfg!(target_endian = "little") => Cow::Borrowed(s),
+                _ => Cow::Owned(
+                    b.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                ),
+            }
+        };
+        let (mins, steps) = (floats(0), floats(dim));
+        if mins.iter().any(|x| !x.is_finite()) || steps.iter().any(|x| !(x.is_finite() && *x > 0.0))
+        {
+            return Err("compact section has a non-finite min or a step that is not > 0".into());
+        }
+        Ok(Sq8Ref {
+            dim,
+            mins,
+            steps,
+            codes: &bytes[head_bytes(dim)..],
+        })
+    }
+
+    /// Positions (in `rows`' order) of the candidate rows that may be among the best `k` for `q`
+    /// (the query in the index's space), by their code scores and the bound (see the module
+    /// doc); the others certainly are not. A row beyond the codes is always kept.
+    pub(crate) fn survivors(&self, q: &[f32], rows: &[u32], k: usize) -> Vec<usize> {
+        let kernels = crate::simd::kernels();
+        let n = self.codes.len() / self.dim.max(1);
+        if rows.len() <= k || q.len() != self.dim {
+            return (0..rows.len()).collect();
+        }
+        let weights: Vec<f32> = q
+            .iter()
+            .zip(self.steps.iter())
+            .map(|(a, s)| a * s)
+            .collect();
+        let base: f32 = distance::dot(q, &self.mins);
+        let bound: f32 = 0.5 * weights.iter().map(|w| w.abs()).sum::<f32>();
+        // Float rounding of the sums themselves, kept far above f32's epsilon.
+        let slack = 1e-4 * (base.abs() + 255.0 * 2.0 * bound) + 1e-6;
+        // The candidates' codes are scattered over the section: start every first line (and TLB
+        // walk) at once, then keep a few whole rows in flight ahead of the one being scored.
+        for &r in rows {
+            prefetch(self.codes, r as usize * self.dim, 64, false);
+        }
+        for &r in rows.iter().take(AHEAD) {
+            prefetch(self.codes, r as usize * self.dim, self.dim, true);
+        }
+        let scores: Vec<f32> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| {
+                if let Some(&ahead) = rows.get(i + AHEAD) {
+                    prefetch(self.codes, ahead as usize * self.dim, self.dim, true);
+                }
+                if (r as usize) < n {
+                    let c = &self.codes[r as usize * self.dim..(r as usize + 1) * self.dim];
+                    base + kernels.sq8_dot(&weights, c)
+                } else {
+                    f32::INFINITY
+                }
+            })
+            .collect();
+        let mut sorted = scores.clone();
+        let kth = k - 1;
+        sorted.select_nth_unstable_by(kth, |a, b| b.total_cmp(a));
+        let cut = sorted[kth] - 2.0 * bound - slack;
+        (0..rows.len()).filter(|&i| scores[i] >= cut).collect()
+    }
+}
+
+/// Candidate rows whose codes are fetched while the current one is scored.
+const AHEAD: usize = 8;
+
+/// Asks the CPU to start loading `len` bytes of `codes` from `at` (into L1 when `near`, else
+/// the outer caches); a hint that never faults, and nothing for out-of-range rows.
+#[inline(always)]
+fn prefetch(codes: &[u8], at: usize, len: usize, near: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T2, _mm_prefetch};
+        if at >= codes.len() {
+            return;
+        }
+        let end = (at + len).min(codes.len());
+        let mut off = at;
+        while off < end {
+            // SAFETY: prefetch is a hint and never faults; the address is inside `codes`.
+            unsafe {
+                let p = codes.as_ptr().add(off) as *const i8;
+                if near {
+                    _mm_prefetch(p, _MM_HINT_T0)
+                } else {
+                    _mm_prefetch(p, _MM_HINT_T2)
+                }
+            };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (codes, at, len, near);
+}
+
+/// Signature of the code-score kernels: `Σ w_j · c_j`.
+pub(crate) type Sq8Kernel = unsafe fn(&[f32], &[u8]) -> f32;
+
+/// The kernel of `level`.
+pub(crate) fn kernel_for(level: SimdLevel) -> Sq8Kernel {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 | SimdLevel::Avx512 => sq8_dot_avx2,
+        _ => sq8_dot_portable,
+    }
+}
+
+unsafe fn sq8_dot_portable(w: &[f32], c: &[u8]) -> f32 {
+    sq8_dot_body(w, c)
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sq8_dot_avx2(w: &[f32], c: &[u8]) -> f32 {
+    sq8_dot_body(w, c)
+}
+
+/// Sixteen running sums (two 256-bit vectors), so the loop vectorizes without reassociating.
+#[inline(always)]
+fn sq8_dot_body(w: &[f32], c: &[u8]) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0.0f32; L];
+    let mut wc = w.chunks_exact(L);
+    let mut cc = c.chunks_exact(L);
+    for (a, b) in (&mut wc).zip(&mut cc) {
+        for l in 0..L {
+            acc[l] += a[l] * b[l] as f32;
+        }
+    }
+    let tail: f32 = wc
+        .remainder()
+        .iter()
+        .zip(cc.remainder())
+        .map(|(a, &b)| a * b as f32)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n * dim).map(|_| rng.random::<f32>() - 0.5).collect()
+    }
+
+    /// The bound holds for every row: no code score is further than B from the exact score.
+    #[test]
+    fn code_scores_stay_within_the_bound_and_survivors_hold_the_true_top_k() {
+        let (n, dim) = (3000, 40);
+        let data = rows(n, dim, 1);
+        for metric in [Metric::Cosine, Metric::Dot] {
+            let sq = Sq8Codes::build(&data, dim, metric).expect("codes");
+            let r = sq.view();
+            for qi in 0..20 {
+                let mut q = rows(1, dim, 100 + qi);
+                if metric == Metric::Cosine {
+                    distance::normalize_in_place(&mut q);
+                }
+                let exact = |row: usize| {
+                    let v = &data[row * dim..(row + 1) * dim];
+                    match metric {
+                        Metric::Cosine => distance::dot(&q, v) / distance::norm(v),
+                        _ => distance::dot(&q, v),
+                    }
+                };
+                let cands: Vec<u32> = (0..n as u32).step_by(3).collect();
+                let keep = r.survivors(&q, &cands, 10);
+                assert!(
+                    keep.len() >= 10 && keep.len() < cands.len() / 4,
+                    "{}",
+                    keep.len()
+                );
+                let mut truth: Vec<(f32, u32)> =
+                    cands.iter().map(|&c| (exact(c as usize), c)).collect();
+                truth.sort_by(|a, b| b.0.total_cmp(&a.0));
+                for (_, row) in &truth[..10] {
+                    let pos = cands.iter().position(|c| c == row).expect("a candidate");
+                    assert!(keep.contains(&pos), "{metric}: true neighbour {row} pruned");
+                }
+            }
+        }
+        assert!(Sq8Codes::build(&data, dim, Metric::L2).is_none());
+    }
+
+    /// Searches through the tier return exactly what the full `f32` re-rank returns (rows and
+    /// scores), while re-ranking far fewer raw rows.
+    #[test]
+    fn the_tier_gives_the_f32_top_k_from_fewer_raw_rows() {
+        use crate::synthetic::{SyntheticSpec, generate};
+        use crate::{Cancel, IndexParams, IvfPqIndex, IvfPqView, SearchParams, SearchStats};
+        for metric in [Metric::Cosine, Metric::Dot] {
+            let data = generate(&SyntheticSpec::hard(6_000, 100, 48, 9));
+            let ix = IvfPqIndex::build(
+                &data.vectors,
+                48,
+                metric,
+                &IndexParams::default(),
+                Cancel::NEVER,
+            )
+            .expect("build");
+            let compact = Sq8Codes::build(&data.vectors, 48, metric).expect("codes");
+            let with = ix.to_bytes_with(None, Some(&compact));
+            let without = ix.to_bytes();
+            let (a, b) = (
+                IvfPqView::from_bytes(&with).expect("view"),
+                IvfPqView::from_bytes(&without).expect("view"),
+            );
+            assert!(a.has_compact_tier() && !b.has_compact_tier());
+            let (mut sa, mut sb) = (SearchStats::default(), SearchStats::default());
+            for (nprobe, refine) in [(4, 24), (16, 40), (64, 100)] {
+                let params = SearchParams {
+                    k: 10,
+                    nprobe: Some(nprobe),
+                    refine: Some(refine),
+                };
+                for i in 0..data.n_queries() {
+                    let q = data.query(i);
+                    let x = a.search_with_stats(q, &data.vectors, &params, None, &mut sa);
+                    let y = b.search_with_stats(q, &data.vectors, &params, None, &mut sb);
+                    assert_eq!(x, y, "{metric} nprobe {nprobe} refine {refine} query {i}");
+                }
+            }
+            assert_eq!(sa.compact_scored, sb.reranked);
+            // Below 24 candidates per result the raw rows are read directly.
+            let few = SearchParams {
+                k: 10,
+                nprobe: Some(8),
+                refine: Some(10),
+            };
+            let mut s = SearchStats::default();
+            a.search_with_stats(data.query(0), &data.vectors, &few, None, &mut s);
+            assert_eq!(s.compact_scored, 0);
+            assert!(
+                sa.reranked * 4 < sb.reranked,
+                "{metric}: {} raw rows re-ranked with the tier, {} without",
+                sa.reranked,
+                sb.reranked
+            );
+        }
+    }
+
+    #[test]
+    fn every_level_scores_alike_and_the_section_is_checked() {
+        let w: Vec<f32> = rows(1, 37, 5);
+        let c: Vec<u8> = (0..37).map(|i| (i * 37 % 256) as u8).collect();
+        // SAFETY: the portable kernel has no requirement.
+        let want = unsafe { sq8_dot_portable(&w, &c) };
+        for level in SimdLevel::ALL {
+            if let Some(k) = crate::simd::Kernels::of(level) {
+                assert!((k.sq8_dot(&w, &c) - want).abs() < 1e-3, "{level:?}");
+            }
+        }
+        let data = rows(50, 8, 2);
+        let sq = Sq8Codes::build(&data, 8, Metric::Cosine).expect("codes");
+        let bytes = sq.to_bytes();
+        assert!(Sq8Ref::parse(&bytes, 8, 50).is_ok());
+        assert!(Sq8Ref::parse(&bytes, 8, 49).is_err());
+        assert!(Sq8Ref::parse(&bytes[..bytes.len() - 1], 8, 50).is_err());
+        let mut bad = bytes.clone();
+        bad[4 * 8..4 * 9].copy_from_slice(&0f32.to_le_bytes());
+        assert!(Sq8Ref::parse(&bad, 8, 50).is_err());
+        let mut bad = bytes;
+        bad[0..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(Sq8Ref::parse(&bad, 8, 50).is_err());
+    }
+}
