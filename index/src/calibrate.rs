@@ -280,8 +280,9 @@ fn recall_stats(set: &[QueryRanks], gi: usize, k: usize, refine: usize) -> (f32,
 
 /// Scans one query's lists (through `scan`, which calls its visitor per list in probe order)
 /// and ranks its true neighbours `want` for every grid `nprobe`. The scan stops once every
-/// neighbour was found and as many lists again were scanned (ranks at larger `nprobe` then
-/// count only the competitors seen, which lie in lists farther than any neighbour).
+/// neighbour was found and as many lists again were scanned; at larger `nprobe` the lists not
+/// scanned are assumed to hold as many competitors per list as the farther half of those that
+/// were (farther lists hold fewer, so this errs towards more competitors, lower recall).
 fn query_ranks(
     grid: &[usize],
     k: usize,
@@ -291,9 +292,9 @@ fn query_ranks(
     scan: impl FnOnce(usize, &mut dyn FnMut(usize, &[ScannedEntry]) -> bool),
 ) -> QueryRanks {
     let max_lists = grid.last().copied().unwrap_or(1).min(MAX_SCANNED_LISTS);
-    // (dist, probe position) of every entry, and where each neighbour was met.
-    let mut entries: Vec<(f32, u32)> = Vec::new();
-    let mut found: Vec<Option<(f32, u32)>> = vec![None; want.len()];
+    // (dist, probe position, row) of every entry, and where each neighbour was met.
+    let mut entries: Vec<(f32, u32, u32)> = Vec::new();
+    let mut found: Vec<Option<(f32, u32, u32)>> = vec![None; want.len()];
     let mut per_list: Vec<u32> = Vec::new();
     let mut missing = want.len();
     let mut stop_at = max_lists;
@@ -306,13 +307,13 @@ fn query_ranks(
             if let Some(i) = want.iter().position(|&w| w == e.row)
                 && found[i].is_none()
             {
-                found[i] = Some((e.dist, pos as u32));
+                found[i] = Some((e.dist, pos as u32, e.row));
                 missing -= 1;
                 if missing == 0 {
                     stop_at = (2 * (pos + 1)).max(pos + 1 + 8).min(max_lists);
                 }
             }
-            entries.push((e.dist, pos as u32));
+            entries.push((e.dist, pos as u32, e.row));
         }
         pos + 1 < stop_at
     });
@@ -335,25 +336,33 @@ fn query_ranks(
         .flatten()
         .map(|f| f.0)
         .fold(f32::NEG_INFINITY, f32::max);
-    let mut close: Vec<(f32, u32)> = entries.into_iter().filter(|e| e.0 <= worst).collect();
-    close.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut order: Vec<usize> = (0..want.len()).filter(|&i| found[i].is_some()).collect();
-    order.sort_unstable_by(|&a, &b| {
-        let (x, y) = (found[a].unwrap_or_default(), found[b].unwrap_or_default());
-        x.0.total_cmp(&y.0).then(x.1.cmp(&y.1))
-    });
-    // Count, per probe position, the entries that beat each neighbour (a better distance, or
-    // an equal one met in an earlier list: the search's heap keeps the first of equals).
+    // The search keeps the best candidates in (distance, row) order (`CandidatePool`), so an
+    // entry beats a neighbour when it is before it in that order.
+    let before = |a: &(f32, u32, u32), b: &(f32, u32, u32)| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2));
+    let mut close: Vec<(f32, u32, u32)> = entries.into_iter().filter(|e| e.0 <= worst).collect();
+    close.sort_unstable_by(before);
+    let mut order: Vec<(f32, u32, u32, usize)> = found
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.map(|(d, p, r)| (d, p, r, i)))
+        .collect();
+    order.sort_unstable_by(|a, b| before(&(a.0, a.1, a.2), &(b.0, b.1, b.2)));
+    // Count, per probe position, the entries that beat each neighbour.
     let mut beaters = vec![0u32; scanned + 1];
     let mut next = 0usize;
     let mut ranks = vec![u32::MAX; grid.len() * k];
-    for i in order {
-        let Some((d, p)) = found[i] else { continue };
-        while next < close.len() && (close[next].0 < d || (close[next].0 == d && close[next].1 < p))
-        {
+    let tail_from = scanned / 2;
+    for (d, p, r, i) in order {
+        let me = (d, p, r);
+        while next < close.len() && before(&close[next], &me).is_lt() {
             beaters[close[next].1 as usize] += 1;
             next += 1;
         }
+        let tail_rate = beaters[tail_from..scanned]
+            .iter()
+            .map(|&b| b as f64)
+            .sum::<f64>()
+            / (scanned - tail_from).max(1) as f64;
         let mut acc = 0u32;
         let mut upto = 0usize;
         for (gi, &g) in grid.iter().enumerate() {
@@ -362,7 +371,8 @@ fn query_ranks(
                 upto += 1;
             }
             if (p as usize) < g {
-                ranks[gi * k + i] = acc;
+                let unseen = (tail_rate * g.saturating_sub(scanned) as f64).ceil() as u32;
+                ranks[gi * k + i] = acc.saturating_add(unseen);
             }
         }
     }

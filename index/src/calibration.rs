@@ -135,7 +135,7 @@ impl Calibration {
                 },
             };
             let unit = |x: f32| x.is_finite() && (0.0..=1.0).contains(&x);
-            if !unit(p.target) || !unit(p.recall_in) || !unit(p.recall_shifted) {
+            if !unit(p.target) || p.target == 0.0 || !unit(p.recall_in) || !unit(p.recall_shifted) {
                 return Err(bad(format!("point {i} recall out of range")));
             }
             if p.nprobe == 0 || p.nprobe as usize > nlist {
@@ -218,6 +218,9 @@ mod tests {
         let mut c = b.clone();
         c[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Calibration::from_bytes(&c, 100).is_err());
+        let mut c = b.clone();
+        c[SECTION_HEADER..SECTION_HEADER + 4].copy_from_slice(&0f32.to_le_bytes());
+        assert!(Calibration::from_bytes(&c, 100).is_err(), "a target of 0");
         let mut c = b.clone();
         c[SECTION_HEADER + 20] = 7;
         assert!(Calibration::from_bytes(&c, 100).is_err());

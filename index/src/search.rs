@@ -280,7 +280,7 @@ pub(crate) fn search<L: Lists + ?Sized>(
     let mut cands = heap.into_best();
     if let Some(tier) = core.compact
         && core.shape.metric != Metric::L2
-        && cands.len() >= COMPACT_MIN_PER_RESULT * params.k
+        && cands.len() >= COMPACT_MIN_PER_RESULT.saturating_mul(params.k)
     {
         // Rule out, on the 8-bit codes, the candidates that cannot reach the top k.
         stats.compact_scored += cands.len() as u64;

@@ -253,7 +253,7 @@ impl Kernels {
 }
 
 impl Kernels {
-    /// `Σ w_j · c_j` over the shorter of the two slices (the compact tier's code score).
+    /// `Σ w_j · c_j` (the compact tier's code score); `w` and `c` must have equal lengths.
     #[inline]
     pub(crate) fn sq8_dot(&self, w: &[f32], c: &[u8]) -> f32 {
         // SAFETY: a supported level (see `scan_block`); the kernels are safe code compiled

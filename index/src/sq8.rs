@@ -2,7 +2,8 @@
 //! a quarter of the raw `f32` rows, kept in the index file so it stays in memory while the raw
 //! vectors need not.
 //!
-//! A search scores its `k·refine` PQ candidates on these codes first. For cosine and dot the
+//! A search with at least 24 candidates per result (see `search::COMPACT_MIN_PER_RESULT`)
+//! scores its `k·refine` PQ candidates on these codes first. For cosine and dot the
 //! error of a code score is bounded for the whole query: each dimension's value is off by at
 //! most half its step, so `|exact − approx| ≤ B = ½·Σ|q_j|·step_j`. With `a_k` the k-th best
 //! approximate score, a candidate whose approximate score is below `a_k − 2B` is beaten for sure
@@ -184,7 +185,7 @@ impl<'a> Sq8Ref<'a> {
     pub(crate) fn survivors(&self, q: &[f32], rows: &[u32], k: usize) -> Vec<usize> {
         let kernels = crate::simd::kernels();
         let n = self.codes.len() / self.dim.max(1);
-        if rows.len() <= k || q.len() != self.dim {
+        if rows.len() <= k || k == 0 || q.len() != self.dim {
             return (0..rows.len()).collect();
         }
         let weights: Vec<f32> = q
@@ -194,8 +195,14 @@ impl<'a> Sq8Ref<'a> {
             .collect();
         let base: f32 = distance::dot(q, &self.mins);
         let bound: f32 = 0.5 * weights.iter().map(|w| w.abs()).sum::<f32>();
-        // Float rounding of the sums themselves, kept far above f32's epsilon.
-        let slack = 1e-4 * (base.abs() + 255.0 * 2.0 * bound) + 1e-6;
+        // Float rounding of these sums and of the raw re-rank's own, which grows with
+        // `Σ|q_j|·|v_j|`: kept far above f32's epsilon on that scale.
+        let magnitude: f32 = q
+            .iter()
+            .zip(self.mins.iter().zip(self.steps.iter()))
+            .map(|(a, (lo, st))| a.abs() * lo.abs().max((lo + 255.0 * st).abs()))
+            .sum();
+        let slack = 1e-4 * magnitude + 1e-6;
         // The candidates' codes are scattered over the section: start every first line (and TLB
         // walk) at once, then keep a few whole rows in flight ahead of the one being scored.
         for &r in rows {
@@ -204,26 +211,35 @@ impl<'a> Sq8Ref<'a> {
         for &r in rows.iter().take(AHEAD) {
             prefetch(self.codes, r as usize * self.dim, self.dim, true);
         }
-        let scores: Vec<f32> = rows
+        // Rows beyond the codes (only in a damaged file) have no score: they are kept, and
+        // left out of the selection of the k-th best.
+        let scores: Vec<Option<f32>> = rows
             .iter()
             .enumerate()
             .map(|(i, &r)| {
                 if let Some(&ahead) = rows.get(i + AHEAD) {
                     prefetch(self.codes, ahead as usize * self.dim, self.dim, true);
                 }
-                if (r as usize) < n {
+                ((r as usize) < n).then(|| {
                     let c = &self.codes[r as usize * self.dim..(r as usize + 1) * self.dim];
                     base + kernels.sq8_dot(&weights, c)
-                } else {
-                    f32::INFINITY
-                }
+                })
             })
             .collect();
-        let mut sorted = scores.clone();
+        let mut sorted: Vec<f32> = scores.iter().flatten().copied().collect();
+        if sorted.len() <= k {
+            return (0..rows.len()).collect();
+        }
         let kth = k - 1;
         sorted.select_nth_unstable_by(kth, |a, b| b.total_cmp(a));
         let cut = sorted[kth] - 2.0 * bound - slack;
-        (0..rows.len()).filter(|&i| scores[i] >= cut).collect()
+        if !cut.is_finite() {
+            // A NaN or overflowing score: no bound can be trusted, so nothing is ruled out.
+            return (0..rows.len()).collect();
+        }
+        (0..rows.len())
+            .filter(|&i| scores[i].is_none_or(|s| s >= cut))
+            .collect()
     }
 }
 
@@ -408,6 +424,23 @@ mod tests {
                 sb.reranked
             );
         }
+    }
+
+    /// Rows beyond the codes (a damaged file) and non-finite scores rule nothing out.
+    #[test]
+    fn what_the_tier_cannot_score_it_keeps() {
+        let data = rows(200, 16, 3);
+        let sq = Sq8Codes::build(&data, 16, Metric::Dot).expect("codes");
+        let r = sq.view();
+        let q = rows(1, 16, 4);
+        let mut cands: Vec<u32> = (0..200).collect();
+        cands.extend([500, 501]);
+        let keep = r.survivors(&q, &cands, 5);
+        assert!(keep.contains(&200) && keep.contains(&201));
+        assert!(keep.len() < cands.len());
+        let nan = vec![f32::NAN; 16];
+        assert_eq!(r.survivors(&nan, &cands, 5).len(), cands.len());
+        assert_eq!(r.survivors(&q, &cands, 0).len(), cands.len());
     }
 
     #[test]

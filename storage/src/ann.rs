@@ -157,7 +157,8 @@ fn measure(
 /// (each overrides what the segment's recall table names for the target).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct AnnKnobs {
-    /// Recall@k aimed at (default [`DEFAULT_RECALL_TARGET`]); 1.0 or more searches exactly.
+    /// Recall@10 aimed at (default [`DEFAULT_RECALL_TARGET`]); 1.0 searches exactly unless
+    /// `nprobe` or `refine` is given.
     pub recall_target: Option<f32>,
     /// Lists probed.
     pub nprobe: Option<usize>,
@@ -246,7 +247,12 @@ impl SegmentIndex {
     }
 
     /// The parameters a search with `knobs` uses on this segment.
-    pub(crate) fn choose(&self, knobs: &AnnKnobs) -> Chosen {
+    ///
+    /// The table was measured as recall@`table.k` (10) with `table.k·refine` candidates. A
+    /// smaller `k` keeps at least that many candidates (its true neighbours are the best of
+    /// those ten, so the promise carries over); a larger `k` gets the same multiplier but no
+    /// promise (`expected_recall` is `None`: it was not measured).
+    pub(crate) fn choose(&self, knobs: &AnnKnobs, k: usize) -> Chosen {
         let target = knobs.recall_target.unwrap_or(DEFAULT_RECALL_TARGET);
         if target >= 1.0 && knobs.nprobe.is_none() && knobs.refine.is_none() {
             return Chosen {
@@ -255,13 +261,23 @@ impl SegmentIndex {
                 expected_recall: Some(1.0),
             };
         }
-        let point: Option<&CalibrationPoint> =
-            self.calibration.as_ref().and_then(|c| c.point_for(target));
+        let table = self.calibration.as_ref();
+        let point: Option<&CalibrationPoint> = table.and_then(|c| c.point_for(target));
+        let table_k = table.map_or(1, |c| c.k as usize).max(1);
+        let k = k.max(1);
+        let refine = point.map(|p| {
+            let r = p.refine as usize;
+            if k < table_k {
+                (r * table_k).div_ceil(k)
+            } else {
+                r
+            }
+        });
         let by_hand = knobs.nprobe.is_some() || knobs.refine.is_some();
         Chosen {
             nprobe: knobs.nprobe.or(point.map(|p| p.nprobe as usize)),
-            refine: knobs.refine.or(point.map(|p| p.refine as usize)),
-            expected_recall: if by_hand {
+            refine: knobs.refine.or(refine),
+            expected_recall: if by_hand || k > table_k {
                 None
             } else {
                 point.map(CalibrationPoint::expected_recall)
@@ -269,32 +285,32 @@ impl SegmentIndex {
         }
     }
 
-    /// Top-`k` rows passing `filter`, exact scores, with the parameters `knobs` name for this
-    /// segment (returned); what the search did is added to `stats`.
+    /// Whether `chosen` means an exact scan of the segment (`recall_target` 1).
+    pub(crate) fn is_exact(chosen: &Chosen) -> bool {
+        chosen.nprobe.is_none() && chosen.refine.is_none() && chosen.expected_recall == Some(1.0)
+    }
+
+    /// Top-`k` rows passing `filter`, exact scores, searched through the index with the
+    /// parameters `chosen` (from [`choose`](Self::choose); the caller scans exactly when
+    /// [`is_exact`](Self::is_exact)); what the search did is added to `stats`.
     pub(crate) fn search(
         &self,
         query: &[f32],
         vectors: &[f32],
         k: usize,
-        knobs: &AnnKnobs,
+        chosen: &Chosen,
         filter: &(dyn Fn(u32) -> bool + Sync),
         stats: &mut SearchStats,
-    ) -> (Vec<Neighbor>, Chosen) {
-        let chosen = self.choose(knobs);
-        if chosen.expected_recall == Some(1.0) && chosen.nprobe.is_none() {
-            let out = exact_search(vectors, self.dim, self.metric, query, k, Some(filter));
-            return (out, chosen);
-        }
+    ) -> Vec<Neighbor> {
         let params = SearchParams {
             k,
             nprobe: chosen.nprobe,
             refine: chosen.refine,
         };
-        let out = match IvfPqView::from_bytes_with(&self.map, &self.coarse) {
+        match IvfPqView::from_bytes_with(&self.map, &self.coarse) {
             Ok(view) => view.search_with_stats(query, vectors, &params, Some(filter), stats),
             // Validated at open and immutable since; kept as a safe fallback.
             Err(_) => exact_search(vectors, self.dim, self.metric, query, k, Some(filter)),
-        };
-        (out, chosen)
+        }
     }
 }

@@ -95,6 +95,8 @@ fn recall_targets_are_honoured_over_http_and_by_the_cli() {
             );
             assert_eq!(st, 200, "{a}");
             assert_eq!(a["recall"]["expected"], 1.0, "{a}");
+            // An exact scan is reported as one.
+            assert!(a["took_ms"]["exact_scan"].as_f64().unwrap() > 0.0, "{a}");
             ids(&a)
         })
         .collect();
@@ -142,6 +144,13 @@ fn recall_targets_are_honoured_over_http_and_by_the_cli() {
         "{a5} {a99}"
     );
 
+    // The table was measured at k = 10: a smaller k keeps the promise, a larger one has none.
+    let (_, one) = search(&srv, json!({"vector": data.query(0), "k": 1}));
+    assert!(one["recall"]["expected"].as_f64().unwrap() >= 0.95, "{one}");
+    let (_, many) = search(&srv, json!({"vector": data.query(0), "k": 50}));
+    assert_eq!(many["recall"]["expected"], Value::Null, "{many}");
+    assert_eq!(many["results"].as_array().unwrap().len(), 50);
+
     // nprobe/refine by hand override the table and make no promise.
     let (st, a) = search(
         &srv,
@@ -158,6 +167,7 @@ fn recall_targets_are_honoured_over_http_and_by_the_cli() {
         json!(1.01),
         json!("high"),
         json!(1e300),
+        json!(1e-46),
     ] {
         let (st, a) = search(&srv, json!({"vector": data.query(0), "recall_target": bad}));
         assert_eq!(st, 400, "{bad}: {a}");

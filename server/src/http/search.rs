@@ -309,7 +309,9 @@ pub async fn run_search(
         recall: json!({
             "target": report_f32(recall_target.unwrap_or(glimpse_index::DEFAULT_RECALL_TARGET)),
             "by_hand": knobs.nprobe.is_some() || knobs.refine.is_some(),
-            "expected": timings.expected_recall.map(report_f32),
+            // Exact scans (memtables, segments without an index, recall_target 1) promise 1.
+            "expected": (timings.uncalibrated_segments == 0)
+                .then(|| report_f32(timings.expected_recall.unwrap_or(1.0))),
             "uncalibrated_segments": timings.uncalibrated_segments,
         }),
     })
@@ -319,7 +321,8 @@ pub async fn run_search(
 pub fn check_recall_target(t: Option<f64>) -> Result<Option<f32>, ApiError> {
     match t {
         None => Ok(None),
-        Some(t) if t.is_finite() && t > 0.0 && t <= 1.0 => Ok(Some(t as f32)),
+        // Checked as the f32 the engine gets: 1e-46 would become 0.
+        Some(t) if t.is_finite() && (t as f32) > 0.0 && t <= 1.0 => Ok(Some(t as f32)),
         Some(t) => Err(ApiError::invalid(
             "invalid_recall_target",
             format!("recall_target must be a number in (0, 1] (1 searches exactly), got {t}"),

@@ -354,7 +354,7 @@ impl Collection {
                         recall_shifted: None,
                         reached: None,
                     },
-                    Some((chosen, point)) => {
+                    Some((chosen, point, has_table)) => {
                         match chosen.expected_recall {
                             Some(r) => expected = Some(expected.map_or(r, |e| e.min(r))),
                             None => uncalibrated += 1,
@@ -363,7 +363,7 @@ impl Collection {
                             segment: s.reader.id,
                             rows,
                             indexed: true,
-                            calibrated: point.is_some(),
+                            calibrated: has_table,
                             nprobe: chosen.nprobe,
                             refine: chosen.refine,
                             recall_in: point.map(|p| report_f32(p.recall_in)),

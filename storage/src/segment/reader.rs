@@ -342,22 +342,25 @@ impl SegmentReader {
         self.index.load().is_some()
     }
 
-    /// What a search with `knobs` would use on this segment's index and the recall table's
-    /// point behind it; `None` without an index (the segment is scanned exactly).
+    /// What a search with `knobs` would use on this segment's index, the recall table's point
+    /// behind it (none for an exact scan) and whether the index has a table; `None` without an
+    /// index (the segment is scanned exactly).
     pub(crate) fn recall_plan(
         &self,
         knobs: &ann::AnnKnobs,
-    ) -> Option<(ann::Chosen, Option<glimpse_index::CalibrationPoint>)> {
+    ) -> Option<(ann::Chosen, Option<glimpse_index::CalibrationPoint>, bool)> {
         let slot = self.index.load_full()?;
         let target = knobs
             .recall_target
             .unwrap_or(glimpse_index::DEFAULT_RECALL_TARGET);
-        let point = slot
-            .index
-            .calibration()
+        let table = slot.index.calibration();
+        let chosen = slot.index.choose(knobs, table.map_or(10, |c| c.k as usize));
+        // An exact scan has no table point behind it.
+        let point = table
+            .filter(|_| !ann::SegmentIndex::is_exact(&chosen))
             .and_then(|c| c.point_for(target))
             .copied();
-        Some((slot.index.choose(knobs), point))
+        Some((chosen, point, table.is_some()))
     }
 
     /// Whether a deferred index build should run for this segment.
@@ -403,12 +406,18 @@ impl SegmentReader {
         filter: &(dyn Fn(u32) -> bool + Sync),
         timings: &mut crate::types::SearchTimings,
     ) -> Vec<Neighbor> {
-        match &*self.index.load() {
-            Some(slot) => {
+        let index = self.index.load();
+        // `recall_target` 1 scans exactly, as a segment without an index is.
+        let indexed = (*index)
+            .as_ref()
+            .map(|slot| (slot, slot.index.choose(knobs, k)))
+            .filter(|(_, chosen)| !ann::SegmentIndex::is_exact(chosen));
+        match indexed {
+            Some((slot, chosen)) => {
                 let mut stats = glimpse_index::SearchStats::default();
-                let (out, chosen) =
-                    slot.index
-                        .search(query, self.vectors(), k, knobs, filter, &mut stats);
+                let out = slot
+                    .index
+                    .search(query, self.vectors(), k, &chosen, filter, &mut stats);
                 timings.note_segment_recall(chosen.expected_recall);
                 timings.ann_scan += stats.scan;
                 timings.rerank += stats.rerank;
