@@ -395,13 +395,6 @@ pub fn in_memory_encoders(
     Ok((text, image))
 }
 
-/// Turns the CPU few-rows matmul kernel off (`false`: every linear layer goes through
-/// candle's GEMM) or back on, for the whole process. Exists so a benchmark can measure the
-/// GEMM baseline in the same run and a test can check both paths agree.
-pub fn set_rows_kernel_enabled(enabled: bool) {
-    crate::model::set_rows_kernel_enabled(enabled);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -347,11 +347,10 @@ fn rayon_parallel_preprocessing_is_deterministic() {
     assert_eq!(seq, par);
 }
 
-/// Texts embedded together (different lengths, more tokens in all than the few-rows kernel's
-/// 32, two over 32 alone, which take the GEMM together, repeated texts) get the very bits each
-/// gets alone: the server's
-/// batcher relies on it. Padding to the longest would change them (softmax sums and products
-/// over the padded keys); the GEMM a large batch used to switch to would too.
+/// Texts embedded together (different lengths, dozens of tokens in all, two over 32 tokens
+/// alone, repeated texts) get the very bits each gets alone: the server's batcher relies on it.
+/// Padding to the longest would change them (softmax sums and products over the padded keys);
+/// a GEMM that blocks its sums by the row count would too.
 #[test]
 fn batched_texts_have_the_bits_they_have_alone() {
     let long = "a photo of a cat sitting on a red chair next to a window ".repeat(3);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use glimpse_benches::embed_common::{device_flag, flag_value, synthetic_jpeg};
 use glimpse_embedder::PreprocessedImage;
-use glimpse_embedder::testing::{TinyClipSpec, in_memory_encoders, set_rows_kernel_enabled};
+use glimpse_embedder::testing::{TinyClipSpec, in_memory_encoders};
 use rayon::prelude::*;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -65,9 +65,9 @@ fn main() {
 
     println!("\n## text query latency (batch 1)");
     println!(
-        "| tokens | real length p50 | p99 | same, candle GEMM p50 | GEMM / rows kernel (p50) | padded to 77 p50 | p99 | padded / real (p50) | with tokenization p50 |"
+        "| tokens | real length p50 | p99 | padded to 77 p50 | p99 | padded / real (p50) | with tokenization p50 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let long = "a photo of a cat sitting on a red chair next to a window ".repeat(10);
     for query in [
         "a photo of",
@@ -83,12 +83,6 @@ fn main() {
         let real = time_n(iters, || {
             text.embed_token_ids(&seqs, None).expect("embed");
         });
-        // Baseline in the same run: every linear layer through candle's GEMM.
-        set_rows_kernel_enabled(false);
-        let gemm = time_n(iters, || {
-            text.embed_token_ids(&seqs, None).expect("embed");
-        });
-        set_rows_kernel_enabled(true);
         let padded = time_n(iters, || {
             text.embed_token_ids(&seqs, Some(77)).expect("embed");
         });
@@ -96,11 +90,9 @@ fn main() {
             text.embed(&[query]).expect("embed");
         });
         println!(
-            "| {n} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2}x | {:.2} ms | {:.2} ms | {:.2}x | {:.2} ms |",
+            "| {n} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2}x | {:.2} ms |",
             ms(percentile(&real, 0.5)),
             ms(percentile(&real, 0.99)),
-            ms(percentile(&gemm, 0.5)),
-            percentile(&gemm, 0.5).as_secs_f64() / percentile(&real, 0.5).as_secs_f64(),
             ms(percentile(&padded, 0.5)),
             ms(percentile(&padded, 0.99)),
             percentile(&padded, 0.5).as_secs_f64() / percentile(&real, 0.5).as_secs_f64(),

@@ -12,7 +12,10 @@
 //! PATH`):
 //! `cargo build --release -p glimpse-server --bin glimpse -p glimpse-benches --bin
 //! query_batching_bench && target/release/query_batching_bench [--clients 16] [--text-secs 15]
-//! [--image-secs 20] [--model-dir DIR] [--quick]`
+//! [--image-secs 20] [--model-dir DIR] [--quick] [--tower-only] [--torch PYTHON]`
+//!
+//! `--torch PYTHON` (a Python with torch and transformers) also times PyTorch on the same token
+//! ids and images in the same run (`benches/torch_clip_bench.py`) and prints the ratios.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -288,54 +291,170 @@ fn short_text(client: usize, i: u64) -> String {
     )
 }
 
-/// The text tower alone, in this process: milliseconds per pass and per query for one query
-/// and for `clients` queries packed into one pass (what the server's batches cost without HTTP,
-/// search and client threads).
-fn tower_only(clients: usize) -> Result<()> {
-    let (text, _) = in_memory_encoders(
+/// Median milliseconds of nine calls of `f`.
+fn median_ms(f: &mut dyn FnMut()) -> f64 {
+    let mut v: Vec<f64> = (0..9)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[4]
+}
+
+/// Image batch sizes the towers are timed at, alone.
+const IMAGE_BATCHES: [usize; 2] = [1, 32];
+
+/// The towers alone, in this process: milliseconds per pass and per query for one query and
+/// for `clients` queries packed into one pass (what the server's batches cost without HTTP,
+/// search and client threads), and images per second at batch 1 and 32. With `torch`, the
+/// same token ids and preprocessed images through PyTorch / transformers (`torch_clip_bench.py`,
+/// the same model files, same cores) right after, and the ratios.
+fn tower_only(clients: usize, model: &Path, work: &Path, torch: Option<&str>) -> Result<()> {
+    let (text, image) = in_memory_encoders(
         &TinyClipSpec::vit_b32(),
         glimpse_embedder::DeviceChoice::Cpu,
     )?;
     println!("\n## text tower alone (in process, no HTTP), median of 9 passes");
-    println!(
-        "| queries | tokens per query | batch of 1: ms per query | batch of {clients}: ms per pass | ms per query | speed-up |"
-    );
-    println!("|---|---|---|---|---|---|");
+    let mut ids = serde_json::Map::new();
+    let mut ours = Vec::new();
     for (name, make) in [
         ("short", short_text as fn(usize, u64) -> String),
         ("caption-like", text_query as fn(usize, u64) -> String),
     ] {
         let texts: Vec<String> = (0..clients).map(|c| make(c, 3)).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let tokens: Vec<usize> = texts.iter().map(|t| text.tokenize(t).len()).collect();
-        let median = |f: &mut dyn FnMut()| -> f64 {
-            let mut v: Vec<f64> = (0..9)
-                .map(|_| {
-                    let t = Instant::now();
-                    f();
-                    t.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            v.sort_by(f64::total_cmp);
-            v[4]
-        };
+        let seqs: Vec<Vec<u32>> = texts.iter().map(|t| text.tokenize(t)).collect();
+        let tokens: Vec<usize> = seqs.iter().map(Vec::len).collect();
         let mut k = 0;
-        let one = median(&mut || {
+        let one = median_ms(&mut || {
             text.embed(&refs[k % refs.len()..][..1]).expect("embedding");
             k += 1;
         });
-        let all = median(&mut || {
+        let all = median_ms(&mut || {
             text.embed(&refs).expect("embedding");
         });
+        ids.insert(name.to_string(), serde_json::json!(seqs));
+        ours.push((
+            name,
+            tokens.iter().min().copied().unwrap_or(0),
+            tokens.iter().max().copied().unwrap_or(0),
+            one,
+            all,
+        ));
+    }
+
+    println!("\n## image tower alone (preprocessed 224x224, in process), median of 9 passes");
+    let distinct: Vec<_> = (0..32)
+        .map(|i| image.preprocess(&synthetic_jpeg(i)))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut image_ours = Vec::new();
+    for &b in &IMAGE_BATCHES {
+        let imgs: Vec<_> = (0..b)
+            .map(|i| distinct[i % distinct.len()].clone())
+            .collect();
+        image.embed(&imgs)?;
+        let ms = median_ms(&mut || {
+            image.embed(&imgs).expect("embedding");
+        });
+        image_ours.push((b, ms));
+    }
+
+    let theirs = match torch {
+        Some(python) => Some(run_torch(python, model, work, &ids, &distinct)?),
+        None => None,
+    };
+    let torch_text =
+        |name: &str, key: &str| -> Option<f64> { theirs.as_ref()?["text"][name][key].as_f64() };
+    println!(
+        "| queries | tokens per query | batch of 1: ms per query | batch of {clients}: ms per pass | ms per query | speed-up | PyTorch batch 1 / batch {clients}: ms per query | Glimpse / PyTorch throughput at batch {clients} |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, lo, hi, one, all) in ours {
+        let t1 = torch_text(name, "batch1_ms_per_query");
+        let tb = torch_text(name, "batch_ms_per_pass");
+        let (torch_cols, ratio) = match (t1, tb) {
+            (Some(t1), Some(tb)) => (
+                format!("{t1:.1} / {:.2}", tb / clients as f64),
+                format!("{:.2}x", tb / all),
+            ),
+            _ => ("-".to_string(), "-".to_string()),
+        };
         println!(
-            "| {name} | {}-{} | {one:.1} | {all:.1} | {:.2} | {:.2}x |",
-            tokens.iter().min().unwrap_or(&0),
-            tokens.iter().max().unwrap_or(&0),
+            "| {name} | {lo}-{hi} | {one:.1} | {all:.1} | {:.2} | {:.2}x | {torch_cols} | {ratio} |",
             all / clients as f64,
             one * clients as f64 / all
         );
     }
+    println!(
+        "\n| image batch | Glimpse ms per batch | Glimpse images/s | PyTorch images/s | Glimpse / PyTorch |"
+    );
+    println!("|---|---|---|---|---|");
+    for (b, ms) in image_ours {
+        let ips = b as f64 / ms * 1e3;
+        let t = theirs
+            .as_ref()
+            .and_then(|t| t["image"][b.to_string()]["images_per_s"].as_f64());
+        let (tc, ratio) = match t {
+            Some(t) => (format!("{t:.1}"), format!("{:.2}x", ips / t)),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        println!("| {b} | {ms:.1} | {ips:.1} | {tc} | {ratio} |");
+    }
+    if let Some(t) = &theirs {
+        println!(
+            "PyTorch {} ({} threads, {}), transformers CLIPModel f32, eager",
+            t["torch"], t["threads"], t["cpu_capability"]
+        );
+    }
     Ok(())
+}
+
+/// Runs `torch_clip_bench.py` under `python` on the same token ids and preprocessed images.
+fn run_torch(
+    python: &str,
+    model: &Path,
+    work: &Path,
+    ids: &serde_json::Map<String, serde_json::Value>,
+    images: &[glimpse_embedder::PreprocessedImage],
+) -> Result<serde_json::Value> {
+    let pixels = work.join("pixels.f32");
+    let mut bytes = Vec::new();
+    for img in images {
+        for v in &img.pixels {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    std::fs::write(&pixels, bytes)?;
+    let request = work.join("torch-request.json");
+    std::fs::write(
+        &request,
+        serde_json::to_vec(&serde_json::json!({
+            "texts": ids,
+            "pixels": pixels,
+            "images": images.len(),
+            "image_batches": IMAGE_BATCHES,
+            "reps": 9,
+        }))?,
+    )?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("torch_clip_bench.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg("--model")
+        .arg(model)
+        .arg("--request")
+        .arg(&request)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("starting {python}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{} failed ({})", script.display(), out.status).into());
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let last = line.lines().last().unwrap_or("");
+    Ok(serde_json::from_str(last)?)
 }
 
 fn main() {
@@ -384,7 +503,15 @@ fn run() -> Result<()> {
             .collect(),
     );
 
-    tower_only(clients)?;
+    tower_only(
+        clients,
+        &model,
+        work.path(),
+        flag_value("--torch").as_deref(),
+    )?;
+    if std::env::args().any(|a| a == "--tower-only") {
+        return Ok(());
+    }
 
     for (workload, name, secs) in [
         (

@@ -1,95 +1,86 @@
-//! Fully connected layers, with a CPU kernel for the few-rows case.
+//! Fully connected layers, with a CPU kernel over packed weights.
 //!
-//! A text query is a handful of tokens, so every linear layer of the text tower multiplies a
-//! 5×512 activation by a 512×2048 weight: a matrix-vector product in all but name. A general
-//! GEMM packs the weight into panels before multiplying, which for five rows costs as much
-//! as the multiply itself and streams the weights through memory twice. [`rows_times_weights`]
-//! reads each weight row once, straight from the `[out, in]` layout the checkpoint stores,
-//! and keeps the few activation rows in L1, so a query costs about one pass over the weights.
+//! On the CPU every linear layer of both towers runs [`rows_times_packed`]: the weights are
+//! repacked once at load into panels of 32 output columns, and each output is one sum over the
+//! inputs in order. That serves every row count with one kernel:
+//! - a text query is a handful of tokens, so every layer of the text tower multiplies a 5×512
+//!   activation by a 512×2048 weight: a matrix-vector product in all but name, where the
+//!   weights' size is the cost. All its rows share one tile, so each weight is read once.
+//!   [`WeightPrecision::HalfRows`] and [`WeightPrecision::Int8Rows`] keep the panels in f16 or
+//!   int8 (widened to f32 in registers) to halve or quarter those bytes;
+//! - a batch of queries, or of images (50 rows each for ViT-B/32), is arithmetic-bound: tiles
+//!   of 12 rows × 32 columns (AVX-512) keep the FMA units busy;
+//! - a row's result never depends on the other rows of the call, so the server can pack
+//!   concurrent queries into one pass and give each the bits it gets alone.
 //!
-//! At that point the weights' size is the cost: ViT-B/32's text tower is 151 MB of f32, and
-//! two cores stream roughly 12 GB/s. [`WeightPrecision::HalfRows`] keeps an f16 copy that the
-//! kernel widens to f32 in registers (F16C), halving the bytes per query; activations, sums
-//! and everything else stay f32.
+//! Elsewhere (CUDA, or half-precision dtypes) a layer is candle's matmul.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Module, Result, Shape, Tensor,
-};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use half::f16;
 
-use super::rows_kernel::{rows_times_weights, rows_times_weights_scaled};
+use super::rows_kernel::{Epilogue, PackedWeights, RowsKernel, rows_times_packed};
+use crate::config::Activation;
 
-/// Activations with at most this many rows take the rows kernel on the CPU; above it the
-/// weight is reused enough that a packed GEMM wins.
-pub(crate) const ROWS_KERNEL_MAX_ROWS: usize = 32;
-
-/// Off only to measure the GEMM baseline and to compare both paths in tests.
-static ROWS_KERNEL_ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Turns the few-rows CPU kernel on or off for the whole process (benchmarks and tests,
-/// hence only with the `testing` feature).
-#[cfg(any(test, feature = "testing"))]
-pub(crate) fn set_rows_kernel_enabled(enabled: bool) {
-    ROWS_KERNEL_ENABLED.store(enabled, Ordering::Relaxed);
-}
-
-/// How the few-rows CPU kernel reads a layer's weights.
+/// How a CPU layer stores its weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum WeightPrecision {
     /// The checkpoint's f32 weights, as the reference computes.
     #[default]
     F32,
-    /// Weights rounded to f16 at load (≤ 2^-11 relative change per weight) and kept twice:
-    /// f16 for few-row products (half the memory traffic), and the same rounded values as
-    /// f32 for GEMM-sized batches, so a result does not depend on the batch it ran in.
+    /// Weights rounded to f16 at load (≤ 2^-11 relative change per weight), widened to f32 in
+    /// registers: half the memory traffic of a query, sums in f32.
     HalfRows,
-    /// Weights quantized to int8 at load, one scale per output channel (`max |w| / 127` of
-    /// its row), kept twice like `HalfRows`: int8 codes for few-row products (a quarter of the
-    /// f32 memory traffic; sums in f32, the scale applied once per output), and the dequantized
-    /// values as f32 for GEMM-sized batches.
+    /// Weights quantized to int8 at load, one scale per output channel (`max |w| / 127` of its
+    /// row): a quarter of the f32 memory traffic; sums in f32, the scale applied once per
+    /// output.
     Int8Rows,
 }
 
-/// Which activations a layer multiplies with the few-rows CPU kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum RowsPolicy {
-    /// Up to [`ROWS_KERNEL_MAX_ROWS`] rows; larger activations take candle's packed GEMM.
-    #[default]
-    Few,
-    /// Every row count, except the rows [`Dense::forward_split`] hands to the GEMM (the text
-    /// tower's sequences over 32 tokens, as when such a query runs alone). The kernel computes
-    /// each output row with the same sequence of operations whatever the other rows are (tiles
-    /// only change which rows share a weight load), so a row's result does not depend on how
-    /// many rows were in the call: what lets the text tower pack many queries into one pass
-    /// and give each the bits it gets alone.
-    Always,
-    /// Never: candle's GEMM at every row count. For the vision tower, whose every image is
-    /// dozens of rows: above a handful of rows the GEMM computes a row with the same
-    /// operations whatever the row count (its depth blocking depends on the inner size and
-    /// the caches, not on the rows), so an image's result does not depend on its batch, where
-    /// a switch at 32 rows would make it. (One row goes through a GEMV, other bits.)
-    Never,
+/// A CPU layer's packed weights.
+enum Packed {
+    F32(PackedWeights<f32>),
+    F16(PackedWeights<f16>),
+    /// Codes and one scale per output.
+    Int8(PackedWeights<i8>, Vec<f32>),
+}
+
+impl Packed {
+    fn n(&self) -> usize {
+        match self {
+            Packed::F32(w) => w.n(),
+            Packed::F16(w) => w.n(),
+            Packed::Int8(w, _) => w.n(),
+        }
+    }
+
+    fn k(&self) -> usize {
+        match self {
+            Packed::F32(w) => w.k(),
+            Packed::F16(w) => w.k(),
+            Packed::Int8(w, _) => w.k(),
+        }
+    }
+}
+
+/// Where a layer's weights live.
+enum Weights {
+    /// CPU, f32 activations: packed panels and the bias as a host vector (added by the kernel
+    /// as it writes its output: one op less per layer).
+    Cpu {
+        packed: Packed,
+        bias: Option<Vec<f32>>,
+    },
+    /// Anywhere else: candle tensors, `weight` stored `[out, in]`.
+    Tensors {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
 }
 
 /// `y = x Wᵀ + b` with `W` stored `[out, in]` as in PyTorch checkpoints.
 pub(crate) struct Dense {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    /// CPU and f32: the only case the rows kernel covers.
-    cpu_f32: bool,
-    /// Which row counts take the rows kernel.
-    rows: RowsPolicy,
-    /// f16 copy of `weight` (row-major `[out, in]`) for [`WeightPrecision::HalfRows`].
-    half: Option<Vec<f16>>,
-    /// int8 codes of `weight` (row-major) and one scale per output for
-    /// [`WeightPrecision::Int8Rows`].
-    int8: Option<(Vec<i8>, Vec<f32>)>,
-    /// `bias` as a host vector, added by the rows kernel as it writes its output (one op
-    /// less per layer; the forward pass of a query is dozens of tiny ops).
-    bias_host: Option<Vec<f32>>,
+    weights: Weights,
 }
 
 impl Dense {
@@ -97,126 +88,92 @@ impl Dense {
         weight: Tensor,
         bias: Option<Tensor>,
         precision: WeightPrecision,
-        rows: RowsPolicy,
     ) -> Result<Self> {
         let cpu_f32 = matches!(weight.device(), Device::Cpu) && weight.dtype() == DType::F32;
-        let (weight, half) = if cpu_f32 && precision == WeightPrecision::HalfRows {
-            let values = weight.flatten_all()?.to_vec1::<f32>()?;
-            let half: Vec<f16> = values.into_iter().map(f16::from_f32).collect();
-            let rounded: Vec<f32> = half.iter().map(|v| v.to_f32()).collect();
-            let weight = Tensor::from_vec(rounded, weight.shape(), weight.device())?;
-            (weight, Some(half))
-        } else {
-            (weight, None)
+        if !cpu_f32 {
+            return Ok(Self {
+                weights: Weights::Tensors { weight, bias },
+            });
+        }
+        let (n, k) = weight.dims2()?;
+        let values = weight.flatten_all()?.to_vec1::<f32>()?;
+        let packed = match precision {
+            WeightPrecision::F32 => Packed::F32(PackedWeights::pack(&values, n, k)),
+            WeightPrecision::HalfRows => {
+                let half: Vec<f16> = values.into_iter().map(f16::from_f32).collect();
+                Packed::F16(PackedWeights::pack(&half, n, k))
+            }
+            WeightPrecision::Int8Rows => {
+                let (codes, scales) = quantize_rows(&values, n, k);
+                Packed::Int8(PackedWeights::pack(&codes, n, k), scales)
+            }
         };
-        let (weight, int8) = if cpu_f32 && precision == WeightPrecision::Int8Rows {
-            let (n, k) = weight.dims2()?;
-            let values = weight.flatten_all()?.to_vec1::<f32>()?;
-            let (codes, scales) = quantize_rows(&values, n, k);
-            let dequantized: Vec<f32> = codes
-                .chunks_exact(k.max(1))
-                .zip(&scales)
-                .flat_map(|(row, &s)| row.iter().map(move |&q| f32::from(q) * s))
-                .collect();
-            let weight = Tensor::from_vec(dequantized, (n, k), weight.device())?;
-            (weight, Some((codes, scales)))
-        } else {
-            (weight, None)
-        };
-        let bias_host = match (&bias, cpu_f32) {
-            (Some(b), true) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
-            _ => None,
+        let bias = match bias {
+            Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            None => None,
         };
         Ok(Self {
-            weight,
-            bias,
-            cpu_f32,
-            rows,
-            half,
-            int8,
-            bias_host,
+            weights: Weights::Cpu { packed, bias },
         })
     }
 
-    /// `x2d · Wᵀ + b` for a 2-D activation.
-    fn affine(&self, x2d: &Tensor) -> Result<Tensor> {
-        let rows = x2d.dim(0)?;
-        let use_rows = match self.rows {
-            RowsPolicy::Few => rows <= ROWS_KERNEL_MAX_ROWS,
-            RowsPolicy::Always => true,
-            RowsPolicy::Never => false,
-        };
-        self.affine_with(x2d, use_rows)
+    /// `act(x · Wᵀ + b)`: on the CPU QuickGELU is applied by the kernel as it writes each
+    /// output (one pass instead of three ops over the activation, with the same bits).
+    pub(crate) fn forward_activated(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if act == Activation::QuickGelu && matches!(self.weights, Weights::Cpu { .. }) {
+            return self.forward_2d(x, Epilogue::QuickGelu);
+        }
+        activate(act, &self.forward(x)?)
     }
 
-    /// `x2d · Wᵀ + b`, through the rows kernel when `use_rows` (and the layer is CPU f32).
-    fn affine_with(&self, x2d: &Tensor, use_rows: bool) -> Result<Tensor> {
-        if self.cpu_f32 && use_rows && ROWS_KERNEL_ENABLED.load(Ordering::Relaxed) {
-            let bias = self.bias_host.as_deref();
-            if let Some((codes, scales)) = &self.int8 {
-                let (n, k) = self.weight.dims2()?;
-                return x2d.apply_op1_no_bwd(&Int8RowsMatmul {
-                    w: codes,
-                    scales,
-                    n,
-                    k,
-                    bias,
-                });
-            }
-            return match &self.half {
-                Some(half) => {
-                    let (n, k) = self.weight.dims2()?;
-                    x2d.apply_op1_no_bwd(&HalfRowsMatmul {
-                        w: half,
-                        n,
-                        k,
-                        bias,
-                    })
-                }
-                None => x2d.apply_op2_no_bwd(&self.weight, &RowsMatmul { bias }),
-            };
-        }
-        let y = x2d.matmul(&self.weight.t()?)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
-    }
-}
-
-impl Dense {
-    /// The layer over a packed `(rows, in)` activation whose rows from `gemm_from` on belong to
-    /// long sequences: those go through the GEMM, the rows before through the layer's policy.
-    /// A GEMM of a few dozen rows or more computes each row the same way whatever the row count,
-    /// so a long sequence gets the bits it gets alone, where the rows kernel would be slower
-    /// than the GEMM.
-    pub(crate) fn forward_split(&self, x2d: &Tensor, gemm_from: usize) -> Result<Tensor> {
-        let rows = x2d.dim(0)?;
-        if gemm_from >= rows || self.rows != RowsPolicy::Always {
-            return self.forward(x2d);
-        }
-        let x2d = x2d.contiguous()?;
-        let long = self.affine_with(&x2d.narrow(0, gemm_from, rows - gemm_from)?, false)?;
-        if gemm_from == 0 {
-            return Ok(long);
-        }
-        let short = self.affine_with(&x2d.narrow(0, 0, gemm_from)?, true)?;
-        Tensor::cat(&[&short, &long], 0)
-    }
-}
-
-impl Module for Dense {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The layer over the last dimension of `x`, with `act` fused (CPU weights only).
+    fn forward_2d(&self, x: &Tensor, act: Epilogue) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let Some((&k, lead)) = dims.split_last() else {
             candle_core::bail!("dense layer on a scalar");
         };
         let rows: usize = lead.iter().product();
         let x2d = x.contiguous()?.reshape((rows, k))?;
-        let y = self.affine(&x2d)?;
+        let y = self.affine(&x2d, act)?;
         let mut out_dims = lead.to_vec();
         out_dims.push(y.dim(1)?);
         y.reshape(out_dims)
+    }
+
+    /// `act(x2d · Wᵀ + b)` for a 2-D activation (`act` only with CPU weights).
+    fn affine(&self, x2d: &Tensor, act: Epilogue) -> Result<Tensor> {
+        match &self.weights {
+            Weights::Cpu { packed, bias } => x2d.apply_op1_no_bwd(&PackedMatmul {
+                packed,
+                bias: bias.as_deref(),
+                act,
+            }),
+            Weights::Tensors { weight, bias } => {
+                if act != Epilogue::None {
+                    candle_core::bail!("dense layer: a fused activation needs CPU weights");
+                }
+                let y = x2d.matmul(&weight.t()?)?;
+                match bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                }
+            }
+        }
+    }
+}
+
+impl Module for Dense {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_2d(x, Epilogue::None)
+    }
+}
+
+/// The MLP's activation, as candle ops (what the CPU kernel fuses for QuickGELU).
+pub(crate) fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
+    match act {
+        Activation::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702f64)?)?,
+        Activation::Gelu => xs.gelu_erf(),
+        Activation::GeluTanh => xs.gelu(),
     }
 }
 
@@ -227,7 +184,6 @@ pub(crate) fn dense(
     output: usize,
     has_bias: bool,
     precision: WeightPrecision,
-    rows: RowsPolicy,
     vb: VarBuilder,
 ) -> Result<Dense> {
     let weight = vb.get((output, input), "weight")?;
@@ -236,75 +192,51 @@ pub(crate) fn dense(
     } else {
         None
     };
-    Dense::from_parts(weight, bias, precision, rows)
+    Dense::from_parts(weight, bias, precision)
 }
 
-/// `x (m×k) · wᵀ (+ bias)` for `w` stored `n×k`, both contiguous f32 on the CPU.
-struct RowsMatmul<'a> {
+/// `x (m×k) · wᵀ (+ bias)` over a layer's packed weights.
+struct PackedMatmul<'a> {
+    packed: &'a Packed,
     bias: Option<&'a [f32]>,
+    act: Epilogue,
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        candle_core::bail!("rows kernel: {what} is not f32");
-    };
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("rows kernel: {what} is not contiguous"),
-    }
-}
-
-impl CustomOp2 for RowsMatmul<'_> {
+impl CustomOp1 for PackedMatmul<'_> {
     fn name(&self) -> &'static str {
-        "rows-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (m, k) = l1.shape().dims2()?;
-        let (n, k2) = l2.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("rows kernel: inner sizes differ ({k} vs {k2})");
-        }
-        let x = contiguous_f32(s1, l1, "activation")?;
-        let w = contiguous_f32(s2, l2, "weight")?;
-        let mut out = vec![0f32; m * n];
-        rows_times_weights(x, m, w, n, k, self.bias, &mut out);
-        Ok((CpuStorage::F32(out), Shape::from((m, n))))
-    }
-}
-
-/// `x (m×k) · wᵀ (+ bias)` for an f16 copy of `w` (`n×k`) owned by the layer.
-struct HalfRowsMatmul<'a> {
-    w: &'a [f16],
-    n: usize,
-    k: usize,
-    bias: Option<&'a [f32]>,
-}
-
-impl CustomOp1 for HalfRowsMatmul<'_> {
-    fn name(&self) -> &'static str {
-        "rows-matmul-f16"
+        "packed-matmul"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (m, k) = l.shape().dims2()?;
-        if k != self.k || self.w.len() != self.n * self.k {
+        let n = self.packed.n();
+        if k != self.packed.k() {
             candle_core::bail!(
-                "rows kernel: activation width {k}, weights {}x{}",
-                self.n,
-                self.k
+                "dense layer: activation width {k}, weights {n}x{}",
+                self.packed.k()
             );
         }
-        let x = contiguous_f32(s, l, "activation")?;
-        let mut out = vec![0f32; m * self.n];
-        rows_times_weights(x, m, self.w, self.n, k, self.bias, &mut out);
-        Ok((CpuStorage::F32(out), Shape::from((m, self.n))))
+        let CpuStorage::F32(data) = s else {
+            candle_core::bail!("dense layer: the activation is not f32");
+        };
+        let Some((start, end)) = l.contiguous_offsets() else {
+            candle_core::bail!("dense layer: the activation is not contiguous");
+        };
+        let x = &data[start..end];
+        let mut out = vec![0f32; m * n];
+        let kernel = RowsKernel::get();
+        match self.packed {
+            Packed::F32(w) => {
+                rows_times_packed(kernel, x, m, w, None, self.bias, self.act, &mut out)
+            }
+            Packed::F16(w) => {
+                rows_times_packed(kernel, x, m, w, None, self.bias, self.act, &mut out)
+            }
+            Packed::Int8(w, scales) => {
+                rows_times_packed(kernel, x, m, w, Some(scales), self.bias, self.act, &mut out)
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 }
 
@@ -328,60 +260,18 @@ fn quantize_rows(values: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
     (codes, scales)
 }
 
-/// `x (m×k) · wᵀ (+ bias)` for int8 codes of `w` (`n×k`) and per-output scales.
-struct Int8RowsMatmul<'a> {
-    w: &'a [i8],
-    scales: &'a [f32],
-    n: usize,
-    k: usize,
-    bias: Option<&'a [f32]>,
-}
-
-impl CustomOp1 for Int8RowsMatmul<'_> {
-    fn name(&self) -> &'static str {
-        "rows-matmul-i8"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (m, k) = l.shape().dims2()?;
-        if k != self.k || self.w.len() != self.n * self.k || self.scales.len() != self.n {
-            candle_core::bail!(
-                "rows kernel: activation width {k}, int8 weights {}x{}",
-                self.n,
-                self.k
-            );
-        }
-        let x = contiguous_f32(s, l, "activation")?;
-        let mut out = vec![0f32; m * self.n];
-        rows_times_weights_scaled(
-            x,
-            m,
-            self.w,
-            self.n,
-            k,
-            Some(self.scales),
-            self.bias,
-            &mut out,
-        );
-        Ok((CpuStorage::F32(out), Shape::from((m, self.n))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::rows_kernel::{WeightElem, scalar_weight_block};
+    use crate::model::rows_kernel::{Epilogue, RowsKernel, WeightElem, rows_times_packed};
 
-    fn reference(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f64> {
-        let mut out = vec![0f64; m * n];
-        for r in 0..m {
-            for j in 0..n {
-                out[r * n + j] = (0..k)
-                    .map(|t| f64::from(x[r * k + t]) * f64::from(w[j * k + t]))
-                    .sum();
-            }
-        }
-        out
+    /// The bit patterns of a tensor's values.
+    fn bits(t: &Tensor) -> Result<Vec<u32>> {
+        Ok(t.flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .map(|v| v.to_bits())
+            .collect())
     }
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
@@ -393,36 +283,32 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn rows_kernel_matches_f64_reference_for_odd_shapes() {
-        // Shapes that exercise every tail: rows not a multiple of 3, columns not a multiple
-        // of 4 or of a task, inner size not a multiple of 8.
-        for &(m, n, k) in &[
-            (1, 1, 1),
-            (1, 7, 13),
-            (2, 33, 8),
-            (5, 512, 512),
-            (4, 70, 31),
-            (7, 129, 64),
-            (14, 37, 40),
-            (6, 9, 16),
-            (2, 13, 9),
-        ] {
-            let x = values(m * k, 1);
-            let w = values(n * k, 2);
-            check_both_kernels(&x, m, &w, n, k, "f32");
-            // f16 weights: the kernels must compute the product with the rounded weights
-            // exactly (the rounding itself is the only error they add).
-            let w16: Vec<f16> = w.iter().copied().map(f16::from_f32).collect();
-            check_both_kernels(&x, m, &w16, n, k, "f16");
-            let w8: Vec<i8> = w.iter().map(|&v| (v * 3.0).round() as i8).collect();
-            check_both_kernels(&x, m, &w8, n, k, "i8");
+    /// `(Σ x·w) · scale + bias` in f64 over the widened weights.
+    fn reference<T: WeightElem>(
+        x: &[f32],
+        m: usize,
+        w: &[T],
+        n: usize,
+        k: usize,
+        scales: Option<&[f32]>,
+        bias: Option<&[f32]>,
+    ) -> Vec<f64> {
+        let mut out = vec![0f64; m * n];
+        for r in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k)
+                    .map(|t| f64::from(x[r * k + t]) * f64::from(w[j * k + t].widen()))
+                    .sum();
+                let scaled = dot * scales.map_or(1.0, |s| f64::from(s[j]));
+                out[r * n + j] = scaled + bias.map_or(0.0, |b| f64::from(b[j]));
+            }
         }
+        out
     }
 
-    /// The dispatched kernel and the portable one both equal an f64 product of the same
-    /// (widened) weights, for every output.
-    fn check_both_kernels<T: WeightElem>(
+    /// Every kernel this CPU runs equals an f64 product of the same (widened) weights, with
+    /// and without scales and bias, for every output.
+    fn check_every_kernel<T: WeightElem>(
         x: &[f32],
         m: usize,
         w: &[T],
@@ -430,24 +316,105 @@ mod tests {
         k: usize,
         what: &str,
     ) {
-        let widened: Vec<f32> = w.iter().map(|v| v.widen()).collect();
-        let want = reference(x, m, &widened, n, k);
-        let close = |g: f32, e: f64| (f64::from(g) - e).abs() <= 1e-4 * (1.0 + e.abs());
-        let mut got = vec![f32::NAN; m * n];
-        rows_times_weights(x, m, w, n, k, None, &mut got);
-        let mut scalar = vec![f32::NAN; n * m];
-        scalar_weight_block(x, m, w, n, k, &mut scalar);
-        for r in 0..m {
-            for j in 0..n {
-                let e = want[r * n + j];
-                assert!(
-                    close(got[r * n + j], e),
-                    "{what} {m}x{n}x{k} [{r},{j}]: dispatched"
-                );
-                assert!(
-                    close(scalar[j * m + r], e),
-                    "{what} {m}x{n}x{k} [{r},{j}]: portable"
-                );
+        let packed = PackedWeights::pack(w, n, k);
+        let scales = values(n, 21);
+        let bias = values(n, 22);
+        for (s, b) in [(None, None), (Some(&scales[..]), Some(&bias[..]))] {
+            let want = reference(x, m, w, n, k, s, b);
+            for kernel in RowsKernel::available() {
+                let mut got = vec![f32::NAN; m * n];
+                rows_times_packed(kernel, x, m, &packed, s, b, Epilogue::None, &mut got);
+                for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (f64::from(g) - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                        "{what} {m}x{n}x{k} output {i} ({kernel:?}, scaled {}): {g} vs {e}",
+                        s.is_some()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_matches_f64_reference_for_odd_shapes() {
+        // Shapes that exercise every tail: rows not a multiple of a tile (6 or 12), columns
+        // not a multiple of a panel (32) or a half panel, inner sizes of every residue.
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 7, 13),
+            (2, 33, 8),
+            (5, 512, 512),
+            (4, 70, 31),
+            (7, 129, 64),
+            (13, 37, 40),
+            (25, 17, 9),
+            (6, 9, 16),
+            (2, 13, 9),
+        ] {
+            let x = values(m * k, 1);
+            let w = values(n * k, 2);
+            check_every_kernel(&x, m, &w, n, k, "f32");
+            // f16 weights: the kernels must compute the product with the rounded weights
+            // exactly (the rounding itself is the only error they add).
+            let w16: Vec<f16> = w.iter().copied().map(f16::from_f32).collect();
+            check_every_kernel(&x, m, &w16, n, k, "f16");
+            let w8: Vec<i8> = w.iter().map(|&v| (v * 3.0).round() as i8).collect();
+            check_every_kernel(&x, m, &w8, n, k, "i8");
+        }
+    }
+
+    /// Every kernel gives a row the same bits whatever rows share the call, for every tile
+    /// size (1 to 12 rows and past them) and full and partial panels.
+    #[test]
+    fn every_kernel_keeps_a_rows_bits_in_any_batch() {
+        for &(n, k) in &[(70, 512), (37, 43), (33, 2048)] {
+            let w = values(n * k, 11);
+            let w32 = PackedWeights::pack(&w, n, k);
+            let w16: Vec<f16> = w.iter().copied().map(f16::from_f32).collect();
+            let w16 = PackedWeights::pack(&w16, n, k);
+            let w8: Vec<i8> = w.iter().map(|&v| (v * 100.0).round() as i8).collect();
+            let w8 = PackedWeights::pack(&w8, n, k);
+            let scales = values(n, 12);
+            let bias = values(n, 14);
+            let m = 31;
+            let x = values(m * k, 13);
+            for (kernel, act) in RowsKernel::available()
+                .into_iter()
+                .flat_map(|k| [(k, Epilogue::None), (k, Epilogue::QuickGelu)])
+            {
+                let run = |r0: usize, rows: usize, which: u8| -> Vec<u32> {
+                    let xs = &x[r0 * k..(r0 + rows) * k];
+                    let mut out = vec![0f32; rows * n];
+                    let b = Some(&bias[..]);
+                    match which {
+                        0 => rows_times_packed(kernel, xs, rows, &w32, None, b, act, &mut out),
+                        1 => rows_times_packed(kernel, xs, rows, &w16, None, b, act, &mut out),
+                        _ => rows_times_packed(
+                            kernel,
+                            xs,
+                            rows,
+                            &w8,
+                            Some(&scales),
+                            b,
+                            act,
+                            &mut out,
+                        ),
+                    }
+                    out.iter().map(|v| v.to_bits()).collect()
+                };
+                for which in 0..3 {
+                    let all = run(0, m, which);
+                    for rows in 1..=14 {
+                        for r0 in [0, 5, m - rows] {
+                            assert_eq!(
+                                run(r0, rows, which),
+                                all[r0 * n..(r0 + rows) * n].to_vec(),
+                                "{kernel:?} {act:?} weights {which} {n}x{k}: rows {r0}..{}",
+                                r0 + rows
+                            );
+                        }
+                    }
+                }
             }
         }
     }
@@ -472,39 +439,32 @@ mod tests {
                 .max(0)?
                 .to_scalar::<f32>()
         };
-        let exact = Dense::from_parts(
-            w.clone(),
-            Some(b.clone()),
-            WeightPrecision::F32,
-            RowsPolicy::Few,
-        )?;
+        let exact = Dense::from_parts(w.clone(), Some(b.clone()), WeightPrecision::F32)?;
         let diff = max_diff(exact.forward(&x)?)?;
         assert!(diff < 1e-5, "f32 max diff {diff}");
-        let half = Dense::from_parts(
-            w.clone(),
-            Some(b.clone()),
-            WeightPrecision::HalfRows,
-            RowsPolicy::Few,
-        )?;
-        assert!(half.half.is_some());
+        let half = Dense::from_parts(w.clone(), Some(b.clone()), WeightPrecision::HalfRows)?;
+        assert!(matches!(
+            half.weights,
+            Weights::Cpu {
+                packed: Packed::F16(_),
+                ..
+            }
+        ));
         let diff = max_diff(half.forward(&x)?)?;
         // |x| ≤ 1, 24 terms, each weight off by at most 2^-11 relative.
         assert!(diff > 0.0 && diff < 24.0 / 2048.0, "f16 max diff {diff}");
+        let int8 = Dense::from_parts(w, Some(b), WeightPrecision::Int8Rows)?;
+        let diff = max_diff(int8.forward(&x)?)?;
+        // Each weight off by at most half a step, max |w| / 254 ≤ 1/254.
+        assert!(diff > 0.0 && diff < 24.0 / 254.0, "int8 max diff {diff}");
         Ok(())
     }
 
-    /// A row's result has the same bits whatever else is in the call, for both kernels and
-    /// both policies the towers use (the server's batching rests on it).
+    /// A row's result has the same bits whatever else is in the call, for every precision
+    /// (the server's batching rests on it).
     #[test]
     fn a_rows_result_does_not_depend_on_the_other_rows() -> Result<()> {
         let device = Device::Cpu;
-        let bits = |t: &Tensor| -> Result<Vec<u32>> {
-            Ok(t.flatten_all()?
-                .to_vec1::<f32>()?
-                .iter()
-                .map(|v| v.to_bits())
-                .collect())
-        };
         for &(n, k) in &[
             (40, 24),
             (96, 48),
@@ -516,32 +476,63 @@ mod tests {
             let w = Tensor::from_vec(values(n * k, 7), (n, k), &device)?;
             let b = Tensor::from_vec(values(n, 8), n, &device)?;
             let x = Tensor::from_vec(values(70 * k, 9), (70, k), &device)?;
-            for (precision, policy) in [
-                (WeightPrecision::F32, RowsPolicy::Always),
-                (WeightPrecision::HalfRows, RowsPolicy::Always),
-                (WeightPrecision::Int8Rows, RowsPolicy::Always),
-                (WeightPrecision::F32, RowsPolicy::Never),
+            for precision in [
+                WeightPrecision::F32,
+                WeightPrecision::HalfRows,
+                WeightPrecision::Int8Rows,
             ] {
-                let layer = Dense::from_parts(w.clone(), Some(b.clone()), precision, policy)?;
+                let layer = Dense::from_parts(w.clone(), Some(b.clone()), precision)?;
                 let all = layer.forward(&x)?;
-                // candle's GEMM of one row (a GEMV) or of a tiny product takes other kernels;
-                // the vision tower never gives it fewer rows than one image's tokens.
-                let parts: &[(usize, usize)] = if policy == RowsPolicy::Never {
-                    &[(0, 25), (1, 33), (20, 50)]
-                } else {
-                    &[(0, 1), (5, 3), (1, 33), (20, 50)]
-                };
-                for &(r0, rows) in parts {
+                for &(r0, rows) in &[(0, 1), (5, 3), (1, 33), (20, 50)] {
                     let part = layer.forward(&x.narrow(0, r0, rows)?)?;
                     assert_eq!(
                         bits(&part)?,
                         bits(&all.narrow(0, r0, rows)?)?,
-                        "{precision:?} {policy:?} {n}x{k}: rows {r0}..{}",
+                        "{precision:?} {n}x{k}: rows {r0}..{}",
                         r0 + rows
                     );
                 }
             }
         }
         Ok(())
+    }
+
+    /// The fused QuickGELU gives the bits of candle's three ops (scale, sigmoid, product) on
+    /// the layer's output, for every precision.
+    #[test]
+    fn fused_quick_gelu_equals_the_unfused_ops() -> Result<()> {
+        let device = Device::Cpu;
+        let (n, k) = (70, 48);
+        let w = Tensor::from_vec(values(n * k, 31), (n, k), &device)?;
+        let b = Tensor::from_vec(values(n, 32), n, &device)?;
+        // Scaled up so the sigmoid sees both tails.
+        let x = (Tensor::from_vec(values(9 * k, 33), (9, k), &device)? * 4.0)?;
+        for precision in [
+            WeightPrecision::F32,
+            WeightPrecision::HalfRows,
+            WeightPrecision::Int8Rows,
+        ] {
+            let layer = Dense::from_parts(w.clone(), Some(b.clone()), precision)?;
+            let fused = layer.forward_activated(&x, Activation::QuickGelu)?;
+            let unfused = activate(Activation::QuickGelu, &layer.forward(&x)?)?;
+            assert_eq!(bits(&fused)?, bits(&unfused)?, "{precision:?}");
+        }
+        Ok(())
+    }
+
+    /// Packing moves every weight to its panel slot and pads the last panel with zeros.
+    #[test]
+    fn packing_places_every_weight() {
+        let (n, k) = (37, 5);
+        let w = values(n * k, 15);
+        let packed = PackedWeights::pack(&w, n, k);
+        assert_eq!(packed.bytes(), 2 * 32 * k * 4);
+        let x: Vec<f32> = (0..k).map(|t| if t == 3 { 1.0 } else { 0.0 }).collect();
+        for kernel in RowsKernel::available() {
+            let mut out = vec![f32::NAN; n];
+            rows_times_packed(kernel, &x, 1, &packed, None, None, Epilogue::None, &mut out);
+            let column: Vec<f32> = (0..n).map(|j| w[j * k + 3]).collect();
+            assert_eq!(out, column, "{kernel:?}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{LayerNorm, LayerNormConfig, VarBuilder};
 
-use super::dense::{Dense, ROWS_KERNEL_MAX_ROWS, RowsPolicy, WeightPrecision, dense};
+use super::dense::{Dense, WeightPrecision, dense};
 
 use crate::config::Activation;
 
@@ -21,18 +21,9 @@ pub(crate) fn projection(
     input: usize,
     output: usize,
     precision: WeightPrecision,
-    rows: RowsPolicy,
     vb: VarBuilder,
 ) -> Result<Dense> {
-    dense(input, output, false, precision, rows, vb)
-}
-
-fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
-    match act {
-        Activation::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702f64)?)?,
-        Activation::Gelu => xs.gelu_erf(),
-        Activation::GeluTanh => xs.gelu(),
-    }
+    dense(input, output, false, precision, vb)
 }
 
 /// Sizes of one transformer stack.
@@ -44,10 +35,8 @@ pub(crate) struct StackShape {
     pub layers: usize,
     pub act: Activation,
     pub eps: f64,
-    /// How few-row products read the weights.
+    /// How CPU layers store their weights.
     pub precision: WeightPrecision,
-    /// Which row counts take the few-rows kernel.
-    pub rows: RowsPolicy,
 }
 
 /// `count` sequences of `len` tokens each, stored back to back from token row `start` of a
@@ -82,38 +71,10 @@ impl Attention {
     fn new(s: &StackShape, vb: VarBuilder) -> Result<Self> {
         let head_dim = s.hidden / s.heads;
         Ok(Self {
-            q_proj: dense(
-                s.hidden,
-                s.hidden,
-                true,
-                s.precision,
-                s.rows,
-                vb.pp("q_proj"),
-            )?,
-            k_proj: dense(
-                s.hidden,
-                s.hidden,
-                true,
-                s.precision,
-                s.rows,
-                vb.pp("k_proj"),
-            )?,
-            v_proj: dense(
-                s.hidden,
-                s.hidden,
-                true,
-                s.precision,
-                s.rows,
-                vb.pp("v_proj"),
-            )?,
-            out_proj: dense(
-                s.hidden,
-                s.hidden,
-                true,
-                s.precision,
-                s.rows,
-                vb.pp("out_proj"),
-            )?,
+            q_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("q_proj"))?,
+            k_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("k_proj"))?,
+            v_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("v_proj"))?,
+            out_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("out_proj"))?,
             heads: s.heads,
             head_dim,
             scale: (head_dim as f64).powf(-0.5),
@@ -131,18 +92,12 @@ impl Attention {
     /// scores run per run of equal-length sequences, shaped `(count, heads, len, len)`, so each
     /// sequence's products, mask and softmax are exactly those it gets alone: no padding
     /// enters any sum. `masks[len]` is the additive causal mask for `len` (text only).
-    fn forward(
-        &self,
-        xs: &Tensor,
-        runs: &[Run],
-        masks: &Masks,
-        gemm_from: usize,
-    ) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, runs: &[Run], masks: &Masks) -> Result<Tensor> {
         let (_, h) = xs.dims2()?;
         let dtype = xs.dtype();
-        let q = (self.q_proj.forward_split(xs, gemm_from)? * self.scale)?;
-        let k = self.k_proj.forward_split(xs, gemm_from)?;
-        let v = self.v_proj.forward_split(xs, gemm_from)?;
+        let q = (self.q_proj.forward(xs)? * self.scale)?;
+        let k = self.k_proj.forward(xs)?;
+        let v = self.v_proj.forward(xs)?;
         let mut outs = Vec::with_capacity(runs.len());
         for run in runs {
             let (b, l) = (run.count, run.len);
@@ -165,7 +120,7 @@ impl Attention {
         } else {
             Tensor::cat(&outs, 0)?
         };
-        self.out_proj.forward_split(&out, gemm_from)
+        self.out_proj.forward(&out)
     }
 }
 
@@ -219,29 +174,15 @@ struct Mlp {
 impl Mlp {
     fn new(s: &StackShape, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            fc1: dense(
-                s.hidden,
-                s.intermediate,
-                true,
-                s.precision,
-                s.rows,
-                vb.pp("fc1"),
-            )?,
-            fc2: dense(
-                s.intermediate,
-                s.hidden,
-                true,
-                s.precision,
-                s.rows,
-                vb.pp("fc2"),
-            )?,
+            fc1: dense(s.hidden, s.intermediate, true, s.precision, vb.pp("fc1"))?,
+            fc2: dense(s.intermediate, s.hidden, true, s.precision, vb.pp("fc2"))?,
             act: s.act,
         })
     }
 
-    fn forward(&self, xs: &Tensor, gemm_from: usize) -> Result<Tensor> {
-        let xs = self.fc1.forward_split(xs, gemm_from)?;
-        self.fc2.forward_split(&activate(self.act, &xs)?, gemm_from)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = self.fc1.forward_activated(xs, self.act)?;
+        self.fc2.forward(&xs)
     }
 }
 
@@ -262,20 +203,12 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(
-        &self,
-        xs: &Tensor,
-        runs: &[Run],
-        masks: &Masks,
-        gemm_from: usize,
-    ) -> Result<Tensor> {
-        let attn =
-            self.self_attn
-                .forward(&self.layer_norm1.forward(xs)?, runs, masks, gemm_from)?;
+    fn forward(&self, xs: &Tensor, runs: &[Run], masks: &Masks) -> Result<Tensor> {
+        let attn = self
+            .self_attn
+            .forward(&self.layer_norm1.forward(xs)?, runs, masks)?;
         let xs = (attn + xs)?;
-        let mlp = self
-            .mlp
-            .forward(&self.layer_norm2.forward(&xs)?, gemm_from)?;
+        let mlp = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
         mlp + xs
     }
 }
@@ -299,16 +232,9 @@ impl Encoder {
     /// per token.
     pub(crate) fn forward(&self, xs: &Tensor, runs: &[Run], masking: Masking) -> Result<Tensor> {
         let masks = Masks::new(runs, masking, xs.device())?;
-        // Runs come sorted by length: the rows of sequences over the rows kernel's limit form
-        // the tail, and go through the GEMM as they would alone (layers whose policy is
-        // `Always`; others ignore it).
-        let gemm_from = runs
-            .iter()
-            .find(|r| r.len > ROWS_KERNEL_MAX_ROWS)
-            .map_or(xs.dim(0)?, |r| r.start);
         let mut xs = xs.clone();
         for layer in &self.layers {
-            xs = layer.forward(&xs, runs, &masks, gemm_from)?;
+            xs = layer.forward(&xs, runs, &masks)?;
         }
         Ok(xs)
     }

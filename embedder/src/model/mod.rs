@@ -8,8 +8,6 @@ mod text;
 mod vision;
 
 pub(crate) use dense::WeightPrecision;
-#[cfg(any(test, feature = "testing"))]
-pub(crate) use dense::set_rows_kernel_enabled;
 pub(crate) use layers::l2_normalize_rows;
 pub use text::TextTower;
 pub use vision::VisionTower;

@@ -3,7 +3,7 @@
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding};
 
-use super::dense::{Dense, RowsPolicy, WeightPrecision};
+use super::dense::{Dense, WeightPrecision};
 use super::layers::{Encoder, Masking, Run, StackShape, layer_norm, projection};
 use crate::config::ClipConfig;
 
@@ -34,10 +34,9 @@ impl TextTower {
             layers: t.num_hidden_layers,
             act: t.hidden_act,
             eps: t.layer_norm_eps,
+            // Queries are packed into one pass (see `forward`); the CPU kernel computes each
+            // row alone, so each query's result is independent of the others.
             precision,
-            // Queries are packed into one pass (see `forward`); the few-rows kernel at every
-            // row count keeps each query's result independent of the others.
-            rows: RowsPolicy::Always,
         };
         let tm = vb.pp("text_model");
         let emb = tm.pp("embeddings");
@@ -58,7 +57,6 @@ impl TextTower {
                 t.hidden_size,
                 cfg.projection_dim,
                 precision,
-                RowsPolicy::Always,
                 vb.pp("text_projection"),
             )?,
             max_len: t.max_position_embeddings,

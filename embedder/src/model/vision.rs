@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use super::dense::{Dense, RowsPolicy, WeightPrecision};
+use super::dense::{Dense, WeightPrecision};
 use super::layers::{Encoder, Masking, Run, StackShape, layer_norm, projection};
 use crate::config::ClipConfig;
 
@@ -36,11 +36,10 @@ impl VisionTower {
             layers: v.num_hidden_layers,
             act: v.hidden_act,
             eps: v.layer_norm_eps,
-            // Image batches are GEMM-sized; only the checkpoint's f32 weights are used.
+            // Image batches are arithmetic-bound (50 rows an image for ViT-B/32): the
+            // checkpoint's f32 weights, with no precision traded for memory traffic. The CPU
+            // kernel computes each row alone, so an image's result is independent of its batch.
             precision: WeightPrecision::F32,
-            // Every image is dozens of tokens (50 for ViT-B/32): GEMM-sized at any batch, and
-            // GEMM at every row count keeps an image's result independent of its batch.
-            rows: RowsPolicy::Never,
         };
         let vm = vb.pp("vision_model");
         let emb = vm.pp("embeddings");
@@ -66,9 +65,6 @@ impl VisionTower {
                 v.hidden_size,
                 cfg.projection_dim,
                 WeightPrecision::F32,
-                // One row per image: the rows kernel at every count (a GEMM of one row takes
-                // another path than a GEMM of many).
-                RowsPolicy::Always,
                 vb.pp("visual_projection"),
             )?,
             image_size: v.image_size,

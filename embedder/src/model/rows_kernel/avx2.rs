@@ -1,0 +1,103 @@
+//! The AVX2 + FMA build of the panel kernel: each panel in two halves of 16 columns, tiles of
+//! up to 6 rows (12 ymm accumulators, two weight vectors, one broadcast: 15 of 16 registers).
+
+use std::arch::x86_64::*;
+
+use super::{PANEL, PanelTask, WeightElem};
+
+/// Most rows per tile.
+const MR: usize = 6;
+
+/// Columns per half panel.
+const HALF: usize = PANEL / 2;
+
+/// All rows of one panel, in tiles of up to [`MR`] rows, one half panel at a time.
+///
+/// # Safety
+/// AVX2, FMA and F16C; the task as [`super::RowsKernel::panel_task`] requires.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn panel_task<T: WeightElem>(t: &PanelTask<'_, T>) {
+    for (r, rows) in super::row_tiles(t.m, MR) {
+        for half in 0..2 {
+            // SAFETY: forwarded from the caller; rows r..r + rows exist.
+            unsafe {
+                match rows {
+                    6 => tile::<T, 6>(t, r, half),
+                    5 => tile::<T, 5>(t, r, half),
+                    4 => tile::<T, 4>(t, r, half),
+                    3 => tile::<T, 3>(t, r, half),
+                    2 => tile::<T, 2>(t, r, half),
+                    _ => tile::<T, 1>(t, r, half),
+                }
+            }
+        }
+    }
+}
+
+/// Rows `r0..r0 + R` against columns `half·16..half·16 + 16` of the panel.
+///
+/// # Safety
+/// As [`panel_task`], and `r0 + R <= t.m`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<T: WeightElem, const R: usize>(t: &PanelTask<'_, T>, r0: usize, half: usize) {
+    let c0 = half * HALF;
+    if c0 >= t.cols {
+        return;
+    }
+    let xp: [*const f32; R] = std::array::from_fn(|i| t.x[(r0 + i) * t.k..].as_ptr());
+    // SAFETY: forwarded from the caller; c0 < PANEL.
+    let acc = unsafe { accumulate::<T, R>(&xp, t.panel[c0..].as_ptr(), t.k) };
+    let cols = (t.cols - c0).min(HALF);
+    for (i, a) in acc.iter().enumerate() {
+        let mut lanes = [0f32; HALF];
+        // SAFETY: `lanes` holds 16 floats.
+        unsafe {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), a[0]);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), a[1]);
+        }
+        let r = r0 + i;
+        for (c, &v) in lanes.iter().enumerate().take(cols) {
+            let j = c0 + c;
+            let v = match t.scales {
+                Some(s) => v * s[j],
+                None => v,
+            };
+            let v = match t.bias {
+                Some(b) => v + b[j],
+                None => v,
+            };
+            // SAFETY: row r's columns below `t.cols` are this task's (caller's contract).
+            unsafe { *t.out.add(r * t.ldo + j) = t.act.apply(v) };
+        }
+    }
+}
+
+/// The sums of `R` rows (pointers to their first input) against 16 columns of a panel
+/// (`wp` points at the first): `[row][8 columns]`. Returned by value so that the accumulators
+/// live in registers through the loop.
+///
+/// # Safety
+/// AVX2, FMA (and F16C for f16); each row holds `k` floats and `wp` starts 16 readable
+/// elements in each of `k` panel rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn accumulate<T: WeightElem, const R: usize>(
+    xp: &[*const f32; R],
+    wp: *const T,
+    k: usize,
+) -> [[__m256; 2]; R] {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for kk in 0..k {
+        // SAFETY: kk < k (caller's contract).
+        unsafe {
+            let w0 = T::load8(wp.add(kk * PANEL));
+            let w1 = T::load8(wp.add(kk * PANEL + 8));
+            for i in 0..R {
+                let xb = _mm256_set1_ps(*xp[i].add(kk));
+                acc[i][0] = _mm256_fmadd_ps(xb, w0, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(xb, w1, acc[i][1]);
+            }
+        }
+    }
+    acc
+}

@@ -1,0 +1,432 @@
+//! The CPU kernel behind [`super::dense`]: `rows × weightsᵀ` over weights packed once, at
+//! load, into panels of [`PANEL`] output columns (`[panel][k][PANEL]`), for f32, f16 and int8
+//! (scaled) weights. Builds for AVX-512 and AVX2 + FMA (one picked once from [`simd::level`])
+//! and a portable one that the tests hold them to.
+//!
+//! Each output is one accumulator that takes the `k` products in order (an outer-product
+//! micro-kernel: a weight vector of the panel times each row's broadcast activation), so
+//! - a row's result never depends on the other rows of the call, nor on the tile it lands in:
+//!   batched queries and images keep their bits;
+//! - one kernel serves every row count: a query of five tokens reads each weight once (all
+//!   its rows share one tile), a batch of images runs GEMM-sized tiles (12 rows × 32 columns
+//!   with AVX-512) with no transposes and no horizontal sums.
+
+use std::sync::OnceLock;
+
+use glimpse_index::simd;
+use half::f16;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Output columns per panel: two AVX-512 vectors, four AVX2 ones.
+pub(crate) const PANEL: usize = 32;
+
+/// Element type of stored weights: f32, f16 or int8, widened to f32 in registers.
+pub(crate) trait WeightElem: Copy + Send + Sync {
+    /// Zero (the padding of a last, partial panel).
+    const ZERO: Self;
+
+    /// The value as f32.
+    fn widen(self) -> f32;
+
+    /// Eight consecutive weights from `p`, widened to f32.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be enabled in the caller; `p` must point at eight readable
+    /// elements.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+
+    /// Sixteen consecutive weights from `p`, widened to f32.
+    ///
+    /// # Safety
+    /// AVX-512F must be enabled in the caller; `p` must point at sixteen readable elements.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+}
+
+impl WeightElem for f32 {
+    const ZERO: Self = 0.0;
+
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+}
+
+impl WeightElem for i8 {
+    const ZERO: Self = 0;
+
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::{
+            __m128i, _mm_loadl_epi64, _mm256_cvtepi8_epi32, _mm256_cvtepi32_ps,
+        };
+        // SAFETY: forwarded from the caller (eight i8 = 8 readable bytes, AVX2 enabled).
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast::<__m128i>()))) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::{
+            __m128i, _mm_loadu_si128, _mm512_cvtepi8_epi32, _mm512_cvtepi32_ps,
+        };
+        // SAFETY: forwarded from the caller (sixteen i8 = 16 readable bytes, AVX-512F enabled).
+        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast::<__m128i>()))) }
+    }
+}
+
+impl WeightElem for f16 {
+    const ZERO: Self = f16::ZERO;
+
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm256_cvtph_ps};
+        // SAFETY: forwarded from the caller (eight f16 = 16 readable bytes, F16C enabled).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm512_cvtph_ps};
+        // SAFETY: forwarded from the caller (sixteen f16 = 32 readable bytes, AVX-512F enabled).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast::<__m256i>())) }
+    }
+}
+
+/// A `[n, k]` weight matrix (PyTorch's `[out, in]`) repacked as `n.div_ceil(PANEL)` panels,
+/// each `[k][PANEL]`: the [`PANEL`] weights of one input index for consecutive outputs sit
+/// together, so the kernel loads them as vectors. The last panel is padded with zeros.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedWeights<T> {
+    data: Vec<T>,
+    n: usize,
+    k: usize,
+}
+
+impl<T: WeightElem> PackedWeights<T> {
+    /// Packs row-major `w` (`n` rows of `k`).
+    pub(crate) fn pack(w: &[T], n: usize, k: usize) -> Self {
+        assert!(w.len() >= n * k, "weights shorter than {n}x{k}");
+        let panels = n.div_ceil(PANEL);
+        let mut data = vec![T::ZERO; panels * k * PANEL];
+        for (j, row) in w.chunks_exact(k.max(1)).take(n).enumerate() {
+            let (p, c) = (j / PANEL, j % PANEL);
+            let panel = &mut data[p * k * PANEL..(p + 1) * k * PANEL];
+            for (kk, &v) in row.iter().enumerate() {
+                panel[kk * PANEL + c] = v;
+            }
+        }
+        Self { data, n, k }
+    }
+
+    /// Output size.
+    pub(crate) fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input size.
+    pub(crate) fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Panel `p`: `k·PANEL` elements.
+    fn panel(&self, p: usize) -> &[T] {
+        &self.data[p * self.k * PANEL..(p + 1) * self.k * PANEL]
+    }
+
+    /// Bytes held.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.data.len() * size_of::<T>()
+    }
+}
+
+/// What the kernel applies to each output after scale and bias, while it is in cache: one
+/// pass over the activation instead of three separate ops (each a full read and write, single
+/// threaded in candle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Epilogue {
+    /// Nothing.
+    #[default]
+    None,
+    /// OpenAI CLIP's `x · sigmoid(1.702 x)`, written as candle computes it
+    /// (`x · 1 / (exp(-(1.702 x)) + 1)`), so fusing it changes no bits.
+    QuickGelu,
+}
+
+impl Epilogue {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Epilogue::None => v,
+            Epilogue::QuickGelu => v * ((-(v * 1.702)).exp() + 1.0).recip(),
+        }
+    }
+}
+
+/// `out[r·n + j] = act((Σₖ x[r·k + kk] · w[j·k + kk]) (· scales[j]) (+ bias[j]))` for `m`
+/// activation rows, with `kernel` ([`RowsKernel::get`] outside tests).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rows_times_packed<T: WeightElem>(
+    kernel: RowsKernel,
+    x: &[f32],
+    m: usize,
+    w: &PackedWeights<T>,
+    scales: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    act: Epilogue,
+    out: &mut [f32],
+) {
+    let (n, k) = (w.n, w.k);
+    assert!(x.len() >= m * k && out.len() >= m * n);
+    assert!(bias.is_none_or(|b| b.len() >= n));
+    assert!(scales.is_none_or(|s| s.len() >= n));
+    if m == 0 || n == 0 {
+        return;
+    }
+    let tasks = n.div_ceil(PANEL);
+    let base = SyncPtr(out.as_mut_ptr());
+    // candle's own worker pool, not rayon's: its workers spin between the many short ops of
+    // a forward pass, where rayon's fall asleep and every linear layer paid a futex wake-up.
+    candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
+        for p in range {
+            let j0 = p * PANEL;
+            let ctx = PanelTask {
+                x,
+                m,
+                k,
+                panel: w.panel(p),
+                cols: PANEL.min(n - j0),
+                scales: scales.map(|s| &s[j0..]),
+                bias: bias.map(|b| &b[j0..]),
+                act,
+                out: base.at(j0),
+                ldo: n,
+            };
+            // SAFETY: panels write disjoint column ranges `j0..j0 + cols` of `out` (m·n
+            // floats), each panel index is handed out once, and `out` outlives the pool call.
+            unsafe { kernel.panel_task(&ctx) };
+        }
+    });
+}
+
+/// One panel's work: all `m` rows against `cols` (≤ [`PANEL`]) outputs starting at `out`.
+pub(super) struct PanelTask<'a, T> {
+    /// Activations, `m` rows of `k`.
+    pub x: &'a [f32],
+    /// Rows.
+    pub m: usize,
+    /// Inner size.
+    pub k: usize,
+    /// The panel, `[k][PANEL]`.
+    pub panel: &'a [T],
+    /// Valid columns of the panel.
+    pub cols: usize,
+    /// Per-output scales from this panel's first column on.
+    pub scales: Option<&'a [f32]>,
+    /// Bias from this panel's first column on.
+    pub bias: Option<&'a [f32]>,
+    /// Applied last.
+    pub act: Epilogue,
+    /// Row 0, column 0 of this panel's outputs.
+    pub out: *mut f32,
+    /// Distance between output rows.
+    pub ldo: usize,
+}
+
+impl<T> PanelTask<'_, T> {
+    /// Writes `acc[c]` (the sums of row `r`, columns `c < cols`) with scale and bias.
+    ///
+    /// # Safety
+    /// `out + r·ldo + cols` lies within the output and no other thread writes there.
+    #[inline(always)]
+    unsafe fn store_row(&self, r: usize, acc: &[f32]) {
+        for (c, &v) in acc.iter().enumerate().take(self.cols) {
+            let v = match self.scales {
+                Some(s) => v * s[c],
+                None => v,
+            };
+            let v = match self.bias {
+                Some(b) => v + b[c],
+                None => v,
+            };
+            // SAFETY: forwarded from the caller.
+            unsafe { *self.out.add(r * self.ldo + c) = self.act.apply(v) };
+        }
+    }
+
+    /// Applies the epilogue to row `r`'s `cols` outputs, written without it.
+    ///
+    /// # Safety
+    /// As [`PanelTask::store_row`].
+    #[inline(always)]
+    unsafe fn finish_row(&self, r: usize) {
+        if self.act == Epilogue::None {
+            return;
+        }
+        // SAFETY: forwarded from the caller.
+        let row = unsafe { std::slice::from_raw_parts_mut(self.out.add(r * self.ldo), self.cols) };
+        for v in row {
+            *v = self.act.apply(*v);
+        }
+    }
+}
+
+/// A raw pointer the pool's workers may share; each writes only its own columns.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+
+// SAFETY: used only to hand disjoint columns of one buffer to the pool's workers.
+unsafe impl Send for SyncPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// The pointer `offset` floats further (a method, so closures capture the whole struct).
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// Which build of the kernel runs, chosen once from the index crate's [`simd::level`], so one
+/// detection (and its `GLIMPSE_SIMD` cap) serves every SIMD kernel of the process. An enum
+/// rather than a function pointer because the kernel is generic over the weight type.
+///
+/// A value other than `Portable` exists only where the CPU runs it: [`RowsKernel::get`] and
+/// [`RowsKernel::available`] are the only constructors, which is what makes
+/// [`RowsKernel::panel_task`] sound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowsKernel {
+    /// Plain Rust, vectorized by the compiler for the baseline target.
+    Portable,
+    /// AVX2 + FMA (F16C for f16 weights): 6 rows × 16 columns per tile.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX-512F: 12 rows × 32 columns per tile.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl RowsKernel {
+    /// Runs one panel's task.
+    ///
+    /// # Safety
+    /// `t.out` covers `m` rows `t.ldo` apart of at least `t.cols` floats that no other thread
+    /// writes; `t.x` holds `m·k` floats and `t.panel` `k·PANEL` elements.
+    unsafe fn panel_task<T: WeightElem>(self, t: &PanelTask<'_, T>) {
+        debug_assert!(t.x.len() >= t.m * t.k && t.panel.len() >= t.k * PANEL);
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx2` is made only for CPUs with AVX2, FMA and F16C (`get`,
+            // `available`); the rest is forwarded from the caller.
+            RowsKernel::Avx2 => unsafe { avx2::panel_task(t) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512` is made only for CPUs with AVX-512F and BW besides AVX2, FMA
+            // and F16C (`get`, `available`); the rest is forwarded from the caller.
+            RowsKernel::Avx512 => unsafe { avx512::panel_task(t) },
+            // SAFETY: forwarded from the caller.
+            RowsKernel::Portable => unsafe { portable_panel_task(t) },
+        }
+    }
+
+    /// Every kernel this CPU runs, whatever `GLIMPSE_SIMD` says: the tests hold each to the
+    /// same results.
+    #[cfg(test)]
+    pub(super) fn available() -> Vec<RowsKernel> {
+        #[allow(unused_mut)]
+        let mut kernels = vec![RowsKernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+            if avx2 {
+                kernels.push(RowsKernel::Avx2);
+            }
+            if avx2 && has!("avx512f") && has!("avx512bw") {
+                kernels.push(RowsKernel::Avx512);
+            }
+        }
+        kernels
+    }
+
+    /// The kernel for the process's SIMD level (decided on first use).
+    pub(crate) fn get() -> RowsKernel {
+        static KERNEL: OnceLock<RowsKernel> = OnceLock::new();
+        *KERNEL.get_or_init(|| match simd::level() {
+            // `glimpse_index::simd` grants Avx2 only with AVX2, FMA and F16C, and Avx512 only
+            // with AVX-512F and BW besides.
+            #[cfg(target_arch = "x86_64")]
+            simd::SimdLevel::Avx2 => RowsKernel::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            simd::SimdLevel::Avx512 => RowsKernel::Avx512,
+            _ => RowsKernel::Portable,
+        })
+    }
+}
+
+/// `m` rows as tiles of at most `max` rows, `(first row, rows)`, as even as possible: a tile
+/// of few rows has few independent sums and waits on the FMA latency, so 7 rows run as 4 + 3,
+/// not 6 + 1. (A row's result does not depend on its tile.)
+fn row_tiles(m: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
+    let tiles = m.div_ceil(max.max(1));
+    let base = m.checked_div(tiles).unwrap_or(0);
+    let extra = m.checked_rem(tiles).unwrap_or(0);
+    (0..tiles).scan(0, move |start, i| {
+        let rows = base + usize::from(i < extra);
+        let tile = (*start, rows);
+        *start += rows;
+        Some(tile)
+    })
+}
+
+/// Portable version: one row at a time, the panel's columns in the inner loop (which the
+/// compiler vectorizes), each output summed over `k` in order.
+///
+/// # Safety
+/// As [`RowsKernel::panel_task`].
+unsafe fn portable_panel_task<T: WeightElem>(t: &PanelTask<'_, T>) {
+    let mut acc = [0f32; PANEL];
+    for r in 0..t.m {
+        acc.fill(0.0);
+        let xr = &t.x[r * t.k..(r + 1) * t.k];
+        for (&xv, wk) in xr.iter().zip(t.panel.chunks_exact(PANEL)) {
+            for (a, &w) in acc.iter_mut().zip(wk) {
+                *a += xv * w.widen();
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { t.store_row(r, &acc) };
+    }
+}
