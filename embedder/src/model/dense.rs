@@ -84,7 +84,9 @@ pub(crate) struct Dense {
 }
 
 impl Dense {
-    fn from_parts(
+    /// The layer of `weight` (`[out, in]`) and `bias`; on the CPU with f32 weights the weights
+    /// are packed for the kernel (in `precision`) and the tensors dropped.
+    pub(crate) fn from_parts(
         weight: Tensor,
         bias: Option<Tensor>,
         precision: WeightPrecision,

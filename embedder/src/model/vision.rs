@@ -9,9 +9,10 @@ use crate::config::ClipConfig;
 
 /// ViT with class token and projection; input `(b, 3, s, s)` pixels, output projected features.
 pub struct VisionTower {
-    /// Patch embedding as a matrix `(3*p*p, hidden)`; a stride-p convolution is exactly this
-    /// matmul over non-overlapping patches.
-    patch_weight: Tensor,
+    /// Patch embedding as a linear layer from `3·p·p` pixels to `hidden` (no bias): a stride-p
+    /// convolution is exactly this product over non-overlapping patches, and the checkpoint's
+    /// `(hidden, 3, p, p)` weight is already its `[out, in]` matrix.
+    patch_embedding: Dense,
     class_embedding: Tensor,
     position_embedding: Tensor,
     pre_layrnorm: LayerNorm,
@@ -47,13 +48,14 @@ impl VisionTower {
         let conv = emb
             .pp("patch_embedding")
             .get((v.hidden_size, v.num_channels, p, p), "weight")?;
-        let patch_weight = conv
-            .reshape((v.hidden_size, v.num_channels * p * p))?
-            .t()?
-            .contiguous()?;
+        let patch_embedding = Dense::from_parts(
+            conv.reshape((v.hidden_size, v.num_channels * p * p))?,
+            None,
+            WeightPrecision::F32,
+        )?;
         let n_pos = v.grid() * v.grid() + 1;
         Ok(Self {
-            patch_weight,
+            patch_embedding,
             class_embedding: emb.get(v.hidden_size, "class_embedding")?,
             position_embedding: emb
                 .pp("position_embedding")
@@ -111,8 +113,9 @@ impl VisionTower {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((b * g * g, c * p * p))?;
-        let tokens = patches
-            .matmul(&self.patch_weight)?
+        let tokens = self
+            .patch_embedding
+            .forward(&patches)?
             .reshape((b, g * g, self.hidden))?;
         let cls = self
             .class_embedding
