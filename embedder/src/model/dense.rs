@@ -352,6 +352,8 @@ mod tests {
             (25, 17, 9),
             (6, 9, 16),
             (2, 13, 9),
+            // No inputs: every output is its bias.
+            (3, 40, 0),
         ] {
             let x = values(m * k, 1);
             let w = values(n * k, 2);

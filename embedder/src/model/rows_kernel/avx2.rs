@@ -31,7 +31,8 @@ pub(super) unsafe fn panel_task<T: WeightElem>(t: &PanelTask<'_, T>) {
                     4 => tile::<T, 4>(t, r, half),
                     3 => tile::<T, 3>(t, r, half),
                     2 => tile::<T, 2>(t, r, half),
-                    _ => tile::<T, 1>(t, r, half),
+                    1 => tile::<T, 1>(t, r, half),
+                    _ => unreachable!("row tiles hold 1 to {MR} rows"),
                 }
             }
         }
@@ -50,7 +51,8 @@ unsafe fn tile<T: WeightElem, const R: usize>(t: &PanelTask<'_, T>, r0: usize, h
     }
     let xp: [*const f32; R] = std::array::from_fn(|i| t.x[(r0 + i) * t.k..].as_ptr());
     // SAFETY: forwarded from the caller; c0 < PANEL.
-    let acc = unsafe { accumulate::<T, R>(&xp, t.panel[c0..].as_ptr(), t.k) };
+    // (`wrapping_add`: with k = 0 the panel is empty and nothing is read.)
+    let acc = unsafe { accumulate::<T, R>(&xp, t.panel.as_ptr().wrapping_add(c0), t.k) };
     let cols = (t.cols - c0).min(HALF);
     for (i, a) in acc.iter().enumerate() {
         let mut lanes = [0f32; HALF];

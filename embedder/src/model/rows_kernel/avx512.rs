@@ -40,7 +40,8 @@ pub(super) unsafe fn panel_task<T: WeightElem>(t: &PanelTask<'_, T>) {
                 4 => tile::<T, 4>(t, r),
                 3 => tile::<T, 3>(t, r),
                 2 => tile::<T, 2>(t, r),
-                _ => tile::<T, 1>(t, r),
+                1 => tile::<T, 1>(t, r),
+                _ => unreachable!("row tiles hold 1 to {MR} rows"),
             }
         }
     }

@@ -128,7 +128,6 @@ impl WeightElem for f16 {
 /// A `[n, k]` weight matrix (PyTorch's `[out, in]`) repacked as `n.div_ceil(PANEL)` panels,
 /// each `[k][PANEL]`: the [`PANEL`] weights of one input index for consecutive outputs sit
 /// together, so the kernel loads them as vectors. The last panel is padded with zeros.
-#[derive(Debug, Clone)]
 pub(crate) struct PackedWeights<T> {
     data: Vec<T>,
     n: usize,
@@ -141,7 +140,7 @@ impl<T: WeightElem> PackedWeights<T> {
         assert!(w.len() >= n * k, "weights shorter than {n}x{k}");
         let panels = n.div_ceil(PANEL);
         let mut data = vec![T::ZERO; panels * k * PANEL];
-        for (j, row) in w.chunks_exact(k.max(1)).take(n).enumerate() {
+        for (j, row) in w[..n * k].chunks_exact(k.max(1)).enumerate() {
             let (p, c) = (j / PANEL, j % PANEL);
             let panel = &mut data[p * k * PANEL..(p + 1) * k * PANEL];
             for (kk, &v) in row.iter().enumerate() {
@@ -323,12 +322,8 @@ impl SyncPtr {
 /// Which build of the kernel runs, chosen once from the index crate's [`simd::level`], so one
 /// detection (and its `GLIMPSE_SIMD` cap) serves every SIMD kernel of the process. An enum
 /// rather than a function pointer because the kernel is generic over the weight type.
-///
-/// A value other than `Portable` exists only where the CPU runs it: [`RowsKernel::get`] and
-/// [`RowsKernel::available`] are the only constructors, which is what makes
-/// [`RowsKernel::panel_task`] sound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RowsKernel {
+enum Build {
     /// Plain Rust, vectorized by the compiler for the baseline target.
     Portable,
     /// AVX2 + FMA (F16C for f16 weights): 6 rows × 16 columns per tile.
@@ -339,6 +334,12 @@ pub(crate) enum RowsKernel {
     Avx512,
 }
 
+/// A kernel build this CPU runs. The field is private: [`RowsKernel::get`] and
+/// [`RowsKernel::available`] are the only constructors, which is what makes
+/// [`rows_times_packed`] safe to call with any value of this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RowsKernel(Build);
+
 impl RowsKernel {
     /// Runs one panel's task.
     ///
@@ -347,17 +348,17 @@ impl RowsKernel {
     /// writes; `t.x` holds `m·k` floats and `t.panel` `k·PANEL` elements.
     unsafe fn panel_task<T: WeightElem>(self, t: &PanelTask<'_, T>) {
         debug_assert!(t.x.len() >= t.m * t.k && t.panel.len() >= t.k * PANEL);
-        match self {
+        match self.0 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx2` is made only for CPUs with AVX2, FMA and F16C (`get`,
             // `available`); the rest is forwarded from the caller.
-            RowsKernel::Avx2 => unsafe { avx2::panel_task(t) },
+            Build::Avx2 => unsafe { avx2::panel_task(t) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx512` is made only for CPUs with AVX-512F and BW besides AVX2, FMA
             // and F16C (`get`, `available`); the rest is forwarded from the caller.
-            RowsKernel::Avx512 => unsafe { avx512::panel_task(t) },
+            Build::Avx512 => unsafe { avx512::panel_task(t) },
             // SAFETY: forwarded from the caller.
-            RowsKernel::Portable => unsafe { portable_panel_task(t) },
+            Build::Portable => unsafe { portable_panel_task(t) },
         }
     }
 
@@ -366,16 +367,16 @@ impl RowsKernel {
     #[cfg(test)]
     pub(super) fn available() -> Vec<RowsKernel> {
         #[allow(unused_mut)]
-        let mut kernels = vec![RowsKernel::Portable];
+        let mut kernels = vec![RowsKernel(Build::Portable)];
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
             let avx2 = has!("avx2") && has!("fma") && has!("f16c");
             if avx2 {
-                kernels.push(RowsKernel::Avx2);
+                kernels.push(RowsKernel(Build::Avx2));
             }
             if avx2 && has!("avx512f") && has!("avx512bw") {
-                kernels.push(RowsKernel::Avx512);
+                kernels.push(RowsKernel(Build::Avx512));
             }
         }
         kernels
@@ -388,10 +389,10 @@ impl RowsKernel {
             // `glimpse_index::simd` grants Avx2 only with AVX2, FMA and F16C, and Avx512 only
             // with AVX-512F and BW besides.
             #[cfg(target_arch = "x86_64")]
-            simd::SimdLevel::Avx2 => RowsKernel::Avx2,
+            simd::SimdLevel::Avx2 => RowsKernel(Build::Avx2),
             #[cfg(target_arch = "x86_64")]
-            simd::SimdLevel::Avx512 => RowsKernel::Avx512,
-            _ => RowsKernel::Portable,
+            simd::SimdLevel::Avx512 => RowsKernel(Build::Avx512),
+            _ => RowsKernel(Build::Portable),
         })
     }
 }
