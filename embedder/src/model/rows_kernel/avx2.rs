@@ -53,7 +53,6 @@ unsafe fn tile<T: WeightElem, const R: usize>(t: &PanelTask<'_, T>, r0: usize, h
     // SAFETY: forwarded from the caller; c0 < PANEL.
     // (`wrapping_add`: with k = 0 the panel is empty and nothing is read.)
     let acc = unsafe { accumulate::<T, R>(&xp, t.panel.as_ptr().wrapping_add(c0), t.k) };
-    let cols = (t.cols - c0).min(HALF);
     for (i, a) in acc.iter().enumerate() {
         let mut lanes = [0f32; HALF];
         // SAFETY: `lanes` holds 16 floats.
@@ -61,20 +60,8 @@ unsafe fn tile<T: WeightElem, const R: usize>(t: &PanelTask<'_, T>, r0: usize, h
             _mm256_storeu_ps(lanes.as_mut_ptr(), a[0]);
             _mm256_storeu_ps(lanes.as_mut_ptr().add(8), a[1]);
         }
-        let r = r0 + i;
-        for (c, &v) in lanes.iter().enumerate().take(cols) {
-            let j = c0 + c;
-            let v = match t.scales {
-                Some(s) => v * s[j],
-                None => v,
-            };
-            let v = match t.bias {
-                Some(b) => v + b[j],
-                None => v,
-            };
-            // SAFETY: row r's columns below `t.cols` are this task's (caller's contract).
-            unsafe { *t.out.add(r * t.ldo + j) = t.act.apply(v) };
-        }
+        // SAFETY: row r0 + i's columns below `t.cols` are this task's (caller's contract).
+        unsafe { t.store_cols(r0 + i, c0, &lanes) };
     }
 }
 

@@ -266,23 +266,36 @@ pub(super) struct PanelTask<'a, T> {
 }
 
 impl<T> PanelTask<'_, T> {
-    /// Writes `acc[c]` (the sums of row `r`, columns `c < cols`) with scale and bias.
+    /// Writes `acc[c]` (the sums of row `r`, columns `c < cols`) with scale, bias and epilogue.
     ///
     /// # Safety
     /// `out + r·ldo + cols` lies within the output and no other thread writes there.
     #[inline(always)]
     unsafe fn store_row(&self, r: usize, acc: &[f32]) {
-        for (c, &v) in acc.iter().enumerate().take(self.cols) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.store_cols(r, 0, acc) };
+    }
+
+    /// [`PanelTask::store_row`] for the columns from `c0` on: `acc[c]` is column `c0 + c`
+    /// (those at or past `cols` are padding and are dropped).
+    ///
+    /// # Safety
+    /// As [`PanelTask::store_row`].
+    #[inline(always)]
+    unsafe fn store_cols(&self, r: usize, c0: usize, acc: &[f32]) {
+        let cols = self.cols.saturating_sub(c0);
+        for (c, &v) in acc.iter().enumerate().take(cols) {
+            let j = c0 + c;
             let v = match self.scales {
-                Some(s) => v * s[c],
+                Some(s) => v * s[j],
                 None => v,
             };
             let v = match self.bias {
-                Some(b) => v + b[c],
+                Some(b) => v + b[j],
                 None => v,
             };
-            // SAFETY: forwarded from the caller.
-            unsafe { *self.out.add(r * self.ldo + c) = self.act.apply(v) };
+            // SAFETY: forwarded from the caller; j < cols.
+            unsafe { *self.out.add(r * self.ldo + j) = self.act.apply(v) };
         }
     }
 
