@@ -53,6 +53,13 @@ impl CalibrationPoint {
     pub fn expected_recall(&self) -> f32 {
         self.recall_in.min(self.recall_shifted)
     }
+
+    /// Whether a search with these parameters scores its candidates on the compact re-rank
+    /// tier, where the index has one (at least
+    /// [`COMPACT_MIN_PER_RESULT`](crate::COMPACT_MIN_PER_RESULT) candidates per result).
+    pub fn uses_compact_tier(&self) -> bool {
+        self.refine as usize >= crate::COMPACT_MIN_PER_RESULT
+    }
 }
 
 /// A segment's recall table.

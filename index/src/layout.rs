@@ -36,6 +36,11 @@ const CALIBRATION_AT: usize = 168;
 pub const FLAG_COMPACT: u32 = 4;
 /// Header position of the compact section's offset.
 const COMPACT_AT: usize = 184;
+/// Flag bit (with [`FLAG_COMPACT`]): the compact section holds its codes in entry order (the
+/// lists' entries concatenated, as the ids section), so the candidates of one probed list
+/// are read from one neighbourhood of the file. Without it (files written before) the codes
+/// are in row order.
+pub const FLAG_COMPACT_BY_ENTRY: u32 = 8;
 
 /// Number of array sections, in file order.
 const SECTIONS: usize = 7;
@@ -75,6 +80,26 @@ impl IvfPqIndex {
         &self,
         calibration: Option<&Calibration>,
         compact: Option<&Sq8Codes>,
+    ) -> Vec<u8> {
+        self.write_bytes(calibration, compact, true)
+    }
+
+    /// [`to_bytes_with`](Self::to_bytes_with) with the compact codes in row order, as files
+    /// written before [`FLAG_COMPACT_BY_ENTRY`] hold them (tests that such files still work).
+    #[cfg(test)]
+    pub(crate) fn to_bytes_with_tier_by_row(
+        &self,
+        calibration: Option<&Calibration>,
+        compact: Option<&Sq8Codes>,
+    ) -> Vec<u8> {
+        self.write_bytes(calibration, compact, false)
+    }
+
+    fn write_bytes(
+        &self,
+        calibration: Option<&Calibration>,
+        compact: Option<&Sq8Codes>,
+        tier_by_entry: bool,
     ) -> Vec<u8> {
         let shape = &self.shape;
         let with_norms = shape.metric == Metric::Cosine;
@@ -128,7 +153,14 @@ impl IvfPqIndex {
         }
         let compact = compact
             .filter(|c| c.rows() == self.shape.len && c.dim() == self.shape.dim)
-            .map(Sq8Codes::to_bytes);
+            .map(|c| {
+                if tier_by_entry {
+                    c.to_bytes_in_order(self.lists.iter().flat_map(|l| l.ids.iter().copied()))
+                } else {
+                    c.to_bytes_in_order(0..self.shape.len as u32)
+                }
+            })
+            .filter(|b| !b.is_empty());
         let mut compact_at = 0;
         if let Some(c) = &compact {
             pos = pos.next_multiple_of(ALIGN);
@@ -158,6 +190,9 @@ impl IvfPqIndex {
         }
         if let Some(c) = &compact {
             flags |= FLAG_COMPACT;
+            if tier_by_entry {
+                flags |= FLAG_COMPACT_BY_ENTRY;
+            }
             put_u64(&mut out, COMPACT_AT, compact_at as u64);
             out[compact_at..compact_at + c.len()].copy_from_slice(c);
         }
@@ -279,7 +314,8 @@ enum ViewLists<'a> {
         inv_norms: Cow<'a, [f32]>,
         codes: &'a [u8],
     },
-    Index(&'a [InvList]),
+    /// An index's lists and the position of each list's first entry.
+    Index(&'a [InvList], Vec<u32>),
 }
 
 impl<'a> IvfPqView<'a> {
@@ -289,7 +325,18 @@ impl<'a> IvfPqView<'a> {
             centroids: Cow::Borrowed(&index.centroids),
             coarse: Cow::Borrowed(&index.coarse),
             codebooks: Cow::Borrowed(&index.codebooks),
-            lists: ViewLists::Index(&index.lists),
+            lists: ViewLists::Index(
+                &index.lists,
+                index
+                    .lists
+                    .iter()
+                    .scan(0u32, |at, l| {
+                        let first = *at;
+                        *at = at.wrapping_add(l.ids.len() as u32);
+                        Some(first)
+                    })
+                    .collect(),
+            ),
             compact: None,
         }
     }
@@ -351,8 +398,12 @@ impl<'a> IvfPqView<'a> {
             x => return Err(corrupt(format!("unsupported code width {x}"))),
         };
         let flags = get_u32(bytes, 36);
-        if flags & !(FLAG_INV_NORMS | FLAG_CALIBRATION | FLAG_COMPACT) != 0 {
+        if flags & !(FLAG_INV_NORMS | FLAG_CALIBRATION | FLAG_COMPACT | FLAG_COMPACT_BY_ENTRY) != 0
+        {
             return Err(corrupt(format!("unknown flags {flags:#x}")));
+        }
+        if flags & FLAG_COMPACT_BY_ENTRY != 0 && flags & FLAG_COMPACT == 0 {
+            return Err(corrupt("compact order flag without a compact section"));
         }
         let with_norms = flags & FLAG_INV_NORMS != 0;
         if with_norms != (metric == Metric::Cosine) {
@@ -423,7 +474,8 @@ impl<'a> IvfPqView<'a> {
                 .checked_add(want)
                 .filter(|&e| e <= bytes.len())
                 .ok_or_else(|| corrupt("compact section runs past the end"))?;
-            Some(Sq8Ref::parse(&bytes[at..end], dim, len).map_err(corrupt)?)
+            let by_entry = flags & FLAG_COMPACT_BY_ENTRY != 0;
+            Some(Sq8Ref::parse(&bytes[at..end], dim, len, by_entry).map_err(corrupt)?)
         } else {
             None
         };
@@ -590,7 +642,7 @@ impl<'a> IvfPqView<'a> {
                     && matches!(ids, Cow::Borrowed(_))
                     && matches!(inv_norms, Cow::Borrowed(_))
             }
-            ViewLists::Index(_) => true,
+            ViewLists::Index(..) => true,
         };
         flat && matches!(self.centroids, Cow::Borrowed(_))
             && matches!(self.codebooks, Cow::Borrowed(_))
@@ -600,12 +652,13 @@ impl<'a> IvfPqView<'a> {
 impl Lists for IvfPqView<'_> {
     fn list(&self, l: usize) -> ListRef<'_> {
         match &self.lists {
-            ViewLists::Index(lists) => {
+            ViewLists::Index(lists, firsts) => {
                 let x = &lists[l];
                 ListRef {
                     ids: &x.ids,
                     inv_norms: &x.inv_norms,
                     codes: &x.codes,
+                    first_entry: firsts[l],
                 }
             }
             ViewLists::Flat {
@@ -626,6 +679,8 @@ impl Lists for IvfPqView<'_> {
                         &inv_norms[a..b]
                     },
                     codes: &codes[ca..cb],
+                    // At most `u32::MAX + 1` entries (checked in `parse`).
+                    first_entry: a as u32,
                 }
             }
         }

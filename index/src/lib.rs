@@ -58,6 +58,6 @@ pub use params::{
     DEFAULT_REFINE, IndexParams, PqBits, ResolvedParams, SearchParams, default_nlist,
     default_nprobe, default_refine,
 };
-pub use search::SearchStats;
+pub use search::{COMPACT_MIN_PER_RESULT, SearchStats};
 pub use simd::{Kernels, SimdLevel};
 pub use sq8::Sq8Codes;

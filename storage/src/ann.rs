@@ -9,11 +9,12 @@
 //! storage row filter (tombstones, shadowing by newer writes, metadata
 //! filter) is passed straight to the index scan.
 //!
-//! With `StoreOptions::compact_rerank`, every cosine or dot index also carries the compact
-//! re-rank tier (`Sq8Codes`: one byte per
-//! dimension of every row, a quarter of the vector file): candidates are scored on it first and
-//! only those its error bound cannot rule out are re-ranked against the mapped vectors, so the
-//! vector file is read for a handful of rows per query and need not stay in memory.
+//! Per `StoreOptions::compact_rerank` (by default: where the index's own calibration finds a
+//! deep re-rank at the default target), a cosine or dot index also carries the compact
+//! re-rank tier (`Sq8Codes`: one byte per dimension of every row, a quarter of the vector
+//! file, stored list by list): candidates are scored on it first and only those its error
+//! bound cannot rule out are re-ranked against the mapped vectors, so the vector file is read
+//! for a handful of rows per query and need not stay in memory.
 //!
 //! Every build is calibrated (`glimpse_index::calibrate`): the segment's own recall at each
 //! setting is measured on a sample of its rows held out of training, and the resulting recall
@@ -31,7 +32,8 @@ use glimpse_index::{
 use memmap2::Mmap;
 
 use crate::error::{Result, StorageError};
-use crate::mmap_f32::map_file;
+use crate::mmap_f32::{advise_huge_pages, map_file};
+use crate::types::CompactRerank;
 
 /// File name of a segment's index.
 pub(crate) const INDEX_FILE: &str = "index.ivfpq";
@@ -47,7 +49,7 @@ pub(crate) fn build(
     vectors: &[f32],
     dim: usize,
     metric: Metric,
-    compact_tier: bool,
+    compact_tier: CompactRerank,
     cancel: Cancel<'_>,
 ) -> Result<Option<(String, Vec<u8>)>> {
     let opts = CalibrationOptions::default();
@@ -62,9 +64,7 @@ pub(crate) fn build(
     ) {
         Ok(ix) => {
             let table = measure(path, &ix, vectors, &held_out, &opts, cancel)?;
-            let compact = compact_tier
-                .then(|| Sq8Codes::build(vectors, dim, metric))
-                .flatten();
+            let compact = compact_codes(compact_tier, table.as_ref(), vectors, dim, metric);
             Ok(Some((
                 KIND.to_string(),
                 ix.to_bytes_with(table.as_ref(), compact.as_ref()),
@@ -89,7 +89,7 @@ pub(crate) fn build_like(
     path: &Path,
     template: &SegmentIndex,
     vectors: &[f32],
-    compact_tier: bool,
+    compact_tier: CompactRerank,
     cancel: Cancel<'_>,
 ) -> Result<(String, Vec<u8>)> {
     let err = |detail: String| StorageError::Index {
@@ -108,13 +108,39 @@ pub(crate) fn build_like(
     let opts = CalibrationOptions::default();
     let rows = calibration_rows(vectors.len() / index.dim().max(1), &opts);
     let table = measure(path, &index, vectors, &rows, &opts, cancel)?;
-    let compact = compact_tier
-        .then(|| Sq8Codes::build(vectors, index.dim(), index.metric()))
-        .flatten();
+    let compact = compact_codes(
+        compact_tier,
+        table.as_ref(),
+        vectors,
+        index.dim(),
+        index.metric(),
+    );
     Ok((
         KIND.to_string(),
         index.to_bytes_with(table.as_ref(), compact.as_ref()),
     ))
+}
+
+/// The compact tier's codes for a new index when `policy` asks for them: always for `On`,
+/// for `Auto` when the index's own table says a search at the default target re-ranks deep
+/// enough to use them.
+fn compact_codes(
+    policy: CompactRerank,
+    table: Option<&Calibration>,
+    vectors: &[f32],
+    dim: usize,
+    metric: Metric,
+) -> Option<Sq8Codes> {
+    let wanted = match policy {
+        CompactRerank::On => true,
+        CompactRerank::Off => false,
+        CompactRerank::Auto => table
+            .and_then(|t| t.point_for(DEFAULT_RECALL_TARGET))
+            .is_some_and(|p| p.uses_compact_tier()),
+    };
+    wanted
+        .then(|| Sq8Codes::build(vectors, dim, metric))
+        .flatten()
 }
 
 /// The recall table of a freshly built `index`; `None` when the segment is too small to
@@ -214,6 +240,8 @@ impl SegmentIndex {
         }
         let map =
             map_file(path)?.ok_or_else(|| StorageError::corrupt(path, 0, "empty index file"))?;
+        // The compact tier's codes are read at scattered entries of this mapping.
+        advise_huge_pages(&map);
         let view = IvfPqView::from_bytes(&map)
             .map_err(|e| StorageError::corrupt(path, 0, e.to_string()))?;
         if view.dim() != dim || view.metric() != metric || view.len() != rows as usize {
@@ -312,5 +340,51 @@ impl SegmentIndex {
             // Validated at open and immutable since; kept as a safe fallback.
             Err(_) => exact_search(vectors, self.dim, self.metric, query, k, Some(filter)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(refine_at_default: u32) -> Calibration {
+        let point = |target: f32, refine: u32| CalibrationPoint {
+            target,
+            nprobe: 8,
+            refine,
+            recall_in: target,
+            recall_shifted: target,
+            reached: true,
+        };
+        Calibration {
+            k: 10,
+            queries: 128,
+            shift: 0.6,
+            // A shallower point for a lower target: only the default target's counts.
+            points: vec![
+                point(0.9, 8),
+                point(DEFAULT_RECALL_TARGET, refine_at_default),
+            ],
+        }
+    }
+
+    /// `Auto` builds the tier exactly where the default target's search would use it; `On`
+    /// and `Off` ignore the table; L2 never gets codes.
+    #[test]
+    fn the_compact_tier_policy_follows_the_calibrated_re_rank_depth() {
+        let dim = 8;
+        let rows: Vec<f32> = (0..64 * dim).map(|i| (i % 13) as f32 - 6.0).collect();
+        let has = |p: CompactRerank, t: Option<&Calibration>, m: Metric| {
+            compact_codes(p, t, &rows, dim, m).is_some()
+        };
+        let deep = table(glimpse_index::COMPACT_MIN_PER_RESULT as u32);
+        let shallow = table(glimpse_index::COMPACT_MIN_PER_RESULT as u32 - 1);
+        assert!(has(CompactRerank::Auto, Some(&deep), Metric::Cosine));
+        assert!(!has(CompactRerank::Auto, Some(&shallow), Metric::Cosine));
+        assert!(!has(CompactRerank::Auto, None, Metric::Dot));
+        assert!(has(CompactRerank::On, Some(&shallow), Metric::Dot));
+        assert!(has(CompactRerank::On, None, Metric::Cosine));
+        assert!(!has(CompactRerank::Off, Some(&deep), Metric::Cosine));
+        assert!(!has(CompactRerank::On, Some(&deep), Metric::L2));
     }
 }

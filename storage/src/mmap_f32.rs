@@ -46,6 +46,17 @@ pub(crate) fn map_file(path: &Path) -> Result<Option<Mmap>> {
     Ok(Some(m))
 }
 
+/// Asks for `m` to be mapped with 2 MiB pages: faults then read 2 MiB folios and map them
+/// with one TLB entry each, which scattered row reads need (the re-rank's raw rows, the
+/// compact tier's codes; see `chunk_writer`). Only a hint: kernels or filesystems without
+/// large folios ignore it.
+pub(crate) fn advise_huge_pages(m: &Mmap) {
+    #[cfg(target_os = "linux")]
+    let _ = m.advise(memmap2::Advice::HugePage);
+    #[cfg(not(target_os = "linux"))]
+    let _ = m;
+}
+
 /// A read-only mapped file seen as row-major little-endian `f32`s.
 pub struct MappedF32 {
     map: Option<Mmap>,
@@ -56,12 +67,8 @@ impl MappedF32 {
     /// Maps `path`, requiring exactly `expected_floats` floats in it.
     pub fn open(path: &Path, expected_floats: usize) -> Result<Self> {
         let map = map_file(path)?;
-        #[cfg(target_os = "linux")]
         if let Some(m) = &map {
-            // Faults on this mapping read 2 MiB folios and map them with one TLB entry each,
-            // which the re-rank's scattered row reads need (see `chunk_writer`). Only a hint:
-            // kernels or filesystems without large folios ignore it.
-            let _ = m.advise(memmap2::Advice::HugePage);
+            advise_huge_pages(m);
         }
         Self::from_map(path, map, expected_floats)
     }

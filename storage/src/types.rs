@@ -174,6 +174,22 @@ impl Default for CompactionOptions {
     }
 }
 
+/// Which new index files carry the compact re-rank tier ([`StoreOptions::compact_rerank`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CompactRerank {
+    /// Those whose own calibration found that the default recall target needs a deep re-rank
+    /// (at least `glimpse_index::COMPACT_MIN_PER_RESULT` candidates per result), where the
+    /// tier is used and makes searches faster: data whose PQ ranking is coarse, such as
+    /// many uneven clusters under heavy noise. Data that a shallow re-rank serves (CLIP-like
+    /// clusters) gets none and keeps its size.
+    #[default]
+    Auto,
+    /// Every cosine or dot index: for collections whose vectors outgrow RAM.
+    On,
+    /// None.
+    Off,
+}
+
 /// Options of [`crate::Store::open`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -189,13 +205,12 @@ pub struct StoreOptions {
     pub compaction: CompactionOptions,
     /// Segments with at least this many rows get an ANN index file of their own training.
     pub index_min_rows: usize,
-    /// Index files also carry the compact re-rank tier (one byte per dimension of every row,
-    /// a quarter of the raw vectors; cosine and dot only): the re-rank then reads raw rows only
-    /// for the candidates its error bound cannot rule out, with the same top k, so the raw
-    /// vector file need not stay in memory. For collections whose vectors outgrow RAM; it adds
-    /// `dim` bytes per row to the index file and costs a little speed when the vectors are in
-    /// memory (see `docs/benchmarks.md`). Off by default.
-    pub compact_rerank: bool,
+    /// Which index files also carry the compact re-rank tier (one byte per dimension of every
+    /// row, a quarter of the raw vectors; cosine and dot only): the re-rank then reads raw rows
+    /// only for the candidates its error bound cannot rule out, with the same top k, so the
+    /// raw vector file need not stay in memory. It adds `dim` bytes per row to the index file.
+    /// Default [`CompactRerank::Auto`].
+    pub compact_rerank: CompactRerank,
     /// Smaller segments (memtable flushes, small bulk loads) of at least this many rows are
     /// indexed with the quantizers of a trained index when the collection has one: one
     /// assignment pass, no k-means. Without it every such segment would be scanned exactly
@@ -248,7 +263,7 @@ impl Default for StoreOptions {
             compaction: CompactionOptions::default(),
             index_min_rows: 20_000,
             borrowed_index_min_rows: 2_000,
-            compact_rerank: false,
+            compact_rerank: CompactRerank::Auto,
             defer_bulk_index: true,
             bulk_quiet: Duration::from_secs(1),
             bulk_quiet_max: Duration::from_secs(10),

@@ -6,7 +6,7 @@ mod common;
 
 use common::{point, vec_for};
 use glimpse_storage::{
-    Filter, MetaValue, Metric, SearchRequest, StorageError, Store, StoreOptions,
+    CompactRerank, Filter, MetaValue, Metric, SearchRequest, StorageError, Store, StoreOptions,
 };
 
 /// Waits (up to 60 s) until no segment waits for a deferred index build
@@ -565,7 +565,11 @@ fn the_compact_rerank_tier_changes_reads_not_results() {
     let run = |compact: bool| {
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions {
-            compact_rerank: compact,
+            compact_rerank: if compact {
+                CompactRerank::On
+            } else {
+                CompactRerank::Off
+            },
             ..prompt_opts()
         };
         let store = Store::open(dir.path(), opts).unwrap();

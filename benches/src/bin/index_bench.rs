@@ -9,7 +9,7 @@
 //!
 //! Usage: `index_bench [--n 200000] [--dim 512] [--queries 1000]
 //!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--pq-sample S] [--settings 8:10,16:10,...] [--out DIR]
-//!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F]`
+//!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F] [--tiers auto|compact|f32|both]`
 //!
 //! `--data hard` draws the harder mixture of issue 17 (`Shape::Hard`: thousands of uneven
 //! clusters, isotropic noise as large as their spread) instead of the CLIP-like data the
@@ -22,9 +22,11 @@
 //! `--targets` (default 0.9, 0.95, 0.98; 0.95 is the engine's default), on the benchmark's own
 //! queries, which the calibration never saw.
 //!
-//! By default the index is searched as the storage engine writes it by default, without the
-//! compact re-rank tier; `--tiers compact` searches a copy carrying it (8-bit codes of every row,
-//! `Sq8Codes`, as with `serve --compact-rerank`), `--tiers both` runs every setting on each. `--evict 1`
+//! By default (`--tiers auto`) the index is searched as the storage engine writes it by
+//! default: with the compact re-rank tier (8-bit codes of every row, `Sq8Codes`) when the
+//! calibration's 0.95 point re-ranks deep enough to use it, else without; `--tiers compact`
+//! searches the copy carrying it (as with `serve --compact-rerank on`), `--tiers f32` the copy
+//! without, `--tiers both` runs every setting on each. `--evict 1`
 //! runs every setting a second time ("[evicted]") while a thread drops the raw vector file from
 //! memory every second (`madvise(MADV_DONTNEED)` on the mapping, then
 //! `posix_fadvise(POSIX_FADV_DONTNEED)` on the file), so the re-rank's reads go to the disk.
@@ -73,6 +75,9 @@ struct Args {
 /// Which re-rank the runs use (see the module doc).
 #[derive(Clone, Copy, PartialEq)]
 enum Tiers {
+    /// As the engine's default (`CompactRerank::Auto`): the tier where the calibration's
+    /// default-target point uses it.
+    Auto,
     Compact,
     F32,
     Both,
@@ -104,7 +109,7 @@ fn parse_args() -> Result<Args> {
         shape: Shape::ClipLike,
         query_shift: None,
         targets: vec![0.9, 0.95, 0.98],
-        tiers: Tiers::F32,
+        tiers: Tiers::Auto,
         evict: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -149,11 +154,14 @@ fn parse_args() -> Result<Args> {
             "--query-shift" => a.query_shift = Some(val.parse()?),
             "--tiers" => {
                 a.tiers = match val.as_str() {
+                    "auto" => Tiers::Auto,
                     "compact" => Tiers::Compact,
                     "f32" => Tiers::F32,
                     "both" => Tiers::Both,
                     x => {
-                        return Err(format!("--tiers must be compact, f32 or both, not {x}").into());
+                        return Err(
+                            format!("--tiers must be auto, compact, f32 or both, not {x}").into(),
+                        );
                     }
                 }
             }
@@ -230,6 +238,40 @@ fn mapped_copy(vectors: &[f32]) -> Result<(tempfile::TempDir, MappedF32, u64)> {
     }
     std::hint::black_box(sum);
     Ok((dir, map, file_pmd_mapped_kb()))
+}
+
+/// Writes an index's `bytes` to a temporary file and maps it as the storage engine maps
+/// `index.ivfpq` (read-only, 2 MiB pages advised), so the compact tier's scattered code reads
+/// pay what they pay in a server. Returns the mapping (seen as `f32`s; index files are whole
+/// 64-byte blocks) and the kB of huge pages mapped in the process after it.
+fn mapped_index(bytes: &[u8]) -> Result<(tempfile::TempDir, MappedF32, u64)> {
+    let dir = ctx(tempfile::tempdir(), "creating a temp dir")?;
+    let path = dir.path().join("index.ivfpq");
+    ctx(std::fs::write(&path, bytes), "writing the index file")?;
+    ctx(
+        std::fs::File::open(&path).and_then(|f| f.sync_all()),
+        "syncing the index file",
+    )?;
+    let map = ctx(
+        MappedF32::open(&path, bytes.len() / 4),
+        "mapping the index file",
+    )?;
+    let mut sum = 0.0f32;
+    for block in map.as_slice().chunks(1024) {
+        sum += block[0];
+    }
+    std::hint::black_box(sum);
+    Ok((dir, map, file_pmd_mapped_kb()))
+}
+
+/// The bytes of a mapping made by [`mapped_index`].
+fn map_bytes(map: &MappedF32) -> &[u8] {
+    let floats = map.as_slice();
+    // SAFETY: any initialised `f32` memory is valid as bytes, `u8` has alignment 1, and the
+    // byte length is exactly that of the floats; the borrow ties the slice to the mapping.
+    unsafe {
+        std::slice::from_raw_parts(floats.as_ptr().cast::<u8>(), std::mem::size_of_val(floats))
+    }
 }
 
 /// While alive, drops a mapped vector file from memory every second: `madvise(MADV_DONTNEED)`
@@ -445,13 +487,21 @@ fn main() -> Result<()> {
         print_calibration(c);
     }
     let compact = glimpse_index::Sq8Codes::build(&data.vectors, dim, metric);
-    let bytes = index.to_bytes_with(cal.as_ref(), compact.as_ref());
-    let plain_bytes = index.to_bytes_with(cal.as_ref(), None);
-    let plain_view = IvfPqView::from_bytes(&plain_bytes)?;
-    // The index as the engine stores it by default (no compact tier), and with the tier.
-    let bpv = plain_bytes.len() as f64 / n as f64;
-    let bpv_compact = bytes.len() as f64 / n as f64;
-    let view = IvfPqView::from_bytes(&bytes)?;
+    let heap_bytes = index.to_bytes_with(cal.as_ref(), compact.as_ref());
+    let heap_plain_bytes = index.to_bytes_with(cal.as_ref(), None);
+    // The index as the engine stores it by default (no compact tier), and with the tier,
+    // each mapped from a file as the engine maps it.
+    let bpv = heap_plain_bytes.len() as f64 / n as f64;
+    let bpv_compact = heap_bytes.len() as f64 / n as f64;
+    let (_plain_dir, plain_map, _) = mapped_index(&heap_plain_bytes)?;
+    let (_tier_dir, tier_map, pmd_after_index) = mapped_index(&heap_bytes)?;
+    drop((heap_bytes, heap_plain_bytes));
+    println!(
+        "# index files: mapped, {} MiB of huge pages in the process after mapping them",
+        pmd_after_index >> 10
+    );
+    let plain_view = IvfPqView::from_bytes(map_bytes(&plain_map))?;
+    let view = IvfPqView::from_bytes(map_bytes(&tier_map))?;
     let sizes = index.list_sizes();
     let max_list = sizes.iter().copied().max().unwrap_or(0);
     println!(
@@ -528,7 +578,7 @@ fn main() -> Result<()> {
         println!(
             "# vectors: {} MiB file mapping, {} MiB of it on huge pages",
             (data.vectors.len() * 4) >> 20,
-            pmd_kb >> 10
+            pmd_kb.saturating_sub(pmd_after_index) >> 10
         );
         Some((dir, map))
     };
@@ -544,6 +594,21 @@ fn main() -> Result<()> {
         }
     }
     let tiers: Vec<(&str, &IvfPqView<'_>)> = match args.tiers {
+        Tiers::Auto => {
+            let deep = cal
+                .as_ref()
+                .and_then(|c| c.point_for(glimpse_index::DEFAULT_RECALL_TARGET))
+                .is_some_and(|p| p.uses_compact_tier());
+            println!(
+                "# tiers auto: {} (as the engine's default, from the 0.95 point's re-rank depth)",
+                if deep {
+                    "compact tier"
+                } else {
+                    "no tier, f32 re-rank"
+                }
+            );
+            vec![("", if deep { &view } else { &plain_view })]
+        }
         Tiers::Compact => vec![("", &view)],
         Tiers::F32 => vec![("", &plain_view)],
         Tiers::Both => vec![(" [compact]", &view), (" [f32]", &plain_view)],

@@ -76,7 +76,7 @@ fn owned_bytes(view: &IvfPqView<'_>) -> usize {
             inv_norms,
             ..
         } => owned(list_offsets) + owned(code_offsets) + owned(ids) + owned(inv_norms),
-        ViewLists::Index(_) => 0,
+        ViewLists::Index(..) => 0,
     };
     owned(&view.centroids) + owned(&view.codebooks) + coarse + lists
 }

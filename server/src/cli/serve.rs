@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use glimpse_storage::{Durability, Store, StoreOptions};
+use glimpse_storage::{CompactRerank, Durability, Store, StoreOptions};
 
 use crate::chroma::registry::Registry;
 use crate::config::ServerConfig;
@@ -91,13 +91,21 @@ pub struct ServeArgs {
     /// instead of in the background after it is durable (searched exactly until then).
     #[arg(long)]
     pub index_during_load: bool,
-    /// Give every new index the compact re-rank tier (one byte per dimension of each row in the
-    /// index file, cosine and dot collections): searches then read raw vectors only for the few
-    /// candidates its error bound cannot rule out, with the same results, so the vector files
-    /// need not stay in memory. For collections larger than RAM; costs `dim` bytes per row on
-    /// disk and a little speed while the vectors are in memory.
-    #[arg(long)]
-    pub compact_rerank: bool,
+    /// Which new indexes get the compact re-rank tier (one byte per dimension of each row in
+    /// the index file, cosine and dot collections): searches then read raw vectors only for the
+    /// few candidates its error bound cannot rule out, with the same results. `auto` (the
+    /// default): indexes whose own calibration needs a deep re-rank for the default recall
+    /// target, where it is faster; `on` (or the bare flag): every index, so the vector files
+    /// need not stay in memory (collections larger than RAM; `dim` bytes per row on disk);
+    /// `off`: none.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = CompactRerankArg::Auto,
+        num_args = 0..=1,
+        default_missing_value = "on"
+    )]
+    pub compact_rerank: CompactRerankArg,
     /// A folder of photos to search: new and changed photos are embedded and loaded in the
     /// background (into `--collection`, default `photos`), removed ones are deleted, and the
     /// images are served from it. Implies `--images-dir DIR`.
@@ -167,8 +175,23 @@ fn store_options(a: &ServeArgs) -> StoreOptions {
         opts.durability = Durability::Periodic(Duration::from_millis(ms.max(1)));
     }
     opts.defer_bulk_index = !a.index_during_load;
-    opts.compact_rerank = a.compact_rerank;
+    opts.compact_rerank = match a.compact_rerank {
+        CompactRerankArg::Auto => CompactRerank::Auto,
+        CompactRerankArg::On => CompactRerank::On,
+        CompactRerankArg::Off => CompactRerank::Off,
+    };
     opts
+}
+
+/// `--compact-rerank` values (see [`CompactRerank`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompactRerankArg {
+    /// Indexes whose calibration needs a deep re-rank at the default recall target.
+    Auto,
+    /// Every cosine or dot index.
+    On,
+    /// None.
+    Off,
 }
 
 /// The `--remote` flags, checked; `None` without `--remote`.
@@ -344,4 +367,33 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         crate::remote_link::publish_before_exit(&state).await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn policy(args: &[&str]) -> CompactRerank {
+        let cmd = Cmd::try_parse_from(std::iter::once("glimpse").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        store_options(&cmd.serve).compact_rerank
+    }
+
+    /// `auto` by default; the bare flag (as before it took a value) still means every index.
+    #[test]
+    fn compact_rerank_defaults_to_auto_and_the_bare_flag_means_on() {
+        assert_eq!(policy(&[]), CompactRerank::Auto);
+        assert_eq!(policy(&["--compact-rerank"]), CompactRerank::On);
+        assert_eq!(policy(&["--compact-rerank", "off"]), CompactRerank::Off);
+        assert_eq!(policy(&["--compact-rerank=auto"]), CompactRerank::Auto);
+        assert!(Cmd::try_parse_from(["glimpse", "--compact-rerank", "sometimes"]).is_err());
+    }
 }

@@ -205,7 +205,7 @@ impl SegmentWriter {
         mut self,
         index_min_rows: usize,
         template: Option<&ann::SegmentIndex>,
-        compact_tier: bool,
+        compact_tier: crate::types::CompactRerank,
         cancel: Cancel<'_>,
     ) -> Result<FinishedSegment> {
         let (Some(vf), Some(bf)) = (self.vectors.take(), self.blobs.take()) else {
