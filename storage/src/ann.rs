@@ -121,9 +121,16 @@ pub(crate) fn build_like(
     ))
 }
 
+/// Candidates per result that the default target's point must re-rank for `Auto` to give an
+/// index the compact tier. The tier is used from 24 per result, but below ~64 it gained only
+/// 1.1x on the hard mixture for its `dim` bytes per row, and CLIP-like data at 1M (24 per
+/// result) would grow its index from 78 to 590 B/vector; from 64 on it measured 1.1–1.5x
+/// (docs/benchmarks.md, "Compact re-rank tier").
+pub const AUTO_COMPACT_MIN_REFINE: u32 = 64;
+
 /// The compact tier's codes for a new index when `policy` asks for them: always for `On`,
-/// for `Auto` when the index's own table says a search at the default target re-ranks deep
-/// enough to use them.
+/// for `Auto` when the index's own table says a search at the default target re-ranks at
+/// least [`AUTO_COMPACT_MIN_REFINE`] candidates per result.
 fn compact_codes(
     policy: CompactRerank,
     table: Option<&Calibration>,
@@ -136,7 +143,7 @@ fn compact_codes(
         CompactRerank::Off => false,
         CompactRerank::Auto => table
             .and_then(|t| t.point_for(DEFAULT_RECALL_TARGET))
-            .is_some_and(|p| p.uses_compact_tier()),
+            .is_some_and(|p| p.uses_compact_tier() && p.refine >= AUTO_COMPACT_MIN_REFINE),
     };
     wanted
         .then(|| Sq8Codes::build(vectors, dim, metric))
@@ -377,8 +384,10 @@ mod tests {
         let has = |p: CompactRerank, t: Option<&Calibration>, m: Metric| {
             compact_codes(p, t, &rows, dim, m).is_some()
         };
-        let deep = table(glimpse_index::COMPACT_MIN_PER_RESULT as u32);
-        let shallow = table(glimpse_index::COMPACT_MIN_PER_RESULT as u32 - 1);
+        let deep = table(AUTO_COMPACT_MIN_REFINE);
+        // Deep enough for the tier to be used, not enough for `Auto` to build it.
+        let shallow = table(AUTO_COMPACT_MIN_REFINE - 1);
+        assert!(shallow.points[1].uses_compact_tier());
         assert!(has(CompactRerank::Auto, Some(&deep), Metric::Cosine));
         assert!(!has(CompactRerank::Auto, Some(&shallow), Metric::Cosine));
         assert!(!has(CompactRerank::Auto, None, Metric::Dot));

@@ -178,10 +178,10 @@ impl Default for CompactionOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum CompactRerank {
     /// Those whose own calibration found that the default recall target needs a deep re-rank
-    /// (at least `glimpse_index::COMPACT_MIN_PER_RESULT` candidates per result), where the
-    /// tier is used and makes searches faster: data whose PQ ranking is coarse, such as
-    /// many uneven clusters under heavy noise. Data that a shallow re-rank serves (CLIP-like
-    /// clusters) gets none and keeps its size.
+    /// (at least [`crate::AUTO_COMPACT_MIN_REFINE`] candidates per result), where the tier
+    /// makes searches clearly faster: data whose PQ ranking is coarse, such as many uneven
+    /// clusters under heavy noise. Data that a shallow re-rank serves (CLIP-like clusters)
+    /// gets none and keeps its size.
     #[default]
     Auto,
     /// Every cosine or dot index: for collections whose vectors outgrow RAM.

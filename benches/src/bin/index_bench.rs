@@ -24,7 +24,8 @@
 //!
 //! By default (`--tiers auto`) the index is searched as the storage engine writes it by
 //! default: with the compact re-rank tier (8-bit codes of every row, `Sq8Codes`) when the
-//! calibration's 0.95 point re-ranks deep enough to use it, else without; `--tiers compact`
+//! calibration's 0.95 point re-ranks at least `AUTO_COMPACT_MIN_REFINE` per result, else
+//! without; `--tiers compact`
 //! searches the copy carrying it (as with `serve --compact-rerank on`), `--tiers f32` the copy
 //! without, `--tiers both` runs every setting on each. `--evict 1`
 //! runs every setting a second time ("[evicted]") while a thread drops the raw vector file from
@@ -598,14 +599,17 @@ fn main() -> Result<()> {
             let deep = cal
                 .as_ref()
                 .and_then(|c| c.point_for(glimpse_index::DEFAULT_RECALL_TARGET))
-                .is_some_and(|p| p.uses_compact_tier());
+                .is_some_and(|p| {
+                    p.uses_compact_tier() && p.refine >= glimpse_storage::AUTO_COMPACT_MIN_REFINE
+                });
             println!(
-                "# tiers auto: {} (as the engine's default, from the 0.95 point's re-rank depth)",
+                "# tiers auto: {} (as the engine's default: the tier from {} per result at the 0.95 point)",
                 if deep {
                     "compact tier"
                 } else {
                     "no tier, f32 re-rank"
-                }
+                },
+                glimpse_storage::AUTO_COMPACT_MIN_REFINE
             );
             vec![("", if deep { &view } else { &plain_view })]
         }

@@ -94,8 +94,8 @@ pub struct ServeArgs {
     /// Which new indexes get the compact re-rank tier (one byte per dimension of each row in
     /// the index file, cosine and dot collections): searches then read raw vectors only for the
     /// few candidates its error bound cannot rule out, with the same results. `auto` (the
-    /// default): indexes whose own calibration needs a deep re-rank for the default recall
-    /// target, where it is faster; `on` (or the bare flag): every index, so the vector files
+    /// default): indexes whose own calibration needs a re-rank of at least 64 per result for
+    /// the default recall target, where it is clearly faster; `on` (or the bare flag): every index, so the vector files
     /// need not stay in memory (collections larger than RAM; `dim` bytes per row on disk);
     /// `off`: none.
     #[arg(
@@ -186,7 +186,8 @@ fn store_options(a: &ServeArgs) -> StoreOptions {
 /// `--compact-rerank` values (see [`CompactRerank`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CompactRerankArg {
-    /// Indexes whose calibration needs a deep re-rank at the default recall target.
+    /// Indexes whose calibration needs a re-rank of at least 64 per result at the default
+    /// recall target.
     Auto,
     /// Every cosine or dot index.
     On,
