@@ -75,7 +75,9 @@ impl IvfPqIndex {
 
     /// [`to_bytes`](Self::to_bytes) with `calibration`, the index's measured recall table, and
     /// `compact`, the 8-bit codes of its rows (the compact re-rank tier), appended as their
-    /// sections. `compact` must encode exactly the index's rows (else it is left out).
+    /// sections. `compact` must encode exactly the index's rows, and the lists must hold each of
+    /// rows `0..len` once (as an index built over those rows from row 0 does), since the codes
+    /// are written in the lists' entry order; otherwise it is left out.
     pub fn to_bytes_with(
         &self,
         calibration: Option<&Calibration>,
@@ -314,8 +316,9 @@ enum ViewLists<'a> {
         inv_norms: Cow<'a, [f32]>,
         codes: &'a [u8],
     },
-    /// An index's lists and the position of each list's first entry.
-    Index(&'a [InvList], Vec<u32>),
+    /// An index's lists. Such a view has no compact tier, so its entry positions are never
+    /// looked up (and not computed: `IvfPqIndex::search` builds a view per query).
+    Index(&'a [InvList]),
 }
 
 impl<'a> IvfPqView<'a> {
@@ -325,18 +328,7 @@ impl<'a> IvfPqView<'a> {
             centroids: Cow::Borrowed(&index.centroids),
             coarse: Cow::Borrowed(&index.coarse),
             codebooks: Cow::Borrowed(&index.codebooks),
-            lists: ViewLists::Index(
-                &index.lists,
-                index
-                    .lists
-                    .iter()
-                    .scan(0u32, |at, l| {
-                        let first = *at;
-                        *at = at.wrapping_add(l.ids.len() as u32);
-                        Some(first)
-                    })
-                    .collect(),
-            ),
+            lists: ViewLists::Index(&index.lists),
             compact: None,
         }
     }
@@ -642,7 +634,7 @@ impl<'a> IvfPqView<'a> {
                     && matches!(ids, Cow::Borrowed(_))
                     && matches!(inv_norms, Cow::Borrowed(_))
             }
-            ViewLists::Index(..) => true,
+            ViewLists::Index(_) => true,
         };
         flat && matches!(self.centroids, Cow::Borrowed(_))
             && matches!(self.codebooks, Cow::Borrowed(_))
@@ -652,13 +644,14 @@ impl<'a> IvfPqView<'a> {
 impl Lists for IvfPqView<'_> {
     fn list(&self, l: usize) -> ListRef<'_> {
         match &self.lists {
-            ViewLists::Index(lists, firsts) => {
+            ViewLists::Index(lists) => {
                 let x = &lists[l];
                 ListRef {
                     ids: &x.ids,
                     inv_norms: &x.inv_norms,
                     codes: &x.codes,
-                    first_entry: firsts[l],
+                    // No tier over an in-memory index (see `ViewLists::Index`).
+                    first_entry: 0,
                 }
             }
             ViewLists::Flat {

@@ -411,7 +411,8 @@ fn rerank(
     best_k(metric, out, k)
 }
 
-/// The best `k` of `scored`, best first, one per row (ties by row). Selects before sorting:
+/// The best `k` of `scored`, best first (ties by row), with repeats of a row next to each other
+/// in that order dropped, as a full sort, dedup and truncation would give. Selects before sorting:
 /// with the deep re-ranks of hard data (hundreds of candidates for ten results) a full sort
 /// took a tenth of the query.
 fn best_k(metric: Metric, mut scored: Vec<Neighbor>, k: usize) -> Vec<Neighbor> {

@@ -235,6 +235,7 @@ impl<'a> Sq8Ref<'a> {
         // come one after another from a few neighbouring pages (measured 2.3x faster than
         // scattered reads over the same section on huge pages). Key in the high half, position
         // in the low half: one integer sort.
+        debug_assert!(u32::try_from(keys.len()).is_ok());
         let mut order: Vec<u64> = keys
             .iter()
             .enumerate()

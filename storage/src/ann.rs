@@ -128,6 +128,12 @@ pub(crate) fn build_like(
 /// (docs/benchmarks.md, "Compact re-rank tier").
 pub const AUTO_COMPACT_MIN_REFINE: u32 = 64;
 
+/// Whether [`CompactRerank::Auto`] gives the compact tier to an index whose recall table names
+/// `point` for the default target.
+pub fn auto_builds_compact_tier(point: &CalibrationPoint) -> bool {
+    point.uses_compact_tier() && point.refine >= AUTO_COMPACT_MIN_REFINE
+}
+
 /// The compact tier's codes for a new index when `policy` asks for them: always for `On`,
 /// for `Auto` when the index's own table says a search at the default target re-ranks at
 /// least [`AUTO_COMPACT_MIN_REFINE`] candidates per result.
@@ -143,7 +149,7 @@ fn compact_codes(
         CompactRerank::Off => false,
         CompactRerank::Auto => table
             .and_then(|t| t.point_for(DEFAULT_RECALL_TARGET))
-            .is_some_and(|p| p.uses_compact_tier() && p.refine >= AUTO_COMPACT_MIN_REFINE),
+            .is_some_and(auto_builds_compact_tier),
     };
     wanted
         .then(|| Sq8Codes::build(vectors, dim, metric))

@@ -40,7 +40,7 @@ mod store;
 pub mod types;
 mod wal;
 
-pub use ann::AUTO_COMPACT_MIN_REFINE;
+pub use ann::{AUTO_COMPACT_MIN_REFINE, auto_builds_compact_tier};
 pub use collection::Collection;
 pub use collection::{BulkWriter, CommittedFile, CommittedSegment, CommittedState};
 pub use error::{Result, StorageError};

@@ -599,9 +599,7 @@ fn main() -> Result<()> {
             let deep = cal
                 .as_ref()
                 .and_then(|c| c.point_for(glimpse_index::DEFAULT_RECALL_TARGET))
-                .is_some_and(|p| {
-                    p.uses_compact_tier() && p.refine >= glimpse_storage::AUTO_COMPACT_MIN_REFINE
-                });
+                .is_some_and(glimpse_storage::auto_builds_compact_tier);
             println!(
                 "# tiers auto: {} (as the engine's default: the tier from {} per result at the 0.95 point)",
                 if deep {

@@ -76,7 +76,7 @@ fn owned_bytes(view: &IvfPqView<'_>) -> usize {
             inv_norms,
             ..
         } => owned(list_offsets) + owned(code_offsets) + owned(ids) + owned(inv_norms),
-        ViewLists::Index(..) => 0,
+        ViewLists::Index(_) => 0,
     };
     owned(&view.centroids) + owned(&view.codebooks) + coarse + lists
 }
@@ -123,6 +123,12 @@ fn exercise(bytes: &[u8], misalign: bool, k: usize, nprobe: Option<usize>) {
     let even = |row: u32| row.is_multiple_of(2);
     let hits = view.search(&query, vectors, &params, Some(&even));
     assert!(hits.iter().all(|n| n.row.is_multiple_of(2)));
+    // A re-rank deep enough to score the candidates on the compact tier, where there is one.
+    let deep = SearchParams {
+        refine: Some(crate::COMPACT_MIN_PER_RESULT),
+        ..params
+    };
+    assert!(view.search(&query, vectors, &deep, None).len() <= k);
     // Whatever was accepted serialises back into a buffer that is accepted again.
     let copy = view.to_index();
     assert!(IvfPqView::from_bytes(&copy.to_bytes()).is_ok());
