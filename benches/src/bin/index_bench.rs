@@ -216,29 +216,10 @@ fn process_cpu_s() -> f64 {
 }
 
 /// Writes `vectors` to a temporary file and maps it the way the storage engine maps a
-/// segment's vectors. Returns the mapping and the kB of it mapped with huge pages.
+/// segment's vectors. Returns the mapping and the kB of huge pages mapped in the process.
 fn mapped_copy(vectors: &[f32]) -> Result<(tempfile::TempDir, MappedF32, u64)> {
-    let dir = ctx(tempfile::tempdir(), "creating a temp dir")?;
-    let path = dir.path().join("vectors.f32");
-    // One large write: the page cache takes it as large folios, as it does the storage
-    // engine's 2 MiB-aligned chunks.
     let bytes: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
-    ctx(std::fs::write(&path, &bytes), "writing the vectors file")?;
-    // Clean pages only: `posix_fadvise(DONTNEED)` (the `--evict` runs) cannot drop dirty ones.
-    ctx(
-        std::fs::File::open(&path).and_then(|f| f.sync_all()),
-        "syncing the vectors file",
-    )?;
-    let map = ctx(
-        MappedF32::open(&path, vectors.len()),
-        "mapping the vectors file",
-    )?;
-    let mut sum = 0.0f32;
-    for row in map.as_slice().chunks(1024) {
-        sum += row[0];
-    }
-    std::hint::black_box(sum);
-    Ok((dir, map, file_pmd_mapped_kb()))
+    write_and_map("vectors.f32", &bytes)
 }
 
 /// Writes an index's `bytes` to a temporary file and maps it as the storage engine maps
@@ -246,20 +227,29 @@ fn mapped_copy(vectors: &[f32]) -> Result<(tempfile::TempDir, MappedF32, u64)> {
 /// pay what they pay in a server. Returns the mapping (seen as `f32`s; index files are whole
 /// 64-byte blocks) and the kB of huge pages mapped in the process after it.
 fn mapped_index(bytes: &[u8]) -> Result<(tempfile::TempDir, MappedF32, u64)> {
+    write_and_map("index.ivfpq", bytes)
+}
+
+/// Writes `bytes` (a multiple of 4) as `name` in a new temporary directory, syncs it, maps it
+/// with `MappedF32` (2 MiB pages advised) and touches every 4 KiB of it.
+fn write_and_map(name: &str, bytes: &[u8]) -> Result<(tempfile::TempDir, MappedF32, u64)> {
     let dir = ctx(tempfile::tempdir(), "creating a temp dir")?;
-    let path = dir.path().join("index.ivfpq");
-    ctx(std::fs::write(&path, bytes), "writing the index file")?;
+    let path = dir.path().join(name);
+    // One large write: the page cache takes it as large folios, as it does the storage
+    // engine's 2 MiB-aligned chunks.
+    ctx(std::fs::write(&path, bytes), "writing a benchmark file")?;
+    // Clean pages only: `posix_fadvise(DONTNEED)` (the `--evict` runs) cannot drop dirty ones.
     ctx(
         std::fs::File::open(&path).and_then(|f| f.sync_all()),
-        "syncing the index file",
+        "syncing a benchmark file",
     )?;
     let map = ctx(
         MappedF32::open(&path, bytes.len() / 4),
-        "mapping the index file",
+        "mapping a benchmark file",
     )?;
     let mut sum = 0.0f32;
-    for block in map.as_slice().chunks(1024) {
-        sum += block[0];
+    for page in map.as_slice().chunks(1024) {
+        sum += page[0];
     }
     std::hint::black_box(sum);
     Ok((dir, map, file_pmd_mapped_kb()))
