@@ -8,7 +8,7 @@
 //!   into decode+preprocess and model time.
 //!
 //! Run: `cargo run --release -p glimpse-benches --bin embed_bench [-- --quick]
-//! [--device cuda] [--batches 1,8,32,128,256] [--text-only]`
+//! [--device cuda] [--batches 1,8,32,128,256] [--text-only | --image-only]`
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,17 @@ fn main() {
         .expect("building the in-memory ViT-B/32");
     println!("model build: {:.1} s", t.elapsed().as_secs_f64());
 
+    if !std::env::args().any(|a| a == "--image-only") {
+        text_latency(&text, iters);
+    }
+    if std::env::args().any(|a| a == "--text-only") {
+        return;
+    }
+    image_throughput(&image, &batches, quick);
+}
+
+/// Single text queries at three lengths, real length against padded to 77.
+fn text_latency(text: &glimpse_embedder::ClipTextEncoder, iters: usize) {
     println!("\n## text query latency (batch 1)");
     println!(
         "| tokens | real length p50 | p99 | padded to 77 p50 | p99 | padded / real (p50) | with tokenization p50 |"
@@ -99,11 +110,11 @@ fn main() {
             ms(percentile(&full, 0.5)),
         );
     }
+}
 
-    if std::env::args().any(|a| a == "--text-only") {
-        return;
-    }
-
+/// Image throughput at each batch size, decode+preprocess and model split.
+fn image_throughput(image: &glimpse_embedder::ClipImageEncoder, batches: &[usize], quick: bool) {
+    let threads = rayon::current_num_threads();
     println!("\n## image embedding throughput (640x480 JPEG q85)");
     let max_batch = batches.iter().copied().max().unwrap_or(32).max(1);
     let jpegs: Vec<Vec<u8>> = (0..32).map(synthetic_jpeg).collect();
@@ -140,7 +151,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|");
     let mut base = None;
-    for &batch in &batches {
+    for &batch in batches {
         let imgs = &pre[..batch];
         image.embed(imgs).expect("warm-up");
         let reps = if quick { 3 } else { (256 / batch).max(5) };
