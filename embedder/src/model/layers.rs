@@ -3,6 +3,7 @@
 use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{LayerNorm, LayerNormConfig, VarBuilder};
 
+use super::attention_core::{AttentionShape, attend};
 use super::dense::{Dense, WeightPrecision, dense};
 
 use crate::config::Activation;
@@ -57,10 +58,19 @@ pub(crate) enum Masking {
     Causal,
 }
 
+/// The query, key and value projections.
+enum Projections {
+    /// On the CPU (f32 activations): one layer of the three weights stacked (`[3·hidden,
+    /// hidden]`), so each layer reads its activation once and dispatches one pass; its output
+    /// columns are q, k, v side by side, each with the bits of its own layer (the kernel sums
+    /// every column alone), and [`attend`] reads them in place.
+    Stacked(Dense),
+    /// Elsewhere: candle ops over three layers.
+    Separate { q: Dense, k: Dense, v: Dense },
+}
+
 struct Attention {
-    q_proj: Dense,
-    k_proj: Dense,
-    v_proj: Dense,
+    projections: Projections,
     out_proj: Dense,
     heads: usize,
     head_dim: usize,
@@ -70,11 +80,29 @@ struct Attention {
 impl Attention {
     fn new(s: &StackShape, vb: VarBuilder) -> Result<Self> {
         let head_dim = s.hidden / s.heads;
+        let h = s.hidden;
+        let projections = if vb.device().is_cpu() && vb.dtype() == DType::F32 {
+            let mut weights = Vec::with_capacity(3);
+            let mut biases = Vec::with_capacity(3);
+            for name in ["q_proj", "k_proj", "v_proj"] {
+                weights.push(vb.pp(name).get((h, h), "weight")?);
+                biases.push(vb.pp(name).get(h, "bias")?);
+            }
+            Projections::Stacked(Dense::from_parts(
+                Tensor::cat(&weights, 0)?,
+                Some(Tensor::cat(&biases, 0)?),
+                s.precision,
+            )?)
+        } else {
+            Projections::Separate {
+                q: dense(h, h, true, s.precision, vb.pp("q_proj"))?,
+                k: dense(h, h, true, s.precision, vb.pp("k_proj"))?,
+                v: dense(h, h, true, s.precision, vb.pp("v_proj"))?,
+            }
+        };
         Ok(Self {
-            q_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("q_proj"))?,
-            k_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("k_proj"))?,
-            v_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("v_proj"))?,
-            out_proj: dense(s.hidden, s.hidden, true, s.precision, vb.pp("out_proj"))?,
+            projections,
+            out_proj: dense(h, h, true, s.precision, vb.pp("out_proj"))?,
             heads: s.heads,
             head_dim,
             scale: (head_dim as f64).powf(-0.5),
@@ -88,16 +116,33 @@ impl Attention {
     }
 
     /// Attention over packed sequences: `xs` is `(tokens, hidden)`, `runs` cover its rows.
-    /// The projections run over all tokens at once (one pass over their weights); the
-    /// scores run per run of equal-length sequences, shaped `(count, heads, len, len)`, so each
-    /// sequence's products, mask and softmax are exactly those it gets alone: no padding
-    /// enters any sum. `masks[len]` is the additive causal mask for `len` (text only).
+    /// The projections run over all tokens at once (one pass over their weights). On the CPU
+    /// (f32 activations) they are one stacked layer and the rest is [`attend`], per sequence
+    /// and head. Elsewhere the scores
+    /// run per run of equal-length sequences through candle ops, shaped `(count, heads, len,
+    /// len)`. Either way each sequence's products, mask and softmax are exactly those it gets
+    /// alone: no padding enters any sum. `masks[len]` is the additive causal mask for `len`
+    /// (text on a GPU only).
     fn forward(&self, xs: &Tensor, runs: &[Run], masks: &Masks) -> Result<Tensor> {
         let (_, h) = xs.dims2()?;
         let dtype = xs.dtype();
-        let q = (self.q_proj.forward(xs)? * self.scale)?;
-        let k = self.k_proj.forward(xs)?;
-        let v = self.v_proj.forward(xs)?;
+        let (q, k, v) = match &self.projections {
+            Projections::Stacked(qkv) => {
+                let shape = AttentionShape {
+                    heads: self.heads,
+                    head_dim: self.head_dim,
+                    scale: self.scale as f32,
+                    causal: masks.masking == Masking::Causal,
+                };
+                return self
+                    .out_proj
+                    .forward(&attend(&qkv.forward(xs)?, runs, shape)?);
+            }
+            Projections::Separate { q, k, v } => (q, k, v),
+        };
+        let q = (q.forward(xs)? * self.scale)?;
+        let k = k.forward(xs)?;
+        let v = v.forward(xs)?;
         let mut outs = Vec::with_capacity(runs.len());
         for run in runs {
             let (b, l) = (run.count, run.len);
@@ -124,8 +169,10 @@ impl Attention {
     }
 }
 
-/// Additive causal masks by sequence length (none for length 1 or full attention).
+/// Additive causal masks by sequence length (none for length 1 or full attention), for the
+/// attention through candle ops (the CPU's [`attend`] needs only `masking`).
 pub(crate) struct Masks {
+    masking: Masking,
     by_len: Vec<Option<Tensor>>,
 }
 
@@ -137,7 +184,7 @@ impl Masks {
         device: &candle_core::Device,
     ) -> Result<Self> {
         let mut by_len: Vec<Option<Tensor>> = Vec::new();
-        if masking == Masking::Causal {
+        if masking == Masking::Causal && !device.is_cpu() {
             for run in runs {
                 let l = run.len;
                 if l > 1 {
@@ -150,7 +197,7 @@ impl Masks {
                 }
             }
         }
-        Ok(Self { by_len })
+        Ok(Self { masking, by_len })
     }
 
     fn get(&self, len: usize) -> Option<&Tensor> {

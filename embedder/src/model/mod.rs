@@ -1,6 +1,7 @@
 //! CLIP towers written on candle-nn, following `transformers.models.clip.modeling_clip`
 //! (weight names included), with activation and LayerNorm epsilon taken from the config.
 
+mod attention_core;
 mod dense;
 mod layers;
 mod rows_kernel;

@@ -361,18 +361,19 @@ impl<T> PanelTask<'_, T> {
     }
 }
 
-/// A raw pointer the pool's workers may share; each writes only its own columns.
+/// A raw pointer the pool's workers may share; each writes only its own part of the buffer
+/// (columns here, sequence-and-head blocks in [`super::attention_core`]).
 #[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
+pub(crate) struct SyncPtr(pub(crate) *mut f32);
 
-// SAFETY: used only to hand disjoint columns of one buffer to the pool's workers.
+// SAFETY: used only to hand disjoint parts of one buffer to the pool's workers.
 unsafe impl Send for SyncPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SyncPtr {}
 
 impl SyncPtr {
     /// The pointer `offset` floats further (a method, so closures capture the whole struct).
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }
