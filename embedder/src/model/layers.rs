@@ -118,11 +118,10 @@ impl Attention {
     /// Attention over packed sequences: `xs` is `(tokens, hidden)`, `runs` cover its rows.
     /// The projections run over all tokens at once (one pass over their weights). On the CPU
     /// (f32 activations) they are one stacked layer and the rest is [`attend`], per sequence
-    /// and head. Elsewhere the scores
-    /// run per run of equal-length sequences through candle ops, shaped `(count, heads, len,
-    /// len)`. Either way each sequence's products, mask and softmax are exactly those it gets
-    /// alone: no padding enters any sum. `masks[len]` is the additive causal mask for `len`
-    /// (text on a GPU only).
+    /// and head. Elsewhere the scores run per run of equal-length sequences through candle
+    /// ops, shaped `(count, heads, len, len)`. Either way each sequence's products, mask and
+    /// softmax are exactly those it gets alone: no padding enters any sum. `masks[len]` is
+    /// the additive causal mask for `len` (text only; [`attend`] needs only `masking`).
     fn forward(&self, xs: &Tensor, runs: &[Run], masks: &Masks) -> Result<Tensor> {
         let (_, h) = xs.dims2()?;
         let dtype = xs.dtype();
@@ -170,7 +169,7 @@ impl Attention {
 }
 
 /// Additive causal masks by sequence length (none for length 1 or full attention), for the
-/// attention through candle ops (the CPU's [`attend`] needs only `masking`).
+/// attention through candle ops; the CPU's [`attend`] reads only `masking`.
 pub(crate) struct Masks {
     masking: Masking,
     by_len: Vec<Option<Tensor>>,
@@ -184,7 +183,7 @@ impl Masks {
         device: &candle_core::Device,
     ) -> Result<Self> {
         let mut by_len: Vec<Option<Tensor>> = Vec::new();
-        if masking == Masking::Causal && !device.is_cpu() {
+        if masking == Masking::Causal {
             for run in runs {
                 let l = run.len;
                 if l > 1 {

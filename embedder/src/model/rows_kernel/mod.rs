@@ -216,7 +216,7 @@ pub(crate) fn quick_gelu(v: f32) -> f32 {
     v * (exp_poly(-(v * 1.702)) + 1.0).recip()
 }
 
-/// `eˣ` to about 1 ulp (Cody–Waite reduction by `n·ln 2`, Cephes' degree-5 polynomial), for
+/// `eˣ` within 2 ulp (Cody–Waite reduction by `n·ln 2`, Cephes' degree-5 polynomial), for
 /// `x` clamped to [-87, 88], where the result stays a normal float (the sigmoid is 0 or 1 to
 /// f32 beyond). Written in operations that every lane of a vector computes alike (min, max,
 /// fused multiply-add, rounding half to even, an exponent built from the integer `n`), so
