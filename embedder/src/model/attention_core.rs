@@ -37,17 +37,40 @@ pub(crate) struct AttentionShape {
     pub causal: bool,
 }
 
-/// `softmax(q·kᵀ·scale (+ causal mask))·v` per sequence of `runs` and head; `qkv` is a
-/// contiguous f32 `(tokens, 3·hidden)` on the CPU, each row its token's q, k and v, and the
-/// result is `(tokens, hidden)` (rows outside `runs` are zero).
-pub(crate) fn attend(qkv: &Tensor, runs: &[Run], shape: AttentionShape) -> Result<Tensor> {
+/// Which queries attention answers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Queries<'a> {
+    /// Every token: the result is `(tokens, hidden)`, rows outside the runs zero.
+    All,
+    /// One token per sequence, its position within the sequence, the sequences in the order
+    /// the runs list them: the result is `(sequences, hidden)`, row `s` sequence `s`'s. A
+    /// tower's last layer needs only its pooled token's row (the class or end-of-text token):
+    /// the other rows' scores, softmax and sums would be thrown away.
+    One(&'a [usize]),
+}
+
+/// `softmax(q·kᵀ·scale (+ causal mask))·v` per sequence of `runs` and head, for the tokens
+/// `queries` names; `qkv` is a contiguous f32 `(tokens, 3·hidden)` on the CPU, each row its
+/// token's q, k and v. A query's row has the same bits whichever [`Queries`] asked for it.
+pub(crate) fn attend(
+    qkv: &Tensor,
+    runs: &[Run],
+    shape: AttentionShape,
+    queries: Queries<'_>,
+) -> Result<Tensor> {
     let level = simd::level();
-    qkv.apply_op1_no_bwd(&AttentionOp { runs, shape, level })
+    qkv.apply_op1_no_bwd(&AttentionOp {
+        runs,
+        shape,
+        queries,
+        level,
+    })
 }
 
 struct AttentionOp<'a> {
     runs: &'a [Run],
     shape: AttentionShape,
+    queries: Queries<'a>,
     /// Which build runs (the process's level; the tests try each).
     level: simd::SimdLevel,
 }
@@ -81,29 +104,62 @@ impl CustomOp1 for AttentionOp<'_> {
         if sequences.iter().any(|&(start, len)| start + len > tokens) {
             candle_core::bail!("attention: a sequence runs past the {tokens} tokens");
         }
-        let mut out = vec![0f32; tokens * hidden];
+        // Per sequence: the query positions it answers and the output row of the first.
+        let answers: Vec<(std::ops::Range<usize>, usize)> = match self.queries {
+            Queries::All => sequences
+                .iter()
+                .map(|&(start, len)| (0..len, start))
+                .collect(),
+            Queries::One(picks) => {
+                if picks.len() != sequences.len() {
+                    candle_core::bail!(
+                        "attention: {} picked queries for {} sequences",
+                        picks.len(),
+                        sequences.len()
+                    );
+                }
+                let mut answers = Vec::with_capacity(picks.len());
+                for (s, (&pick, &(_, len))) in picks.iter().zip(&sequences).enumerate() {
+                    if pick >= len {
+                        candle_core::bail!("attention: query {pick} of a {len}-token sequence");
+                    }
+                    answers.push((pick..pick + 1, s));
+                }
+                answers
+            }
+        };
+        let rows = match self.queries {
+            Queries::All => tokens,
+            Queries::One(_) => sequences.len(),
+        };
+        let mut out = vec![0f32; rows * hidden];
         let base = SyncPtr(out.as_mut_ptr());
         let level = self.level;
         candle_core::utils::barrier_pool().execute_chunked(sequences.len() * heads, |range| {
             let mut scratch = Scratch::default();
             for task in range {
                 let (start, len) = sequences[task / heads];
+                let (queries, out_row) = answers[task / heads].clone();
                 let job = HeadJob {
                     qkv,
                     hidden,
                     start,
                     len,
+                    queries,
+                    out_row,
                     offset: (task % heads) * head_dim,
                     shape: self.shape,
                     out: base,
                 };
-                // SAFETY: the job's rows start..start + len lie within `out` (checked
-                // above), each (sequence, head) task is handed out once and writes only its
-                // head's columns of its own rows, and `out` outlives the pool call.
+                // SAFETY: the job's output rows (one per query, from `out_row`) lie within
+                // `out` (sequences end within the tokens, checked above, and a picked
+                // sequence writes its own row), each (sequence, head) task is handed out once
+                // and writes only its head's columns of its own rows, and `out` outlives the
+                // pool call.
                 unsafe { run_head(level, &job, &mut scratch) };
             }
         });
-        Ok((CpuStorage::F32(out), Shape::from((tokens, hidden))))
+        Ok((CpuStorage::F32(out), Shape::from((rows, hidden))))
     }
 }
 
@@ -116,6 +172,10 @@ struct HeadJob<'a> {
     start: usize,
     /// Tokens in the sequence.
     len: usize,
+    /// The query positions (within the sequence) to answer.
+    queries: std::ops::Range<usize>,
+    /// The output row of the first of them; the others follow.
+    out_row: usize,
     /// First column of the head (in q, k, v and the output alike).
     offset: usize,
     shape: AttentionShape,
@@ -187,16 +247,22 @@ unsafe fn head(job: &HeadJob<'_>, scratch: &mut Scratch) {
         let at = (job.start + t) * 3 * hidden + part * hidden + job.offset;
         at..at + dim
     };
+    // A causal query sees the keys up to itself only.
+    let needed = if job.shape.causal {
+        job.queries.end.min(len)
+    } else {
+        len
+    };
     scratch.keys_t.clear();
     scratch.keys_t.resize(dim * len, 0.0);
-    for j in 0..len {
+    for j in 0..needed {
         for (d, &kv) in job.qkv[row(j, 1)].iter().enumerate() {
             scratch.keys_t[d * len + j] = kv;
         }
     }
     scratch.scores.resize(len, 0.0);
     scratch.sums.resize(dim, 0.0);
-    for i in 0..len {
+    for i in job.queries.clone() {
         let seen = if job.shape.causal { i + 1 } else { len };
         let scores = &mut scratch.scores[..seen];
         scores.fill(0.0);
@@ -220,9 +286,10 @@ unsafe fn head(job: &HeadJob<'_>, scratch: &mut Scratch) {
                 *o += weight * vv;
             }
         }
-        // SAFETY: row i's head columns are this task's (caller's contract).
+        let out_row = job.out_row + (i - job.queries.start);
+        // SAFETY: the output row's head columns are this task's (caller's contract).
         let dst = unsafe {
-            std::slice::from_raw_parts_mut(job.out.at((job.start + i) * hidden + job.offset), dim)
+            std::slice::from_raw_parts_mut(job.out.at(out_row * hidden + job.offset), dim)
         };
         dst.copy_from_slice(sums);
     }
@@ -261,7 +328,22 @@ mod tests {
     }
 
     fn run(qkv: &Tensor, runs: &[Run], shape: AttentionShape, level: simd::SimdLevel) -> Vec<f32> {
-        let op = AttentionOp { runs, shape, level };
+        run_queries(qkv, runs, shape, Queries::All, level)
+    }
+
+    fn run_queries(
+        qkv: &Tensor,
+        runs: &[Run],
+        shape: AttentionShape,
+        queries: Queries<'_>,
+        level: simd::SimdLevel,
+    ) -> Vec<f32> {
+        let op = AttentionOp {
+            runs,
+            shape,
+            queries,
+            level,
+        };
         let out = qkv.apply_op1_no_bwd(&op).expect("attention");
         out.flatten_all().and_then(|t| t.to_vec1()).expect("values")
     }
@@ -360,6 +442,20 @@ mod tests {
                         alone[10 * hidden..17 * hidden],
                         got[10 * hidden..17 * hidden]
                     );
+                    // One picked query per sequence gets its row's bits: the sequences
+                    // start at rows 0, 5, 10, 17, 18, 19.
+                    let picks = [4, 0, 6, 0, 0, 0];
+                    let firsts = [0, 5, 10, 17, 18, 19];
+                    let one = run_queries(&qkv, &runs, shape, Queries::One(&picks), level);
+                    assert_eq!(one.len(), picks.len() * hidden);
+                    for (s, (&pick, &first)) in picks.iter().zip(&firsts).enumerate() {
+                        let row = (first + pick) * hidden;
+                        assert_eq!(
+                            one[s * hidden..(s + 1) * hidden],
+                            got[row..row + hidden],
+                            "{level:?} causal {causal} sequence {s}"
+                        );
+                    }
                     got.iter().map(|x| x.to_bits()).collect()
                 })
                 .collect();
@@ -384,16 +480,21 @@ mod tests {
             count: 1,
             len: 4,
         }];
-        assert!(attend(&qkv, &runs, shape).is_ok());
+        let all = Queries::All;
+        assert!(attend(&qkv, &runs, shape, all).is_ok());
+        assert!(attend(&qkv, &runs, shape, Queries::One(&[3])).is_ok());
         let past = [Run {
             start: 2,
             count: 1,
             len: 4,
         }];
-        assert!(attend(&qkv, &past, shape).is_err());
+        assert!(attend(&qkv, &past, shape, all).is_err());
         let wrong = AttentionShape { heads: 4, ..shape };
-        assert!(attend(&qkv, &runs, wrong).is_err());
+        assert!(attend(&qkv, &runs, wrong, all).is_err());
         let narrow = Tensor::zeros((4, 12), candle_core::DType::F32, &device).unwrap();
-        assert!(attend(&narrow, &runs, shape).is_err());
+        assert!(attend(&narrow, &runs, shape, all).is_err());
+        // A picked query past its sequence, or a pick count other than the sequences'.
+        assert!(attend(&qkv, &runs, shape, Queries::One(&[4])).is_err());
+        assert!(attend(&qkv, &runs, shape, Queries::One(&[0, 1])).is_err());
     }
 }

@@ -98,11 +98,9 @@ impl TextTower {
         let total: usize = seqs.iter().map(Vec::len).sum();
         let mut ids = Vec::with_capacity(total);
         let mut positions = Vec::with_capacity(total);
-        let mut starts = vec![0usize; b];
         let mut runs: Vec<Run> = Vec::new();
         for &i in &order {
             let s = &seqs[i];
-            starts[i] = ids.len();
             match runs.last_mut() {
                 Some(run) if run.len == s.len() => run.count += 1,
                 _ => runs.push(Run {
@@ -119,10 +117,17 @@ impl TextTower {
         let xs = self.token_embedding.forward(&ids)?;
         let pos = self.position_embedding.index_select(&positions, 0)?;
         let xs = (xs + pos)?;
-        let xs = self.encoder.forward(&xs, &runs, Masking::Causal)?;
-        let rows: Vec<u32> = (0..b).map(|i| (starts[i] + pool[i]) as u32).collect();
-        let rows = Tensor::from_vec(rows, b, &self.device)?;
-        let pooled = xs.index_select(&rows, 0)?;
+        // The encoder answers in packed order; `packed_at[i]` is sequence i's place there.
+        let picks: Vec<usize> = order.iter().map(|&i| pool[i]).collect();
+        let mut packed_at = vec![0u32; b];
+        for (at, &i) in order.iter().enumerate() {
+            packed_at[i] = at as u32;
+        }
+        let pooled = self
+            .encoder
+            .forward_pooled(&xs, &runs, Masking::Causal, &picks)?;
+        let packed_at = Tensor::from_vec(packed_at, b, &self.device)?;
+        let pooled = pooled.index_select(&packed_at, 0)?;
         // LayerNorm is per token, so normalising only the pooled rows equals HF's order.
         let pooled = self.final_layer_norm.forward(&pooled)?;
         self.projection.forward(&pooled)

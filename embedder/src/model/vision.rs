@@ -131,13 +131,12 @@ impl VisionTower {
             count: b,
             len: n,
         };
-        let xs = self
+        // The class token (position 0) is pooled; the result is contiguous, so LayerNorm
+        // takes its fused per-row kernel at every batch size (a strided view of several
+        // images would take its composite path, other bits).
+        let pooled = self
             .encoder
-            .forward(&xs, &[run], Masking::Full)?
-            .reshape((b, n, self.hidden))?;
-        // Contiguous, so LayerNorm takes its fused per-row kernel at every batch size (a
-        // strided view of several images would take its composite path, other bits).
-        let pooled = xs.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
+            .forward_pooled(&xs, &[run], Masking::Full, &vec![0; b])?;
         let pooled = self.post_layernorm.forward(&pooled)?;
         self.projection.forward(&pooled)
     }
