@@ -13,8 +13,18 @@
 //! expects (the queries the last pass answered, who tend to come back, plus those that arrived
 //! during that pass; at most the largest batch), but no longer than the window after it became
 //! free (the end of the last pass, or the query's arrival when it was idle). A lone client
-//! therefore never waits (it expects one query), and clients that were split between two
-//! passes (half answered, half arrived meanwhile) are gathered into one pass again.
+//! therefore never waits (it expects one query).
+//!
+//! Answered clients do not come back at once: each still has its search to run, its answer to
+//! send and its next request to make, on cores the others share, which takes longer than a
+//! 2 ms window (16 short-text clients on 2 cores came back over about 10 ms, so passes held 10
+//! of them and the rest ran a pass of their own). So when the window ends short of the expected
+//! queries and the last extra wait paid off, the worker keeps waiting for the returners, up to
+//! a quarter of the last pass's duration after it ended ([`RETURN_WAIT_SHARE`]): a group that
+//! comes back is gathered into one pass again, and waiting costs its queries less than the pass
+//! they would otherwise wait behind. An extra wait that gathers nobody (the answered clients
+//! are gone, as under open-loop traffic) is not tried on the next pass, so a stream that does
+//! not return pays it at most every other pass.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,11 +35,18 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::metrics::METRICS;
 
+/// The longest extra wait for returning clients, as a share of the last pass's duration (see
+/// the module's doc): a quarter bounds what a wait that gathers nobody adds to a query's
+/// latency, while a group that returns within it is served in one pass instead of two.
+pub const RETURN_WAIT_SHARE: u32 = 4;
+
 /// How one tower's queries are batched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchSettings {
-    /// Longest a query waits for others after it arrived (the worker never waits when it has
-    /// as many queries as last time). Zero disables batching: no batcher is started.
+    /// Longest a query waits for others after it arrived or the last pass ended (the worker
+    /// never waits when it has as many queries as it expects); past it, the worker may wait
+    /// for the last pass's returning clients up to [`RETURN_WAIT_SHARE`] of that pass. Zero
+    /// disables batching: no batcher is started.
     pub window: Duration,
     /// Most queries in one forward pass.
     pub max_batch: usize,
@@ -189,6 +206,9 @@ where
     // during it.
     let mut expect = 1;
     let mut free_since = Instant::now();
+    let mut last_pass = Duration::ZERO;
+    // Whether to wait for returners past the window: until an extra wait gathers nobody.
+    let mut wait_for_returners = true;
     loop {
         let jobs: Vec<Job<I>> = {
             let mut q = shared.queue.lock();
@@ -199,10 +219,26 @@ where
                 return; // closed and drained
             };
             let deadline = oldest.arrived.max(free_since) + settings.window;
+            // Returners are waited for only while they can still be on their way: a query that
+            // arrived after that bound finds an idle worker and gets the window alone.
+            let returners_by = free_since + last_pass / RETURN_WAIT_SHARE;
             let want = expect.clamp(1, settings.max_batch);
-            while q.jobs.len() < want && !q.closed {
-                if shared.arrived.wait_until(&mut q, deadline).timed_out() {
-                    break;
+            let wait_until = |q: &mut parking_lot::MutexGuard<'_, Queue<I>>, until: Instant| {
+                while q.jobs.len() < want && !q.closed {
+                    if shared.arrived.wait_until(q, until).timed_out() {
+                        break;
+                    }
+                }
+            };
+            wait_until(&mut q, deadline);
+            if q.jobs.len() < want && !q.closed && returners_by > deadline {
+                if wait_for_returners {
+                    let before = q.jobs.len();
+                    wait_until(&mut q, returners_by);
+                    wait_for_returners = q.jobs.len() > before;
+                } else {
+                    // Skipped this time: tried again on the next pass.
+                    wait_for_returners = true;
                 }
             }
             let n = q.jobs.len().min(settings.max_batch);
@@ -225,6 +261,7 @@ where
         // Counted before the answers go out, so a caller that comes straight back is not
         // counted twice.
         free_since = Instant::now();
+        last_pass = free_since.saturating_duration_since(started);
         expect = n + shared.queue.lock().jobs.len();
         match result {
             Ok(rows) if rows.len() == n => {
@@ -301,6 +338,95 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 24);
         assert!(sizes.len() < 24, "no batching happened: {sizes:?}");
         assert!(sizes.iter().all(|&n| n <= 8), "{sizes:?}");
+    }
+
+    /// Closed-loop clients that come back at different times (0 to 7 ms after their answer,
+    /// longer than the 1 ms window) are gathered into full passes again by the wait for
+    /// returners: with the window alone they split into two groups that alternate.
+    #[test]
+    fn returning_clients_are_gathered_into_one_pass() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let b = Arc::new(
+            Batcher::start(
+                "test",
+                settings(1, 8, 64),
+                doubling(Duration::from_millis(80), sizes.clone()),
+            )
+            .unwrap(),
+        );
+        let rounds = 8;
+        let handles: Vec<_> = (0..8u32)
+            .map(|i| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..rounds {
+                        assert_eq!(b.embed(i).unwrap().embedding, vec![i as f32 * 2.0]);
+                        std::thread::sleep(Duration::from_millis(u64::from(i)));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let sizes = sizes.lock();
+        assert_eq!(sizes.iter().sum::<usize>(), 64);
+        // The first pass holds the clients that had arrived when the idle worker woke, the
+        // second gathers the rest with them coming back, and from then on every pass holds
+        // all eight but the last (the first group's last round).
+        assert!(sizes.len() <= rounds + 1, "split passes: {sizes:?}");
+        let steady = &sizes[1..sizes.len() - 1];
+        assert!(steady.iter().all(|&n| n == 8), "{sizes:?}");
+    }
+
+    /// An extra wait that gathers nobody (the answered callers are gone) is skipped on the
+    /// next pass: a stream that does not come back pays it at most every other pass.
+    #[test]
+    fn a_fruitless_wait_for_returners_is_not_repeated() {
+        let passes: Arc<Mutex<Vec<(Instant, Instant, usize)>>> = Arc::new(Mutex::new(Vec::new()));
+        let log = passes.clone();
+        let b = Arc::new(
+            Batcher::start("test", settings(1, 8, 64), move |xs: Vec<u32>| {
+                let start = Instant::now();
+                std::thread::sleep(Duration::from_millis(200));
+                log.lock().push((start, Instant::now(), xs.len()));
+                Ok(xs.iter().map(|&x| vec![x as f32]).collect())
+            })
+            .unwrap(),
+        );
+        let spawn = |i: u32| {
+            let b = b.clone();
+            std::thread::spawn(move || b.embed(i).unwrap())
+        };
+        // Pass 1 holds four; one more arrives during it, so pass 2 expects five and waits for
+        // four returners who never come.
+        b.hold(true);
+        let first: Vec<_> = (0..4).map(spawn).collect();
+        while b.waiting() < 4 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        b.hold(false);
+        std::thread::sleep(Duration::from_millis(50));
+        let second = spawn(4);
+        // Pass 3: one more arrives during pass 2; the wait is not tried again.
+        while passes.lock().len() < 1 || b.waiting() > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let third = spawn(5);
+        for h in first {
+            h.join().unwrap();
+        }
+        second.join().unwrap();
+        third.join().unwrap();
+        let passes = passes.lock();
+        let sizes: Vec<usize> = passes.iter().map(|p| p.2).collect();
+        assert_eq!(sizes, vec![4, 1, 1]);
+        // Pass 2 started about a quarter of pass 1 (50 ms) after it ended, pass 3 about the
+        // 1 ms window after pass 2.
+        let gap = |i: usize| passes[i].0.saturating_duration_since(passes[i - 1].1);
+        assert!(gap(1) >= Duration::from_millis(40), "{:?}", gap(1));
+        assert!(gap(2) < Duration::from_millis(30), "{:?}", gap(2));
     }
 
     #[test]

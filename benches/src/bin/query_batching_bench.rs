@@ -12,7 +12,11 @@
 //! PATH`):
 //! `cargo build --release -p glimpse-server --bin glimpse -p glimpse-benches --bin
 //! query_batching_bench && target/release/query_batching_bench [--clients 16] [--text-secs 15]
-//! [--image-secs 20] [--model-dir DIR] [--quick] [--tower-only] [--torch PYTHON]`
+//! [--image-secs 20] [--model-dir DIR] [--quick] [--tower-only] [--torch PYTHON]
+//! [--windows 0,2] [--workloads short,caption,image]`
+//!
+//! `--windows` lists the servers to start by batch window (ms; the ratios are against the
+//! first), `--workloads` the searches to drive.
 //!
 //! `--torch PYTHON` (a Python with torch and transformers) also times PyTorch on the same token
 //! ids and images in the same run (`benches/torch_clip_bench.py`) and prints the ratios.
@@ -469,6 +473,16 @@ fn run() -> Result<()> {
     let clients = flag_usize("--clients", 16);
     let text_secs = flag_usize("--text-secs", if quick { 4 } else { 15 });
     let image_secs = flag_usize("--image-secs", if quick { 6 } else { 20 });
+    // `--windows 0,2,6`: the servers to compare, by batch window in ms; ratios are against
+    // the first (by default the unbatched server against the default window).
+    let windows: Vec<String> = flag_value("--windows")
+        .unwrap_or_else(|| "0,2".to_string())
+        .split(',')
+        .map(|w| w.trim().to_string())
+        .filter(|w| !w.is_empty())
+        .collect();
+    // `--workloads short,caption,image`: which searches to drive.
+    let workloads = flag_value("--workloads").unwrap_or_else(|| "short,caption,image".into());
     let glimpse = match flag_value("--glimpse") {
         Some(p) => PathBuf::from(p),
         None => std::env::current_exe()?.with_file_name("glimpse"),
@@ -530,16 +544,27 @@ fn run() -> Result<()> {
             image_secs,
         ),
     ] {
+        let key = match workload {
+            Workload::ShortText => "short",
+            Workload::Text => "caption",
+            Workload::Image => "image",
+        };
+        if !workloads.split(',').any(|w| w.trim() == key) {
+            continue;
+        }
         println!("\n## {name} searches, {secs} s per level");
         println!("| server | clients | searches/s | p50 ms | p99 ms | mean batch | errors |");
         println!("|---|---|---|---|---|---|---|");
         let mut results = Vec::new();
-        for (label, window) in [
-            ("unbatched (window 0)", "0"),
-            ("batched (window 2 ms)", "2"),
-        ] {
+        for window in &windows {
+            let label = if window == "0" {
+                "unbatched (window 0)".to_string()
+            } else {
+                format!("batched (window {window} ms)")
+            };
             let data = work.path().join(format!("data-{}-{window}", results.len()));
             let server = Server::start(&glimpse, &model, &data, window)?;
+            let mut levels = Vec::new();
             for n in [1, clients] {
                 let warmup = Duration::from_secs(if workload == Workload::Image { 3 } else { 2 });
                 let level = run_level(
@@ -554,39 +579,50 @@ fn run() -> Result<()> {
                     "| {label} | {n} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
                     level.qps, level.p50, level.p99, level.mean_batch, level.errors
                 );
-                results.push(level);
+                levels.push(level);
             }
             drop(server);
+            results.push((window.clone(), levels));
         }
-        let [u1, un, b1, bn] = &results[..] else {
-            return Err("expected four levels".into());
+        // Ratios against the first window's levels (the unbatched server by default).
+        let Some(((base_window, base), rest)) = results.split_first() else {
+            return Err("no window measured".into());
         };
-        println!();
-        println!(
-            "batched, {clients} clients / unbatched, 1 client (searches/s): {:.2}x (goal >= 4x)",
-            bn.qps / u1.qps
-        );
-        println!(
-            "batched, {clients} clients / batched, 1 client (searches/s): {:.2}x",
-            bn.qps / b1.qps
-        );
-        println!(
-            "batched / unbatched at {clients} clients (searches/s): {:.2}x",
-            bn.qps / un.qps
-        );
-        println!(
-            "batched, {clients} clients p99 / unbatched, 1 client p50: {:.2}x (goal <= 3x); \
-             / batched 1-client p50: {:.2}x",
-            bn.p99 / u1.p50,
-            bn.p99 / b1.p50
-        );
+        let [u1, un] = &base[..] else {
+            return Err("expected two levels".into());
+        };
+        for (window, levels) in rest {
+            let [b1, bn] = &levels[..] else {
+                return Err("expected two levels".into());
+            };
+            println!();
+            println!("window {window} ms against window {base_window} ms:");
+            println!(
+                "batched, {clients} clients / unbatched, 1 client (searches/s): {:.2}x (goal >= 4x)",
+                bn.qps / u1.qps
+            );
+            println!(
+                "batched, {clients} clients / batched, 1 client (searches/s): {:.2}x",
+                bn.qps / b1.qps
+            );
+            println!(
+                "batched / unbatched at {clients} clients (searches/s): {:.2}x",
+                bn.qps / un.qps
+            );
+            println!(
+                "batched, {clients} clients p99 / unbatched, 1 client p50: {:.2}x (goal <= 3x); \
+                 / batched 1-client p50: {:.2}x",
+                bn.p99 / u1.p50,
+                bn.p99 / b1.p50
+            );
+            println!(
+                "batched / unbatched, 1 client p50: {:.2}x (the cost of batching for a lone client)",
+                b1.p50 / u1.p50
+            );
+        }
         println!(
             "unbatched, {clients} clients p99 / 1 client p50: {:.2}x",
             un.p99 / u1.p50
-        );
-        println!(
-            "batched / unbatched, 1 client p50: {:.2}x (the cost of batching for a lone client)",
-            b1.p50 / u1.p50
         );
     }
     Ok(())

@@ -32,8 +32,9 @@ pub struct ServeArgs {
     pub device: DeviceArg,
     /// Text and image queries that arrive within this many milliseconds of each other (or
     /// while a forward pass runs) share one forward pass; 0 gives every query its own pass.
-    /// A query waits at most this long for others, and not at all when the last pass held
-    /// only one query.
+    /// A query waits this long for others, not at all when the last pass held only one
+    /// query, and up to a quarter of the last pass's duration while that pass's clients are
+    /// coming back (as long as such waits gather them).
     #[arg(long, default_value_t = 2.0)]
     pub batch_window_ms: f64,
     /// Most text (and, separately, image) queries waiting for a forward pass; more are
