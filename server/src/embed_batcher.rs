@@ -201,6 +201,7 @@ where
 {
     let batch_size = METRICS.embed_batch_size.with_label_values(&[tower]);
     let queue_wait = METRICS.embed_queue_wait_seconds.with_label_values(&[tower]);
+    let pass_seconds = METRICS.embed_pass_seconds.with_label_values(&[tower]);
     let embeds = METRICS.embeds_total.with_label_values(&[tower]);
     // Queries the next pass should hold: those the last pass answered plus those that arrived
     // during it.
@@ -262,6 +263,7 @@ where
         // counted twice.
         free_since = Instant::now();
         last_pass = free_since.saturating_duration_since(started);
+        pass_seconds.observe(last_pass.as_secs_f64());
         expect = n + shared.queue.lock().jobs.len();
         match result {
             Ok(rows) if rows.len() == n => {

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub embed_batch_size: HistogramVec,
     /// Time a query waited for its forward pass, by tower.
     pub embed_queue_wait_seconds: HistogramVec,
+    /// Duration of a batcher's forward pass, by tower: with the batch sizes, how busy the
+    /// towers are and what a pass of that size costs under the server's load.
+    pub embed_pass_seconds: HistogramVec,
     /// Query embeddings computed (batched or not), by tower; its rate is embeds per second.
     pub embeds_total: IntCounterVec,
     /// Queries refused because a batcher's queue was full, by tower.
@@ -141,6 +144,16 @@ impl Metrics {
                 HistogramOpts::new(
                     "glimpse_embed_queue_wait_seconds",
                     "Time a query waited in a batcher's queue for its forward pass, by tower.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["tower"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            embed_pass_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "glimpse_embed_pass_seconds",
+                    "Duration of one forward pass of a query batcher (all its queries), by \
+                     tower; its rate() is the share of time the tower's worker computes.",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
                 &["tower"],
@@ -252,6 +265,7 @@ impl Metrics {
             Box::new(m.query_cache_misses_total.clone()),
             Box::new(m.embed_batch_size.clone()),
             Box::new(m.embed_queue_wait_seconds.clone()),
+            Box::new(m.embed_pass_seconds.clone()),
             Box::new(m.embeds_total.clone()),
             Box::new(m.embed_queue_rejected_total.clone()),
             Box::new(m.bulk_load_rows_total.clone()),

@@ -117,6 +117,7 @@ fn queries_share_passes_keep_their_bits_are_bounded_and_measured() {
     let batches_before = metric(&c, &srv, "glimpse_embed_batch_size_count{tower=\"text\"}");
     let embeds_before = metric(&c, &srv, "glimpse_embeds_total{tower=\"text\"}");
     let sum_before = metric(&c, &srv, "glimpse_embed_batch_size_sum{tower=\"text\"}");
+    let passes_before = metric(&c, &srv, "glimpse_embed_pass_seconds_count{tower=\"text\"}");
     let served = srv.model();
     served.hold_batchers(true);
     let text_threads: Vec<_> = texts
@@ -221,6 +222,12 @@ fn queries_share_passes_keep_their_bits_are_bounded_and_measured() {
             "glimpse_embed_queue_wait_seconds_sum{tower=\"image\"}"
         ) > 0.0
     );
+    // The one text pass of 12 was timed.
+    assert_eq!(
+        metric(&c, &srv, "glimpse_embed_pass_seconds_count{tower=\"text\"}") - passes_before,
+        1.0
+    );
+    assert!(metric(&c, &srv, "glimpse_embed_pass_seconds_sum{tower=\"text\"}") > 0.0);
     assert_eq!(
         metric(
             &c,

@@ -6,17 +6,19 @@
 //!
 //! Each client is a thread with its own keep-alive connection sending searches back to back
 //! (closed loop). Printed per workload: searches/s, p50 and p99 per server and client count,
-//! the mean batch size (from `/metrics`), and the ratios the goals are stated in.
+//! the mean batch size, mean pass and the share of time the tower computed (from `/metrics`),
+//! and the ratios the goals are stated in.
 //!
 //! Build and run (the server is the release `glimpse` binary next to this one, or `--glimpse
 //! PATH`):
 //! `cargo build --release -p glimpse-server --bin glimpse -p glimpse-benches --bin
 //! query_batching_bench && target/release/query_batching_bench [--clients 16] [--text-secs 15]
 //! [--image-secs 20] [--model-dir DIR] [--quick] [--tower-only] [--torch PYTHON]
-//! [--windows 0,2] [--workloads short,caption,image]`
+//! [--windows 0,2] [--workloads short,caption,image] [--text-index 3]`
 //!
 //! `--windows` lists the servers to start by batch window (ms; the ratios are against the
-//! first), `--workloads` the searches to drive.
+//! first), `--workloads` the searches to drive, `--text-index N` which texts the towers are
+//! timed on alone (default 3; the numbers in the texts, and so their tokens, grow with it).
 //!
 //! `--torch PYTHON` (a Python with torch and transformers) also times PyTorch on the same token
 //! ids and images in the same run (`benches/torch_clip_bench.py`) and prints the ratios.
@@ -115,13 +117,14 @@ impl Server {
         Ok(())
     }
 
-    /// `(sum, count)` of `glimpse_embed_batch_size{tower}`.
-    fn batch_sizes(&self, tower: &str) -> (f64, f64) {
+    /// `[sum, count]` of `glimpse_embed_batch_size{tower}`, then of
+    /// `glimpse_embed_pass_seconds{tower}`.
+    fn batch_sizes(&self, tower: &str) -> [f64; 4] {
         let Ok(mut c) = HttpClient::new(&self.url, Duration::from_secs(10)) else {
-            return (0.0, 0.0);
+            return [0.0; 4];
         };
         let Ok(r) = c.get("/metrics") else {
-            return (0.0, 0.0);
+            return [0.0; 4];
         };
         let text = String::from_utf8_lossy(&r.body).into_owned();
         let value = |name: &str| -> f64 {
@@ -131,10 +134,12 @@ impl Server {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0.0)
         };
-        (
+        [
             value("glimpse_embed_batch_size_sum"),
             value("glimpse_embed_batch_size_count"),
-        )
+            value("glimpse_embed_pass_seconds_sum"),
+            value("glimpse_embed_pass_seconds_count"),
+        ]
     }
 }
 
@@ -191,6 +196,10 @@ struct Level {
     p99: f64,
     errors: u64,
     mean_batch: f64,
+    /// Mean forward pass, ms (batched servers).
+    mean_pass_ms: f64,
+    /// Share of the time the tower's worker was in a pass.
+    busy: f64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -262,13 +271,13 @@ Workload::ShortText => serde_json::json!({
         }));
     }
     std::thread::sleep(warmup);
-    let (sum0, count0) = server.batch_sizes(tower);
+    let [sum0, count0, pass0, passes0] = server.batch_sizes(tower);
     measuring.store(true, Ordering::Relaxed);
     let t = Instant::now();
     std::thread::sleep(secs);
     stop.store(true, Ordering::Relaxed);
     let elapsed = t.elapsed().as_secs_f64();
-    let (sum1, count1) = server.batch_sizes(tower);
+    let [sum1, count1, pass1, passes1] = server.batch_sizes(tower);
     let mut lat: Vec<f64> = Vec::new();
     for h in handles {
         lat.extend(h.join().map_err(|_| "a client thread panicked")?);
@@ -284,6 +293,12 @@ Workload::ShortText => serde_json::json!({
         } else {
             f64::NAN
         },
+        mean_pass_ms: if passes1 > passes0 {
+            (pass1 - pass0) / (passes1 - passes0) * 1e3
+        } else {
+            f64::NAN
+        },
+        busy: (pass1 - pass0) / elapsed,
     })
 }
 
@@ -316,7 +331,13 @@ const IMAGE_BATCHES: [usize; 2] = [1, 32];
 /// search and client threads), and images per second at batch 1 and 32. With `torch`, the
 /// same token ids and preprocessed images through PyTorch / transformers (`torch_clip_bench.py`,
 /// the same model files, same cores) right after, and the ratios.
-fn tower_only(clients: usize, model: &Path, work: &Path, torch: Option<&str>) -> Result<()> {
+fn tower_only(
+    clients: usize,
+    text_index: u64,
+    model: &Path,
+    work: &Path,
+    torch: Option<&str>,
+) -> Result<()> {
     let (text, image) = in_memory_encoders(
         &TinyClipSpec::vit_b32(),
         glimpse_embedder::DeviceChoice::Cpu,
@@ -328,7 +349,7 @@ fn tower_only(clients: usize, model: &Path, work: &Path, torch: Option<&str>) ->
         ("short", short_text as fn(usize, u64) -> String),
         ("caption-like", text_query as fn(usize, u64) -> String),
     ] {
-        let texts: Vec<String> = (0..clients).map(|c| make(c, 3)).collect();
+        let texts: Vec<String> = (0..clients).map(|c| make(c, text_index)).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let seqs: Vec<Vec<u32>> = texts.iter().map(|t| text.tokenize(t)).collect();
         let tokens: Vec<usize> = seqs.iter().map(Vec::len).collect();
@@ -517,8 +538,13 @@ fn run() -> Result<()> {
             .collect(),
     );
 
+    // `--text-index N`: the query index of the tower-alone texts (their numbers grow with it):
+    // 3 gives 6-7 / 16-17 tokens; the HTTP clients' texts reach index ~150 in 12 s, where
+    // short texts are 8-10 tokens and caption-like ones 12-22.
+    let text_index = flag_usize("--text-index", 3) as u64;
     tower_only(
         clients,
+        text_index,
         &model,
         work.path(),
         flag_value("--torch").as_deref(),
@@ -553,8 +579,10 @@ fn run() -> Result<()> {
             continue;
         }
         println!("\n## {name} searches, {secs} s per level");
-        println!("| server | clients | searches/s | p50 ms | p99 ms | mean batch | errors |");
-        println!("|---|---|---|---|---|---|---|");
+        println!(
+            "| server | clients | searches/s | p50 ms | p99 ms | mean batch | mean pass ms | tower busy | errors |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
         let mut results = Vec::new();
         for window in &windows {
             let label = if window == "0" {
@@ -576,8 +604,14 @@ fn run() -> Result<()> {
                     &images,
                 )?;
                 println!(
-                    "| {label} | {n} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
-                    level.qps, level.p50, level.p99, level.mean_batch, level.errors
+                    "| {label} | {n} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} % | {} |",
+                    level.qps,
+                    level.p50,
+                    level.p99,
+                    level.mean_batch,
+                    level.mean_pass_ms,
+                    level.busy * 100.0,
+                    level.errors
                 );
                 levels.push(level);
             }
