@@ -52,7 +52,13 @@ unsafe fn tile<T: WeightElem, const R: usize>(t: &PanelTask<'_, T>, r0: usize, h
     let xp: [*const f32; R] = std::array::from_fn(|i| t.x[(r0 + i) * t.k..].as_ptr());
     // SAFETY: forwarded from the caller; c0 < PANEL.
     // (`wrapping_add`: with k = 0 the panel is empty and nothing is read.)
-    let acc = unsafe { accumulate::<T, R>(&xp, t.panel.as_ptr().wrapping_add(c0), t.k) };
+    let acc = unsafe {
+        if half == 0 {
+            accumulate::<T, R, true>(&xp, t.panel.as_ptr(), t.k)
+        } else {
+            accumulate::<T, R, false>(&xp, t.panel.as_ptr().wrapping_add(c0), t.k)
+        }
+    };
     for (i, a) in acc.iter().enumerate() {
         let mut lanes = [0f32; HALF];
         // SAFETY: `lanes` holds 16 floats.
@@ -69,12 +75,17 @@ unsafe fn tile<T: WeightElem, const R: usize>(t: &PanelTask<'_, T>, r0: usize, h
 /// (`wp` points at the first): `[row][8 columns]`. Returned by value so that the accumulators
 /// live in registers through the loop.
 ///
+/// `BOTH_HALVES`: prefetch the other half's weights too (the first half's pass). An f32 panel
+/// row is two cache lines, one per half, so the first pass would otherwise fetch only every
+/// other line from memory and the second pass the rest: for a query's few rows, which read
+/// each panel once, from memory, fetching the whole row ahead is what keeps the stream going.
+///
 /// # Safety
 /// AVX2, FMA (and F16C for f16); each row holds `k` floats and `wp` starts 16 readable
 /// elements in each of `k` panel rows.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn accumulate<T: WeightElem, const R: usize>(
+unsafe fn accumulate<T: WeightElem, const R: usize, const BOTH_HALVES: bool>(
     xp: &[*const f32; R],
     wp: *const T,
     k: usize,
@@ -84,7 +95,11 @@ unsafe fn accumulate<T: WeightElem, const R: usize>(
         // SAFETY: kk < k (caller's contract).
         unsafe {
             // A query's tile reads the panel once, from memory: fetch ahead of the stream.
-            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add((kk + PREFETCH_ROWS) * PANEL).cast());
+            let ahead = wp.wrapping_add((kk + PREFETCH_ROWS) * PANEL);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            if BOTH_HALVES {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(HALF).cast());
+            }
             let w0 = T::load8(wp.add(kk * PANEL));
             let w1 = T::load8(wp.add(kk * PANEL + 8));
             for i in 0..R {
