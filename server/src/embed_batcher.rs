@@ -411,7 +411,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         let second = spawn(4);
         // Pass 3: one more arrives during pass 2; the wait is not tried again.
-        while passes.lock().len() < 1 || b.waiting() > 0 {
+        while passes.lock().is_empty() || b.waiting() > 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
         std::thread::sleep(Duration::from_millis(50));
