@@ -522,13 +522,20 @@ fn an_unreachable_bucket_fails_writes_with_503_and_replicas_serve_then_catch_up(
         503,
         "point writes are refused while the bucket is away"
     );
-    // The replica keeps serving what it has and says what is wrong.
-    std::thread::sleep(Duration::from_millis(800));
+    // The replica keeps serving what it has and says what is wrong, once its next sync has
+    // failed (polled: on a loaded machine that sync can come later than one interval).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let (st, v) = get(&c, &format!("{}/readyz", replica.url));
+        assert_eq!(st, 200, "{v}");
+        if v["remote"]["error"].is_string() || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(v["remote"]["error"].is_string(), "{v}");
     let (st, v) = search(&c, &replica.url, 3);
     assert_eq!(st, 200, "{v}");
-    let (st, v) = get(&c, &format!("{}/readyz", replica.url));
-    assert_eq!(st, 200, "{v}");
-    assert!(v["remote"]["error"].is_string(), "{v}");
 
     // Back: the writer publishes the load it committed meanwhile, the replica catches up.
     proxy.up();
