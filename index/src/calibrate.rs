@@ -24,11 +24,11 @@ use crate::calibration::{
 use crate::cancel::Cancel;
 use crate::distance;
 use crate::error::IndexError;
-use crate::exact::exact_search_batch;
+use crate::exact::{ShiftedQueries, exact_search_batch_shifted};
 use crate::layout::IvfPqView;
 use crate::metric::Metric;
 use crate::params::PqBits;
-use crate::search::{self, ScannedEntry};
+use crate::search::{self, COMPACT_MIN_PER_RESULT, ScannedEntry};
 
 /// How a calibration samples and decides.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,10 +49,16 @@ pub struct CalibrationOptions {
 }
 
 impl Default for CalibrationOptions {
+    /// 256 queries per set (128 until 2026-12-07: their error of ~0.007 at a 0.95 target and
+    /// ~0.011 at 0.90 let a sample drawn high land 0.017 under a 0.90 target at 1M rows), and
+    /// one standard error of margin: about 0.005 at 0.95, so a target is met with odds of
+    /// about 5 in 6 and missed by more than 0.01 only by a sample three errors high. A
+    /// tolerance below the target was tried on the same runs (two and a half errors, within
+    /// 0.01): the hard mixture's 0.95 target then landed at 0.942–0.944.
     fn default() -> Self {
         CalibrationOptions {
             k: 10,
-            queries: 128,
+            queries: 256,
             shift: 0.6,
             margin_se: 1.0,
             seed: 0xca1b_0f17,
@@ -64,14 +70,18 @@ impl Default for CalibrationOptions {
 pub const MIN_CALIBRATION_ROWS: usize = 256;
 
 /// `nprobe` values the calibration considers (those up to the index's list count).
-const NPROBE_GRID: [usize; 36] = [
-    1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160,
-    192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280,
+/// Steps of about an eighth from 16 on: coarser steps left recall gaps between neighbours
+/// (0.952 at 64:80, 0.967 at 80:80 on the hard mixture) that a target falling between had to
+/// round up.
+const NPROBE_GRID: [usize; 42] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32, 36, 40, 44, 48, 56, 64, 72, 80, 88,
+    96, 112, 128, 144, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 1024, 1280,
 ];
 
 /// `refine` values the calibration considers.
-const REFINE_GRID: [usize; 25] = [
-    1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128, 160, 192, 256,
+const REFINE_GRID: [usize; 32] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 24, 28, 32, 36, 40, 48, 56, 64, 72, 80,
+    96, 112, 128, 160, 192, 256,
 ];
 
 /// Most lists a calibration query scans: beyond this, probing is no cheaper than an exact scan.
@@ -106,9 +116,10 @@ struct QueryRanks {
 }
 
 /// Measures the recall of `view` (built over `vectors`) at every grid setting and returns the
-/// cheapest settings reaching each of [`CALIBRATION_TARGETS`]. `rows` are the query rows
-/// (normally [`calibration_rows`]); `None` when there are none. Stops with
-/// [`IndexError::Cancelled`] when `cancel` is set.
+/// cheapest settings reaching each of [`CALIBRATION_TARGETS`] for the index as it is, without
+/// the compact re-rank tier ([`measure_recall`] and [`RecallGrid::table`] choose for an index
+/// with it). `rows` are the query rows (normally [`calibration_rows`]); `None` when there are
+/// none. Stops with [`IndexError::Cancelled`] when `cancel` is set.
 pub fn calibrate(
     view: &IvfPqView<'_>,
     vectors: &[f32],
@@ -116,6 +127,58 @@ pub fn calibrate(
     opts: &CalibrationOptions,
     cancel: Cancel<'_>,
 ) -> Result<Option<Calibration>, IndexError> {
+    Ok(measure_recall(view, vectors, rows, opts, cancel)?.map(|g| g.table(false)))
+}
+
+/// What a calibration measured: the recall of every grid setting on both query sets, before
+/// any is chosen. One measurement serves an index with or without the compact re-rank tier,
+/// whose re-ranks cost differently ([`RecallGrid::table`]).
+#[derive(Debug, Clone)]
+pub struct RecallGrid {
+    k: usize,
+    queries: usize,
+    shift: f32,
+    settings: Vec<Setting>,
+    cost: CostModel,
+}
+
+impl RecallGrid {
+    /// The cheapest setting reaching each of [`CALIBRATION_TARGETS`], costed for an index
+    /// with the compact tier when `compact_tier` (its re-rank scores most candidates on the
+    /// codes and reads few raw rows, so deeper re-ranks pay off) or without it.
+    pub fn table(&self, compact_tier: bool) -> Calibration {
+        let costed: Vec<(Setting, f64)> = self
+            .settings
+            .iter()
+            .map(|s| {
+                let c = self
+                    .cost
+                    .estimate(s.nprobe, s.codes, self.k, s.refine, compact_tier);
+                (*s, c)
+            })
+            .collect();
+        let points = CALIBRATION_TARGETS
+            .iter()
+            .map(|&target| choose(&costed, target))
+            .collect();
+        Calibration {
+            k: self.k as u32,
+            queries: self.queries as u32,
+            shift: self.shift,
+            points,
+        }
+    }
+}
+
+/// The measuring half of [`calibrate`]: the recall of every grid setting, to choose a table
+/// from with [`RecallGrid::table`] once it is known whether the index gets the compact tier.
+pub fn measure_recall(
+    view: &IvfPqView<'_>,
+    vectors: &[f32],
+    rows: &[u32],
+    opts: &CalibrationOptions,
+    cancel: Cancel<'_>,
+) -> Result<Option<RecallGrid>, IndexError> {
     let dim = view.dim();
     let n = vectors.len() / dim.max(1);
     if rows.is_empty() || opts.k == 0 || n <= opts.k || view.len() != n {
@@ -133,6 +196,9 @@ pub fn calibrate(
         queries.extend_from_slice(&vectors[r as usize * dim..(r as usize + 1) * dim]);
     }
     let offset = offset_direction(dim, opts.seed);
+    let coefs: Vec<f32> = (0..nq)
+        .map(|i| shift_coef(metric, &queries[i * dim..(i + 1) * dim], opts.shift))
+        .collect();
     for i in 0..nq {
         let mut q = queries[i * dim..(i + 1) * dim].to_vec();
         shift_query(metric, &mut q, &offset, opts.shift);
@@ -140,7 +206,21 @@ pub fn calibrate(
     }
     let skip: Vec<u32> = rows.iter().chain(rows).copied().collect();
     cancel.check()?;
-    let truth = exact_search_batch(vectors, dim, metric, &queries, opts.k, Some(&skip));
+    // Both sets' truth in one pass (the moved queries' inner products are the rows' plus a
+    // multiple of the offset's): the exact scan is most of a calibration's cost.
+    let shifted = ShiftedQueries {
+        direction: &offset,
+        coefs: &coefs,
+    };
+    let truth = exact_search_batch_shifted(
+        vectors,
+        dim,
+        metric,
+        &queries[..nq * dim],
+        shifted,
+        opts.k,
+        Some(rows),
+    );
     cancel.check()?;
 
     let grid: Vec<usize> = NPROBE_GRID
@@ -177,37 +257,33 @@ pub fn calibrate(
         })
         .collect::<Result<_, IndexError>>()?;
 
-    let cost = CostModel::for_view(view);
     let (inside, shifted) = ranks.split_at(nq);
-    let mut candidates = Vec::with_capacity(grid.len() * REFINE_GRID.len());
+    let mut settings = Vec::with_capacity(grid.len() * REFINE_GRID.len());
     for (gi, &g) in grid.iter().enumerate() {
+        let codes = ranks.iter().map(|q| q.codes[gi] as f64).sum::<f64>() / ranks.len() as f64;
         for &r in REFINE_GRID.iter().filter(|&&r| r <= MAX_CALIBRATED_REFINE) {
             let a = recall_stats(inside, gi, opts.k, r);
             let b = recall_stats(shifted, gi, opts.k, r);
-            let codes = ranks.iter().map(|q| q.codes[gi] as f64).sum::<f64>() / ranks.len() as f64;
-            candidates.push(Setting {
+            settings.push(Setting {
                 nprobe: g,
                 refine: r,
                 recall_in: a.0,
                 recall_shifted: b.0,
                 bound: (a.0 - opts.margin_se * a.1).min(b.0 - opts.margin_se * b.1),
-                cost: cost.estimate(g, codes, opts.k * r),
+                codes,
             });
         }
     }
-    let points = CALIBRATION_TARGETS
-        .iter()
-        .map(|&target| choose(&candidates, target))
-        .collect();
-    Ok(Some(Calibration {
-        k: opts.k as u32,
-        queries: nq as u32,
+    Ok(Some(RecallGrid {
+        k: opts.k,
+        queries: nq,
         shift: opts.shift,
-        points,
+        settings,
+        cost: CostModel::for_view(view),
     }))
 }
 
-/// One grid setting with what it measured and what it is estimated to cost.
+/// One grid setting with what it measured.
 #[derive(Debug, Clone, Copy)]
 struct Setting {
     nprobe: usize,
@@ -216,28 +292,29 @@ struct Setting {
     recall_shifted: f32,
     /// The lower of the two recalls, each less its margin.
     bound: f32,
-    cost: f64,
+    /// Codes a query scans with this `nprobe`, on average.
+    codes: f64,
 }
 
-/// The cheapest setting whose bound reaches `target`, else the one with the best bound.
-fn choose(candidates: &[Setting], target: f32) -> CalibrationPoint {
-    let cheaper = |a: &&Setting, b: &&Setting| {
-        a.cost
-            .total_cmp(&b.cost)
-            .then(a.nprobe.cmp(&b.nprobe))
-            .then(a.refine.cmp(&b.refine))
+/// The cheapest setting (each with its estimated cost) whose bound reaches `target`, else the
+/// one with the best bound.
+fn choose(candidates: &[(Setting, f64)], target: f32) -> CalibrationPoint {
+    let cheaper = |a: &&(Setting, f64), b: &&(Setting, f64)| {
+        a.1.total_cmp(&b.1)
+            .then(a.0.nprobe.cmp(&b.0.nprobe))
+            .then(a.0.refine.cmp(&b.0.refine))
     };
     let reached = candidates
         .iter()
-        .filter(|s| s.bound >= target)
+        .filter(|(s, _)| s.bound >= target)
         .min_by(cheaper);
     let s = reached.or_else(|| {
         candidates
             .iter()
-            .min_by(|a, b| b.bound.total_cmp(&a.bound).then_with(|| cheaper(a, b)))
+            .min_by(|a, b| b.0.bound.total_cmp(&a.0.bound).then_with(|| cheaper(a, b)))
     });
     match s {
-        Some(s) => CalibrationPoint {
+        Some((s, _)) => CalibrationPoint {
             target,
             nprobe: s.nprobe as u32,
             refine: s.refine as u32,
@@ -387,12 +464,31 @@ fn query_ranks(
 /// matter). Fitted on the 4-bit, 512-dimension index of `index_bench` (200k rows of the hard
 /// mixture, one thread, settings 64:16 to 128:96): a scanned code costs about 0.05 ns per
 /// sub-quantizer plus 0.5 ns, a probed list ~60 ns of set-up, and a re-ranked row about 0.75 ns
-/// per dimension (a random read of the raw row dominates).
+/// per dimension (a random read of the raw row dominates). With the compact tier, from
+/// [`COMPACT_MIN_PER_RESULT`] candidates per result, a candidate costs its codes' score instead
+/// (`TIER_NS_PER_DIM`), and only the few it cannot rule out are read raw (`tier_survivors`).
 #[derive(Debug, Clone, Copy)]
 struct CostModel {
     code_ns: f64,
     list_ns: f64,
     rerank_ns: f64,
+    tier_ns: f64,
+}
+
+/// Nanoseconds per dimension of scoring one candidate on the compact tier's codes (list by
+/// list, in address order): 0.21 measured between 64:24 and 64:64 on the hard mixture, 200k,
+/// AMD EPYC (AVX2), 2026-12-07.
+const TIER_NS_PER_DIM: f64 = 0.25;
+
+/// The tiered re-rank's fixed cost (sorting the keys, the bound, the selection), in raw-row
+/// reads: ~12 µs a query in the same fit.
+const TIER_FIXED_ROWS: usize = 32;
+
+/// Raw rows a tiered re-rank of `reranked` candidates for `k` results still reads: those within
+/// the codes' error bound of the k-th best, measured at 64 of 240 and 86–90 of 640–800 on the
+/// hard mixture and 59 of 640 on CLIP-like data (k = 10).
+fn tier_survivors(k: usize, reranked: usize) -> usize {
+    reranked.min(6 * k + reranked / 32)
 }
 
 impl CostModel {
@@ -413,11 +509,21 @@ impl CostModel {
             code_ns,
             list_ns,
             rerank_ns: 0.75 * dim,
+            tier_ns: TIER_NS_PER_DIM * dim,
         }
     }
 
-    fn estimate(&self, nprobe: usize, codes: f64, reranked: usize) -> f64 {
-        codes * self.code_ns + nprobe as f64 * self.list_ns + reranked as f64 * self.rerank_ns
+    /// Cost of `nprobe` lists holding `codes` codes and a re-rank of `refine` candidates per
+    /// result for `k` results, on an index with the compact tier when `tier`.
+    fn estimate(&self, nprobe: usize, codes: f64, k: usize, refine: usize, tier: bool) -> f64 {
+        let reranked = k * refine;
+        let rerank = if tier && refine >= COMPACT_MIN_PER_RESULT {
+            reranked as f64 * self.tier_ns
+                + (tier_survivors(k, reranked) + TIER_FIXED_ROWS) as f64 * self.rerank_ns
+        } else {
+            reranked as f64 * self.rerank_ns
+        };
+        codes * self.code_ns + nprobe as f64 * self.list_ns + rerank
     }
 }
 
@@ -434,6 +540,17 @@ fn offset_direction(dim: usize, seed: u64) -> Vec<f32> {
         .collect();
     distance::normalize_in_place(&mut u);
     u
+}
+
+/// How far [`shift_query`] moves `q` along the offset, in the terms of
+/// [`ShiftedQueries::coefs`]: `shift` for cosine (which moves the normalised query), `shift`
+/// times the query's norm otherwise.
+fn shift_coef(metric: Metric, q: &[f32], shift: f32) -> f32 {
+    if metric == Metric::Cosine {
+        shift
+    } else {
+        shift * distance::norm(q)
+    }
 }
 
 /// Moves `q` by `shift` times its own norm along `offset` (re-normalised for cosine).
@@ -454,13 +571,12 @@ fn shift_query(metric: Metric, q: &mut [f32], offset: &[f32], shift: f32) {
 mod tests {
     use super::*;
     use crate::synthetic::{SyntheticSpec, generate};
-    use crate::{IndexParams, IvfPqIndex, SearchParams};
+    use crate::{IndexParams, IvfPqIndex, SearchParams, exact_search_batch};
 
-    /// A calibrated index over `data` (cosine) and its table.
-    fn calibrated(data: &crate::synthetic::SyntheticData) -> (IvfPqIndex, Calibration) {
-        let opts = CalibrationOptions::default();
-        let rows = calibration_rows(data.n(), &opts);
-        assert_eq!(rows.len(), opts.queries.min(data.n() / 8));
+    /// A cosine index over `data` trained without the default calibration's rows, and those
+    /// rows.
+    fn held_out_index(data: &crate::synthetic::SyntheticData) -> (IvfPqIndex, Vec<u32>) {
+        let rows = calibration_rows(data.n(), &CalibrationOptions::default());
         let ix = IvfPqIndex::build_holding_out(
             &data.vectors,
             data.dim,
@@ -470,6 +586,14 @@ mod tests {
             Cancel::NEVER,
         )
         .expect("build");
+        (ix, rows)
+    }
+
+    /// A calibrated index over `data` (cosine) and its table.
+    fn calibrated(data: &crate::synthetic::SyntheticData) -> (IvfPqIndex, Calibration) {
+        let opts = CalibrationOptions::default();
+        let (ix, rows) = held_out_index(data);
+        assert_eq!(rows.len(), opts.queries.min(data.n() / 8));
         let table = calibrate(&ix.view(), &data.vectors, &rows, &opts, Cancel::NEVER)
             .expect("calibrate")
             .expect("a table");
@@ -527,6 +651,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The compact tier makes a re-rank cheaper and nothing else, so a table costed for it
+    /// never re-ranks less for a target than the plain one, reaches the same targets, and on
+    /// the hard mixture (whose targets need deep re-ranks) re-ranks deeper somewhere.
+    #[test]
+    fn a_table_costed_for_the_compact_tier_reranks_at_least_as_deep() {
+        let data = generate(&SyntheticSpec::hard(20_000, 0, 64, 9));
+        let opts = CalibrationOptions::default();
+        let (ix, rows) = held_out_index(&data);
+        let grid = measure_recall(&ix.view(), &data.vectors, &rows, &opts, Cancel::NEVER)
+            .expect("measure")
+            .expect("a grid");
+        let (plain, tier) = (grid.table(false), grid.table(true));
+        assert_eq!(
+            calibrate(&ix.view(), &data.vectors, &rows, &opts, Cancel::NEVER).expect("calibrate"),
+            Some(plain.clone())
+        );
+        for (p, t) in plain.points.iter().zip(&tier.points) {
+            assert_eq!(p.target, t.target);
+            assert_eq!(p.reached, t.reached, "{p:?} vs {t:?}");
+            assert!(t.refine >= p.refine, "{p:?} vs {t:?}");
+        }
+        assert!(
+            plain
+                .points
+                .iter()
+                .zip(&tier.points)
+                .any(|(p, t)| t.refine > p.refine),
+            "{plain:?} vs {tier:?}"
+        );
     }
 
     #[test]

@@ -43,8 +43,9 @@ pub struct CalibrationPoint {
     pub recall_in: f32,
     /// The same on those queries moved off the data by one common offset.
     pub recall_shifted: f32,
-    /// Whether both recalls, less one standard error, reached `target`. When no parameters
-    /// did, the point holds the best found and this is false.
+    /// Whether both recalls, less the calibration's margin (see `CalibrationOptions`),
+    /// reached `target`. When no parameters did, the point holds the best found and this is
+    /// false.
     pub reached: bool,
 }
 

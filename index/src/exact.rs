@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 
 use crate::metric::{Metric, Neighbor};
 
-pub use crate::exact_batch::exact_search_batch;
+pub use crate::exact_batch::{ShiftedQueries, exact_search_batch, exact_search_batch_shifted};
 
 /// Heap entry ordered so that the *worst* kept neighbour is on top.
 struct Worst {

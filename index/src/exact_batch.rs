@@ -58,39 +58,59 @@ fn madd<const FUSED: bool>(x: f32, r: f32, acc: f32) -> f32 {
     }
 }
 
+/// Queries scored per pass over the tile: `QUERY_BLOCK · TILE / 8` = 12 accumulator vectors
+/// at 8 lanes, enough independent fused multiply-add chains to cover their latency on two FMA
+/// ports (two queries per pass, 4 chains, left half of them idle), with the tile's two vectors
+/// and a broadcast still in registers.
+const QUERY_BLOCK: usize = 6;
+
 #[inline(always)]
 fn dots_tile_body<const FUSED: bool>(tile: &[f32], queries: &[f32], dim: usize, out: &mut [f32]) {
     let dim = dim.max(1);
     let tile = &tile[..dim * TILE];
-    let mut qs = queries.chunks_exact(dim);
-    let mut outs = out.chunks_exact_mut(TILE);
-    // Two queries per pass: four accumulator vectors, one tile load feeding both.
-    while let (Some(a), Some(oa)) = (qs.next(), outs.next()) {
-        match (qs.next(), outs.next()) {
-            (Some(b), Some(ob)) => {
-                let mut acc_a = [0.0f32; TILE];
-                let mut acc_b = [0.0f32; TILE];
-                for ((row, &xa), &xb) in tile.chunks_exact(TILE).zip(a).zip(b) {
-                    for l in 0..TILE {
-                        acc_a[l] = madd::<FUSED>(xa, row[l], acc_a[l]);
-                        acc_b[l] = madd::<FUSED>(xb, row[l], acc_b[l]);
-                    }
-                }
-                oa.copy_from_slice(&acc_a);
-                ob.copy_from_slice(&acc_b);
-            }
-            _ => {
-                let mut acc = [0.0f32; TILE];
-                for (row, &x) in tile.chunks_exact(TILE).zip(a) {
-                    for l in 0..TILE {
-                        acc[l] = madd::<FUSED>(x, row[l], acc[l]);
-                    }
-                }
-                oa.copy_from_slice(&acc);
-                break;
+    let nq = (queries.len() / dim).min(out.len() / TILE);
+    let mut q = 0;
+    while q + QUERY_BLOCK <= nq {
+        dots_block::<QUERY_BLOCK, FUSED>(tile, &queries[q * dim..], dim, &mut out[q * TILE..]);
+        q += QUERY_BLOCK;
+    }
+    // The rest, a few at a time, each pass with as many chains as there are queries left.
+    while q < nq {
+        let left = nq - q;
+        let (qs, os) = (&queries[q * dim..], &mut out[q * TILE..]);
+        q += match left {
+            1 => dots_block::<1, FUSED>(tile, qs, dim, os),
+            2 => dots_block::<2, FUSED>(tile, qs, dim, os),
+            3 => dots_block::<3, FUSED>(tile, qs, dim, os),
+            _ => dots_block::<4, FUSED>(tile, qs, dim, os),
+        };
+    }
+}
+
+/// `out[i * TILE + j] = <query i, row j>` for the first `Q` queries of `queries`; returns `Q`.
+/// Each step broadcasts one coordinate of every query against the tile's `TILE` lanes of that
+/// coordinate, so one tile load feeds `Q` multiply-adds.
+#[inline(always)]
+fn dots_block<const Q: usize, const FUSED: bool>(
+    tile: &[f32],
+    queries: &[f32],
+    dim: usize,
+    out: &mut [f32],
+) -> usize {
+    let mut acc = [[0.0f32; TILE]; Q];
+    let qs: [&[f32]; Q] = std::array::from_fn(|i| &queries[i * dim..(i + 1) * dim]);
+    for (c, row) in tile.chunks_exact(TILE).enumerate() {
+        for i in 0..Q {
+            let x = qs[i][c];
+            for l in 0..TILE {
+                acc[i][l] = madd::<FUSED>(x, row[l], acc[i][l]);
             }
         }
     }
+    for (i, a) in acc.iter().enumerate() {
+        out[i * TILE..(i + 1) * TILE].copy_from_slice(a);
+    }
+    Q
 }
 
 /// Exact top-`k` rows of each of `queries` (row-major, `dim` floats each), best first, ties by
@@ -105,13 +125,63 @@ pub fn exact_search_batch(
     k: usize,
     skip: Option<&[u32]>,
 ) -> Vec<Vec<Neighbor>> {
+    batch(vectors, dim, metric, queries, None, k, skip)
+}
+
+/// A second query set derived from the first: query `i` moved along one common `direction`
+/// by `coefs[i]`, the way a calibration moves its queries off the data.
+#[derive(Debug, Clone, Copy)]
+pub struct ShiftedQueries<'a> {
+    /// The common direction (`dim` floats).
+    pub direction: &'a [f32],
+    /// How far each query moves along it. For cosine the move applies to the normalised query
+    /// (`q/‖q‖ + c·direction`, then normalised again); for dot and L2 to the query as given
+    /// (`q + c·direction`).
+    pub coefs: &'a [f32],
+}
+
+/// [`exact_search_batch`] for `queries` and for their moved copies `shifted` together: `2·n`
+/// answers, the moved copy of query `i` at `n + i` (skipping `skip[i]` too). The inner product
+/// of a moved query with a row is that of the query plus `c` times the direction's, so one
+/// pass scores `n + 1` queries instead of `2·n`: half the arithmetic of passing the moved
+/// copies as queries (the answers are the same up to rounding in the last bits).
+pub fn exact_search_batch_shifted(
+    vectors: &[f32],
+    dim: usize,
+    metric: Metric,
+    queries: &[f32],
+    shifted: ShiftedQueries<'_>,
+    k: usize,
+    skip: Option<&[u32]>,
+) -> Vec<Vec<Neighbor>> {
+    batch(vectors, dim, metric, queries, Some(shifted), k, skip)
+}
+
+/// The moved copies' constants: per query, the coefficient on the direction, the squared norm
+/// of the moved query, and the factor turning its raw inner product into its score.
+struct Moved {
+    coefs: Vec<f32>,
+    norms_sq: Vec<f32>,
+    scale: Vec<f32>,
+}
+
+fn batch(
+    vectors: &[f32],
+    dim: usize,
+    metric: Metric,
+    queries: &[f32],
+    shifted: Option<ShiftedQueries<'_>>,
+    k: usize,
+    skip: Option<&[u32]>,
+) -> Vec<Vec<Neighbor>> {
     if dim == 0 {
         return Vec::new();
     }
     let nq = queries.len() / dim;
     let n = vectors.len() / dim;
+    let answers = if shifted.is_some() { 2 * nq } else { nq };
     if k == 0 || n == 0 {
-        return vec![Vec::new(); nq];
+        return vec![Vec::new(); answers];
     }
     let mut qs = queries[..nq * dim].to_vec();
     if metric == Metric::Cosine {
@@ -122,14 +192,48 @@ pub fn exact_search_batch(
         .chunks_exact(dim)
         .map(|q| crate::distance::dot(q, q))
         .collect();
+    // The direction rides along as one more query; each moved copy's inner product is then
+    // `<q, r> + c·<direction, r>`, and `‖q + c·u‖² = ‖q‖² + 2c<q, u> + c²‖u‖²`.
+    let moved = shifted.map(|s| {
+        let u = &s.direction[..dim.min(s.direction.len())];
+        let mut u = u.to_vec();
+        u.resize(dim, 0.0);
+        let uu = crate::distance::dot(&u, &u);
+        let coefs: Vec<f32> = (0..nq)
+            .map(|i| s.coefs.get(i).copied().unwrap_or(0.0))
+            .collect();
+        let norms_sq: Vec<f32> = qs
+            .chunks_exact(dim)
+            .zip(&coefs)
+            .zip(&q_norms)
+            .map(|((q, &c), &qq)| {
+                (qq + 2.0 * c * crate::distance::dot(q, &u) + c * c * uu).max(0.0)
+            })
+            .collect();
+        let scale = norms_sq
+            .iter()
+            .map(|&m| match metric {
+                Metric::Cosine if m > 0.0 => 1.0 / m.sqrt(),
+                Metric::Cosine => 0.0,
+                _ => 1.0,
+            })
+            .collect();
+        qs.extend_from_slice(&u);
+        Moved {
+            coefs,
+            norms_sq,
+            scale,
+        }
+    });
+    let scored = qs.len() / dim;
     let kernels = simd::kernels();
-    let empty = || vec![TopK::new(k); nq];
+    let empty = || vec![TopK::new(k); answers];
     let tops = vectors[..n * dim]
         .par_chunks(TASK_ROWS * dim)
         .enumerate()
         .fold(empty, |mut tops, (b, task)| {
             let mut tile = vec![0.0f32; dim * TILE];
-            let mut dots = vec![0.0f32; nq * TILE];
+            let mut dots = vec![0.0f32; scored * TILE];
             for (t, rows) in task.chunks(TILE * dim).enumerate() {
                 let first = b * TASK_ROWS + t * TILE;
                 let count = rows.len() / dim;
@@ -149,7 +253,13 @@ pub fn exact_search_batch(
                     };
                 }
                 kernels.dots_tile(&tile, &qs, dim, &mut dots);
-                for (qi, top) in tops.iter_mut().enumerate() {
+                // A distance: lower is better for every metric.
+                let dist = |q_sq: f32, dot: f32, scale: f32, j: usize| match metric {
+                    Metric::L2 => q_sq + extra[j] - 2.0 * dot,
+                    _ => -dot * scale * extra[j],
+                };
+                let along = &dots[nq * TILE..];
+                for qi in 0..nq {
                     let own = skip.and_then(|s| s.get(qi)).copied();
                     let d = &dots[qi * TILE..(qi + 1) * TILE];
                     for j in 0..count {
@@ -157,12 +267,11 @@ pub fn exact_search_batch(
                         if own == Some(row) {
                             continue;
                         }
-                        // A distance: lower is better for every metric.
-                        let dist = match metric {
-                            Metric::L2 => q_norms[qi] + extra[j] - 2.0 * d[j],
-                            _ => -d[j] * extra[j],
-                        };
-                        top.offer(dist, row);
+                        tops[qi].offer(dist(q_norms[qi], d[j], 1.0, j), row);
+                        if let Some(m) = &moved {
+                            let dot = d[j] + m.coefs[qi] * along[j];
+                            tops[nq + qi].offer(dist(m.norms_sq[qi], dot, m.scale[qi], j), row);
+                        }
                     }
                 }
             }
@@ -253,6 +362,46 @@ mod tests {
                 assert_eq!(ids(got), ids(&want), "{metric} query {i}");
                 assert!(!ids(got).contains(&own));
                 for (a, b) in got.iter().zip(&want) {
+                    assert!((a.score - b.score).abs() < 1e-3, "{metric}: {a:?} vs {b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn moved_queries_match_the_same_queries_moved_by_hand() {
+        let dim = 24;
+        let data = rows(1500, dim, 3);
+        let nq = 9;
+        let queries: Vec<f32> = data[..nq * dim].to_vec();
+        let skip: Vec<u32> = (0..nq as u32).collect();
+        let mut direction: Vec<f32> = rows(1, dim, 4);
+        crate::distance::normalize_in_place(&mut direction);
+        let coefs: Vec<f32> = (0..nq).map(|i| 0.2 + 0.15 * i as f32).collect();
+        for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            let shifted = ShiftedQueries {
+                direction: &direction,
+                coefs: &coefs,
+            };
+            let got =
+                exact_search_batch_shifted(&data, dim, metric, &queries, shifted, 6, Some(&skip));
+            assert_eq!(got.len(), 2 * nq);
+            let plain = exact_search_batch(&data, dim, metric, &queries, 6, Some(&skip));
+            assert_eq!(&got[..nq], &plain[..], "{metric}: the unmoved half");
+            for i in 0..nq {
+                let mut q = queries[i * dim..(i + 1) * dim].to_vec();
+                if metric == Metric::Cosine {
+                    crate::distance::normalize_in_place(&mut q);
+                }
+                q.iter_mut()
+                    .zip(&direction)
+                    .for_each(|(x, u)| *x += coefs[i] * u);
+                let own = i as u32;
+                let not_own = move |r: u32| r != own;
+                let want = exact_search(&data, dim, metric, &q, 6, Some(&not_own));
+                let ids = |v: &[Neighbor]| v.iter().map(|n| n.row).collect::<Vec<_>>();
+                assert_eq!(ids(&got[nq + i]), ids(&want), "{metric} moved query {i}");
+                for (a, b) in got[nq + i].iter().zip(&want) {
                     assert!((a.score - b.score).abs() < 1e-3, "{metric}: {a:?} vs {b:?}");
                 }
             }

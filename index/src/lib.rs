@@ -43,14 +43,14 @@ mod sq8;
 #[cfg(any(test, feature = "testing"))]
 pub mod synthetic;
 
-pub use calibrate::{CalibrationOptions, calibrate, calibration_rows};
+pub use calibrate::{CalibrationOptions, RecallGrid, calibrate, calibration_rows, measure_recall};
 pub use calibration::{
     CALIBRATION_TARGETS, Calibration, CalibrationPoint, DEFAULT_RECALL_TARGET,
     MAX_CALIBRATED_REFINE,
 };
 pub use cancel::Cancel;
 pub use error::IndexError;
-pub use exact::{exact_search, exact_search_batch};
+pub use exact::{ShiftedQueries, exact_search, exact_search_batch, exact_search_batch_shifted};
 pub use ivf::IvfPqIndex;
 pub use layout::{CoarseTable, IvfPqView, MAGIC, VERSION};
 pub use metric::{Metric, Neighbor};

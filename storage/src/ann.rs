@@ -26,8 +26,8 @@ use std::path::Path;
 
 use glimpse_index::{
     Calibration, CalibrationOptions, CalibrationPoint, Cancel, CoarseTable, DEFAULT_RECALL_TARGET,
-    IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, SearchParams, SearchStats,
-    Sq8Codes, calibrate, calibration_rows, exact_search,
+    IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, RecallGrid, SearchParams,
+    SearchStats, Sq8Codes, calibration_rows, exact_search, measure_recall,
 };
 use memmap2::Mmap;
 
@@ -63,8 +63,9 @@ pub(crate) fn build(
         cancel,
     ) {
         Ok(ix) => {
-            let table = measure(path, &ix, vectors, &held_out, &opts, cancel)?;
-            let compact = compact_codes(compact_tier, table.as_ref(), vectors, dim, metric);
+            let grid = measure(path, &ix, vectors, &held_out, &opts, cancel)?;
+            let (table, compact) =
+                table_and_tier(compact_tier, grid.as_ref(), vectors, dim, metric);
             Ok(Some((
                 KIND.to_string(),
                 ix.to_bytes_with(table.as_ref(), compact.as_ref()),
@@ -107,10 +108,10 @@ pub(crate) fn build_like(
     // Borrowed quantizers never saw these rows: any sample of them is held out.
     let opts = CalibrationOptions::default();
     let rows = calibration_rows(vectors.len() / index.dim().max(1), &opts);
-    let table = measure(path, &index, vectors, &rows, &opts, cancel)?;
-    let compact = compact_codes(
+    let grid = measure(path, &index, vectors, &rows, &opts, cancel)?;
+    let (table, compact) = table_and_tier(
         compact_tier,
-        table.as_ref(),
+        grid.as_ref(),
         vectors,
         index.dim(),
         index.metric(),
@@ -156,8 +157,28 @@ fn compact_codes(
         .flatten()
 }
 
-/// The recall table of a freshly built `index`; `None` when the segment is too small to
-/// calibrate (it is then searched with the index's size-derived defaults).
+/// The recall table and the compact tier's codes of a new index: whether it gets the tier
+/// follows `policy` and the table costed without it; the stored table is then the one costed
+/// for the index as written (with the tier, deeper re-ranks are cheaper, see
+/// `RecallGrid::table`).
+fn table_and_tier(
+    policy: CompactRerank,
+    grid: Option<&RecallGrid>,
+    vectors: &[f32],
+    dim: usize,
+    metric: Metric,
+) -> (Option<Calibration>, Option<Sq8Codes>) {
+    let plain = grid.map(|g| g.table(false));
+    let compact = compact_codes(policy, plain.as_ref(), vectors, dim, metric);
+    let table = match (grid, &compact) {
+        (Some(g), Some(_)) => Some(g.table(true)),
+        _ => plain,
+    };
+    (table, compact)
+}
+
+/// The recall measurements of a freshly built `index`; `None` when the segment is too small
+/// to calibrate (it is then searched with the index's size-derived defaults).
 fn measure(
     path: &Path,
     index: &IvfPqIndex,
@@ -165,13 +186,14 @@ fn measure(
     rows: &[u32],
     opts: &CalibrationOptions,
     cancel: Cancel<'_>,
-) -> Result<Option<Calibration>> {
+) -> Result<Option<RecallGrid>> {
     let started = std::time::Instant::now();
-    match calibrate(&index.view(), vectors, rows, opts, cancel) {
-        Ok(table) => {
-            if let Some(p) = table
+    match measure_recall(&index.view(), vectors, rows, opts, cancel) {
+        Ok(grid) => {
+            if let Some(p) = grid
                 .as_ref()
-                .and_then(|t| t.point_for(DEFAULT_RECALL_TARGET))
+                .map(|g| g.table(false))
+                .and_then(|t| t.point_for(DEFAULT_RECALL_TARGET).copied())
             {
                 tracing::debug!(
                     path = %path.display(),
@@ -182,7 +204,7 @@ fn measure(
                     "index calibrated"
                 );
             }
-            Ok(table)
+            Ok(grid)
         }
         Err(IndexError::Cancelled) => Err(interrupted(path)),
         Err(e) => Err(StorageError::Index {

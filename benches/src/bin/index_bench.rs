@@ -9,7 +9,8 @@
 //!
 //! Usage: `index_bench [--n 200000] [--dim 512] [--queries 1000]
 //!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--pq-sample S] [--settings 8:10,16:10,...] [--out DIR]
-//!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F] [--tiers auto|compact|f32|both]`
+//!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F] [--tiers auto|compact|f32|both]
+//!   [--calib-queries Q] [--calib-seed S] [--calib-margin SE]`
 //!
 //! `--data hard` draws the harder mixture of issue 17 (`Shape::Hard`: thousands of uneven
 //! clusters, isotropic noise as large as their spread) instead of the CLIP-like data the
@@ -20,7 +21,9 @@
 //! of training); the benchmark prints the time it took beside the build's, the recall table,
 //! and measures the rows "target=T" with the parameters the table names for each of
 //! `--targets` (default 0.9, 0.95, 0.98; 0.95 is the engine's default), on the benchmark's own
-//! queries, which the calibration never saw.
+//! queries, which the calibration never saw. `--calib-queries`, `--calib-seed` and `--calib-margin`
+//! change the calibration's sample (queries per set; its seed) and its margin (standard errors
+//! subtracted), to tell its sampling noise from a bias of its recall model.
 //!
 //! By default (`--tiers auto`) the index is searched as the storage engine writes it by
 //! default: with the compact re-rank tier (8-bit codes of every row, `Sq8Codes`) when the
@@ -42,7 +45,7 @@ use std::time::Instant;
 use glimpse_index::synthetic::{Shape, SyntheticSpec, generate, to_npy};
 use glimpse_index::{
     Calibration, CalibrationOptions, Cancel, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor,
-    PqBits, SearchParams, calibrate, calibration_rows, exact_search, exact_search_batch,
+    PqBits, SearchParams, calibration_rows, exact_search, exact_search_batch, measure_recall,
 };
 use glimpse_storage::mmap_f32::MappedF32;
 
@@ -71,6 +74,12 @@ struct Args {
     targets: Vec<f32>,
     tiers: Tiers,
     evict: bool,
+    /// Calibration queries per set (the engine's default when `None`).
+    calib_queries: Option<usize>,
+    /// Seed of the calibration's row sample (the engine's default when `None`).
+    calib_seed: Option<u64>,
+    /// Standard errors the calibration subtracts (the engine's default when `None`).
+    calib_margin: Option<f32>,
 }
 
 /// Which re-rank the runs use (see the module doc).
@@ -112,6 +121,9 @@ fn parse_args() -> Result<Args> {
         targets: vec![0.9, 0.95, 0.98],
         tiers: Tiers::Auto,
         evict: false,
+        calib_queries: None,
+        calib_seed: None,
+        calib_margin: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -126,6 +138,9 @@ fn parse_args() -> Result<Args> {
             "--queries" => a.queries = val.parse()?,
             "--exact-queries" => a.exact_queries = val.parse()?,
             "--seed" => a.seed = val.parse()?,
+            "--calib-queries" => a.calib_queries = Some(val.parse()?),
+            "--calib-seed" => a.calib_seed = Some(val.parse()?),
+            "--calib-margin" => a.calib_margin = Some(val.parse()?),
             "--nlist" => a.nlist = Some(val.parse()?),
             "--m" => a.m = Some(val.parse()?),
             "--kmeans-iters" => a.kmeans_iters = Some(val.parse()?),
@@ -441,7 +456,16 @@ fn main() -> Result<()> {
         ..IndexParams::default()
     };
     let build_cpu = process_cpu_s();
-    let copts = CalibrationOptions::default();
+    let mut copts = CalibrationOptions::default();
+    if let Some(q) = args.calib_queries {
+        copts.queries = q;
+    }
+    if let Some(s) = args.calib_seed {
+        copts.seed = s;
+    }
+    if let Some(m) = args.calib_margin {
+        copts.margin_se = m;
+    }
     let held_out = calibration_rows(n, &copts);
     let t = Instant::now();
     let index = IvfPqIndex::train_holding_out(
@@ -460,13 +484,17 @@ fn main() -> Result<()> {
     let build_cpu = process_cpu_s() - build_cpu;
     let cal_cpu = process_cpu_s();
     let t = Instant::now();
-    let cal = calibrate(
+    let grid = measure_recall(
         &index.view(),
         &data.vectors,
         &held_out,
         &copts,
         Cancel::NEVER,
     )?;
+    // The table as the engine stores it without the compact tier, and with it (costed for
+    // the tier's cheaper re-rank).
+    let cal = grid.as_ref().map(|g| g.table(false));
+    let cal_tier = grid.as_ref().map(|g| g.table(true));
     let cal_s = t.elapsed().as_secs_f64();
     let cal_cpu = process_cpu_s() - cal_cpu;
     println!(
@@ -477,8 +505,12 @@ fn main() -> Result<()> {
     if let Some(c) = &cal {
         print_calibration(c);
     }
+    if let Some(c) = cal_tier.as_ref().filter(|&c| Some(c) != cal.as_ref()) {
+        println!("costed for an index with the compact tier:");
+        print_calibration(c);
+    }
     let compact = glimpse_index::Sq8Codes::build(&data.vectors, dim, metric);
-    let heap_bytes = index.to_bytes_with(cal.as_ref(), compact.as_ref());
+    let heap_bytes = index.to_bytes_with(cal_tier.as_ref(), compact.as_ref());
     let heap_plain_bytes = index.to_bytes_with(cal.as_ref(), None);
     // The index as the engine stores it by default (no compact tier), and with the tier,
     // each mapped from a file as the engine maps it.
@@ -540,16 +572,33 @@ fn main() -> Result<()> {
     let default_label = "defaults before calibration";
     let mut all: Vec<(String, SearchParams)> =
         vec![(default_label.to_string(), SearchParams::default())];
+    // Which tables' points the target rows search with: the one of the index each run
+    // searches (for `auto`, as the engine decides), both under `both`.
+    let deep = cal
+        .as_ref()
+        .and_then(|c| c.point_for(glimpse_index::DEFAULT_RECALL_TARGET))
+        .is_some_and(glimpse_storage::auto_builds_compact_tier);
+    let tables: Vec<(&str, Option<&Calibration>)> = match args.tiers {
+        Tiers::Auto if deep => vec![("", cal_tier.as_ref())],
+        Tiers::Auto | Tiers::F32 => vec![("", cal.as_ref())],
+        Tiers::Compact => vec![("", cal_tier.as_ref())],
+        Tiers::Both => vec![
+            (" tier table", cal_tier.as_ref()),
+            (" f32 table", cal.as_ref()),
+        ],
+    };
     for &t in &args.targets {
-        if let Some(p) = cal.as_ref().and_then(|c| c.point_for(t)) {
-            all.push((
-                format!("target={t} ({}:{})", p.nprobe, p.refine),
-                SearchParams {
-                    k,
-                    nprobe: Some(p.nprobe as usize),
-                    refine: Some(p.refine as usize),
-                },
-            ));
+        for &(which, table) in &tables {
+            if let Some(p) = table.and_then(|c| c.point_for(t)) {
+                all.push((
+                    format!("target={t}{which} ({}:{})", p.nprobe, p.refine),
+                    SearchParams {
+                        k,
+                        nprobe: Some(p.nprobe as usize),
+                        refine: Some(p.refine as usize),
+                    },
+                ));
+            }
         }
     }
     for &(p, r) in &settings {
@@ -586,10 +635,6 @@ fn main() -> Result<()> {
     }
     let tiers: Vec<(&str, &IvfPqView<'_>)> = match args.tiers {
         Tiers::Auto => {
-            let deep = cal
-                .as_ref()
-                .and_then(|c| c.point_for(glimpse_index::DEFAULT_RECALL_TARGET))
-                .is_some_and(glimpse_storage::auto_builds_compact_tier);
             println!(
                 "# tiers auto: {} (as the engine's default: the tier from {} per result at the 0.95 point)",
                 if deep {
