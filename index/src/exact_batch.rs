@@ -253,24 +253,29 @@ fn batch(
                     };
                 }
                 kernels.dots_tile(&tile, &qs, dim, &mut dots);
-                // A distance: lower is better for every metric.
-                let dist = |q_sq: f32, dot: f32, scale: f32, j: usize| match metric {
-                    Metric::L2 => q_sq + extra[j] - 2.0 * dot,
-                    _ => -dot * scale * extra[j],
-                };
                 let along = &dots[nq * TILE..];
+                let mut dist = [0.0f32; TILE];
                 for qi in 0..nq {
                     let own = skip.and_then(|s| s.get(qi)).copied();
                     let d = &dots[qi * TILE..(qi + 1) * TILE];
-                    for j in 0..count {
-                        let row = (first + j) as u32;
-                        if own == Some(row) {
-                            continue;
+                    // Most tiles hold nothing for most queries: the distances of the whole
+                    // tile are compared with the query's k-th best at once (branch-free, so
+                    // it vectorises) and only a tile with a contender is offered row by row.
+                    if distances(metric, d, q_norms[qi], 1.0, &extra, &mut dist) <= tops[qi].worst()
+                    {
+                        tops[qi].offer_tile(&dist[..count], first, own);
+                    }
+                    if let Some(m) = &moved {
+                        let c = m.coefs[qi];
+                        let mut moved_dots = [0.0f32; TILE];
+                        for j in 0..TILE {
+                            moved_dots[j] = d[j] + c * along[j];
                         }
-                        tops[qi].offer(dist(q_norms[qi], d[j], 1.0, j), row);
-                        if let Some(m) = &moved {
-                            let dot = d[j] + m.coefs[qi] * along[j];
-                            tops[nq + qi].offer(dist(m.norms_sq[qi], dot, m.scale[qi], j), row);
+                        let (q_sq, scale) = (m.norms_sq[qi], m.scale[qi]);
+                        if distances(metric, &moved_dots, q_sq, scale, &extra, &mut dist)
+                            <= tops[nq + qi].worst()
+                        {
+                            tops[nq + qi].offer_tile(&dist[..count], first, own);
                         }
                     }
                 }
@@ -298,6 +303,37 @@ fn batch(
         .collect()
 }
 
+/// Distances (lower is better for every metric) of one query to a tile's rows from their
+/// inner products `dots`, into `out`; returns the smallest. `q_sq` is the query's squared
+/// norm, `scale` its inverse norm for cosine, `extra` each row's inverse norm (cosine), 1
+/// (dot) or squared norm (L2).
+#[inline(always)]
+fn distances(
+    metric: Metric,
+    dots: &[f32],
+    q_sq: f32,
+    scale: f32,
+    extra: &[f32; TILE],
+    out: &mut [f32; TILE],
+) -> f32 {
+    let dots = &dots[..TILE];
+    match metric {
+        Metric::L2 => {
+            for j in 0..TILE {
+                out[j] = q_sq + extra[j] - 2.0 * dots[j];
+            }
+        }
+        _ => {
+            for j in 0..TILE {
+                out[j] = -dots[j] * scale * extra[j];
+            }
+        }
+    }
+    // A NaN never wins the minimum, as `offer` never keeps one.
+    out.iter()
+        .fold(f32::INFINITY, |m, &x| if x < m { x } else { m })
+}
+
 /// The `k` smallest `(distance, row)` pairs, kept sorted (ties by row); `k` is small.
 #[derive(Debug, Clone)]
 struct TopK {
@@ -310,6 +346,28 @@ impl TopK {
         TopK {
             k,
             items: Vec::with_capacity(k + 1),
+        }
+    }
+
+    /// The distance a row must not exceed to be kept (ties go to the lower row, so a row at
+    /// exactly this distance may still enter); infinite until `k` are kept.
+    #[inline]
+    fn worst(&self) -> f32 {
+        if self.items.len() < self.k {
+            f32::INFINITY
+        } else {
+            self.items.last().map_or(f32::INFINITY, |w| w.0)
+        }
+    }
+
+    /// [`offer`](Self::offer) each of a tile's rows, numbered from `first`, but `own`.
+    #[inline]
+    fn offer_tile(&mut self, dist: &[f32], first: usize, own: Option<u32>) {
+        for (j, &d) in dist.iter().enumerate() {
+            let row = (first + j) as u32;
+            if own != Some(row) {
+                self.offer(d, row);
+            }
         }
     }
 
@@ -363,6 +421,29 @@ mod tests {
                 assert!(!ids(got).contains(&own));
                 for (a, b) in got.iter().zip(&want) {
                     assert!((a.score - b.score).abs() < 1e-3, "{metric}: {a:?} vs {b:?}");
+                }
+            }
+        }
+    }
+
+    /// Rows repeated across tiles and parallel tasks tie exactly; with a tile's distances
+    /// compared with the k-th best before its rows are offered, ties must still go to the
+    /// lower row, as one query at a time has it.
+    #[test]
+    fn ties_at_the_kth_best_go_to_the_lower_row_as_one_at_a_time() {
+        let dim = 8;
+        let distinct = rows(600, dim, 5);
+        // Every row four times, 600 rows apart: ties between tiles and between tasks.
+        let data: Vec<f32> = (0..4).flat_map(|_| distinct.iter().copied()).collect();
+        let queries = rows(6, dim, 6);
+        for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            for k in [1, 3, 6, 9] {
+                let batch = exact_search_batch(&data, dim, metric, &queries, k, None);
+                for (i, got) in batch.iter().enumerate() {
+                    let q = &queries[i * dim..(i + 1) * dim];
+                    let want = exact_search(&data, dim, metric, q, k, None);
+                    let ids = |v: &[Neighbor]| v.iter().map(|n| n.row).collect::<Vec<_>>();
+                    assert_eq!(ids(got), ids(&want), "{metric} k {k} query {i}");
                 }
             }
         }

@@ -10,7 +10,8 @@
 //! Usage: `index_bench [--n 200000] [--dim 512] [--queries 1000]
 //!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--pq-sample S] [--settings 8:10,16:10,...] [--out DIR]
 //!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F] [--tiers auto|compact|f32|both]
-//!   [--calib-queries Q] [--calib-seed S] [--calib-margin SE]`
+//!   [--calib-queries Q] [--calib-seed S] [--calib-margin SE]
+//!   [--calib-bootstrap B]`
 //!
 //! `--data hard` draws the harder mixture of issue 17 (`Shape::Hard`: thousands of uneven
 //! clusters, isotropic noise as large as their spread) instead of the CLIP-like data the
@@ -23,7 +24,8 @@
 //! `--targets` (default 0.9, 0.95, 0.98; 0.95 is the engine's default), on the benchmark's own
 //! queries, which the calibration never saw. `--calib-queries`, `--calib-seed` and `--calib-margin`
 //! change the calibration's sample (queries per set; its seed) and its margin (standard errors
-//! subtracted), to tell its sampling noise from a bias of its recall model.
+//! subtracted), to tell its sampling noise from a bias of its recall model; `--calib-bootstrap`
+//! its replicates of the selection's optimism (0: none).
 //!
 //! By default (`--tiers auto`) the index is searched as the storage engine writes it by
 //! default: with the compact re-rank tier (8-bit codes of every row, `Sq8Codes`) when the
@@ -80,6 +82,9 @@ struct Args {
     calib_seed: Option<u64>,
     /// Standard errors the calibration subtracts (the engine's default when `None`).
     calib_margin: Option<f32>,
+    /// Bootstrap replicates of the calibration's selection correction (the engine's default
+    /// when `None`; 0 turns it off).
+    calib_bootstrap: Option<usize>,
 }
 
 /// Which re-rank the runs use (see the module doc).
@@ -124,6 +129,7 @@ fn parse_args() -> Result<Args> {
         calib_queries: None,
         calib_seed: None,
         calib_margin: None,
+        calib_bootstrap: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -141,6 +147,7 @@ fn parse_args() -> Result<Args> {
             "--calib-queries" => a.calib_queries = Some(val.parse()?),
             "--calib-seed" => a.calib_seed = Some(val.parse()?),
             "--calib-margin" => a.calib_margin = Some(val.parse()?),
+            "--calib-bootstrap" => a.calib_bootstrap = Some(val.parse()?),
             "--nlist" => a.nlist = Some(val.parse()?),
             "--m" => a.m = Some(val.parse()?),
             "--kmeans-iters" => a.kmeans_iters = Some(val.parse()?),
@@ -465,6 +472,9 @@ fn main() -> Result<()> {
     }
     if let Some(m) = args.calib_margin {
         copts.margin_se = m;
+    }
+    if let Some(b) = args.calib_bootstrap {
+        copts.bootstrap = b;
     }
     let held_out = calibration_rows(n, &copts);
     let t = Instant::now();

@@ -12,23 +12,27 @@
 //! `k·refine` best candidates and re-ranks them exactly, so the neighbour is returned iff that
 //! rank is below `k·refine`. That gives the recall of every (`nprobe`, `refine`) pair on the
 //! grid from one scan per query; the cheapest pair under a cost model of the scan and the
-//! re-rank that reaches each target on both query sets (less one standard error) is kept.
+//! re-rank (`cost`) that reaches each target on both query sets, less one standard error and
+//! less the selection's optimism (`choose`), is kept.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::calibration::{
-    CALIBRATION_TARGETS, Calibration, CalibrationPoint, MAX_CALIBRATED_REFINE,
-};
+use crate::calibration::{Calibration, MAX_CALIBRATED_REFINE};
 use crate::cancel::Cancel;
 use crate::distance;
 use crate::error::IndexError;
 use crate::exact::{ShiftedQueries, exact_search_batch_shifted};
 use crate::layout::IvfPqView;
 use crate::metric::Metric;
-use crate::params::PqBits;
-use crate::search::{self, COMPACT_MIN_PER_RESULT, ScannedEntry};
+use crate::search::{self, ScannedEntry};
+
+mod choose;
+mod cost;
+
+use choose::{PerQuery, Replicates, Setting};
+use cost::CostModel;
 
 /// How a calibration samples and decides.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,23 +48,28 @@ pub struct CalibrationOptions {
     /// Standard errors subtracted from a measured recall before it counts as reaching a
     /// target: a sample of a few hundred queries must not promise more than the data gives.
     pub margin_se: f32,
+    /// Bootstrap replicates of the queries that measure how much choosing the cheapest of
+    /// many settings flatters the choice (see `choose`); 0 leaves the margin at `margin_se`.
+    pub bootstrap: usize,
     /// Seed of the row sample and of the offset's direction.
     pub seed: u64,
 }
 
 impl Default for CalibrationOptions {
     /// 256 queries per set (128 until 2026-12-07: their error of ~0.007 at a 0.95 target and
-    /// ~0.011 at 0.90 let a sample drawn high land 0.017 under a 0.90 target at 1M rows), and
-    /// one standard error of margin: about 0.005 at 0.95, so a target is met with odds of
-    /// about 5 in 6 and missed by more than 0.01 only by a sample three errors high. A
-    /// tolerance below the target was tried on the same runs (two and a half errors, within
-    /// 0.01): the hard mixture's 0.95 target then landed at 0.942–0.944.
+    /// ~0.011 at 0.90 let a sample drawn high land 0.017 under a 0.90 target at 1M rows), one
+    /// and a half standard errors of margin (~0.008 at 0.95, ~0.012 at 0.90; one error let the
+    /// default seed's sample of the hard mixture land its 0.90 target at 0.8865 and its 0.95
+    /// target at 0.947), and 200 bootstrap replicates for the selection's optimism. A
+    /// tolerance below the target was tried (two and a half errors, within 0.01): the hard
+    /// mixture's 0.95 target then landed at 0.942–0.944.
     fn default() -> Self {
         CalibrationOptions {
             k: 10,
             queries: 256,
             shift: 0.6,
-            margin_se: 1.0,
+            margin_se: 1.5,
+            bootstrap: 200,
             seed: 0xca1b_0f17,
         }
     }
@@ -115,6 +124,21 @@ struct QueryRanks {
     truths: usize,
 }
 
+impl QueryRanks {
+    /// Recall@k of this query at grid column `gi` with `refine` candidates per result.
+    fn recall(&self, gi: usize, k: usize, refine: usize) -> f32 {
+        if self.truths == 0 {
+            return 1.0;
+        }
+        let cap = (k * refine) as u32;
+        let hits = self.ranks[gi * k..gi * k + self.truths]
+            .iter()
+            .filter(|&&r| r < cap)
+            .count();
+        hits as f32 / self.truths as f32
+    }
+}
+
 /// Measures the recall of `view` (built over `vectors`) at every grid setting and returns the
 /// cheapest settings reaching each of [`CALIBRATION_TARGETS`] for the index as it is, without
 /// the compact re-rank tier ([`measure_recall`] and [`RecallGrid::table`] choose for an index
@@ -139,35 +163,8 @@ pub struct RecallGrid {
     queries: usize,
     shift: f32,
     settings: Vec<Setting>,
+    replicates: Replicates,
     cost: CostModel,
-}
-
-impl RecallGrid {
-    /// The cheapest setting reaching each of [`CALIBRATION_TARGETS`], costed for an index
-    /// with the compact tier when `compact_tier` (its re-rank scores most candidates on the
-    /// codes and reads few raw rows, so deeper re-ranks pay off) or without it.
-    pub fn table(&self, compact_tier: bool) -> Calibration {
-        let costed: Vec<(Setting, f64)> = self
-            .settings
-            .iter()
-            .map(|s| {
-                let c = self
-                    .cost
-                    .estimate(s.nprobe, s.codes, self.k, s.refine, compact_tier);
-                (*s, c)
-            })
-            .collect();
-        let points = CALIBRATION_TARGETS
-            .iter()
-            .map(|&target| choose(&costed, target))
-            .collect();
-        Calibration {
-            k: self.k as u32,
-            queries: self.queries as u32,
-            shift: self.shift,
-            points,
-        }
-    }
 }
 
 /// The measuring half of [`calibrate`]: the recall of every grid setting, to choose a table
@@ -258,101 +255,37 @@ pub fn measure_recall(
         .collect::<Result<_, IndexError>>()?;
 
     let (inside, shifted) = ranks.split_at(nq);
-    let mut settings = Vec::with_capacity(grid.len() * REFINE_GRID.len());
+    let refines: Vec<usize> = REFINE_GRID
+        .iter()
+        .copied()
+        .filter(|&r| r <= MAX_CALIBRATED_REFINE)
+        .collect();
+    let mut per_query = PerQuery {
+        queries: nq,
+        ..PerQuery::default()
+    };
+    let mut shape = Vec::with_capacity(grid.len() * refines.len());
     for (gi, &g) in grid.iter().enumerate() {
         let codes = ranks.iter().map(|q| q.codes[gi] as f64).sum::<f64>() / ranks.len() as f64;
-        for &r in REFINE_GRID.iter().filter(|&&r| r <= MAX_CALIBRATED_REFINE) {
-            let a = recall_stats(inside, gi, opts.k, r);
-            let b = recall_stats(shifted, gi, opts.k, r);
-            settings.push(Setting {
-                nprobe: g,
-                refine: r,
-                recall_in: a.0,
-                recall_shifted: b.0,
-                bound: (a.0 - opts.margin_se * a.1).min(b.0 - opts.margin_se * b.1),
-                codes,
-            });
+        for &r in &refines {
+            per_query
+                .inside
+                .extend(inside.iter().map(|q| q.recall(gi, opts.k, r)));
+            per_query
+                .shifted
+                .extend(shifted.iter().map(|q| q.recall(gi, opts.k, r)));
+            shape.push((g, r, codes));
         }
     }
+    cancel.check()?;
     Ok(Some(RecallGrid {
         k: opts.k,
         queries: nq,
         shift: opts.shift,
-        settings,
+        settings: choose::settings_from(&per_query, shape.into_iter(), opts.margin_se),
+        replicates: Replicates::draw(&per_query, opts.margin_se, opts.bootstrap, opts.seed),
         cost: CostModel::for_view(view),
     }))
-}
-
-/// One grid setting with what it measured.
-#[derive(Debug, Clone, Copy)]
-struct Setting {
-    nprobe: usize,
-    refine: usize,
-    recall_in: f32,
-    recall_shifted: f32,
-    /// The lower of the two recalls, each less its margin.
-    bound: f32,
-    /// Codes a query scans with this `nprobe`, on average.
-    codes: f64,
-}
-
-/// The cheapest setting (each with its estimated cost) whose bound reaches `target`, else the
-/// one with the best bound.
-fn choose(candidates: &[(Setting, f64)], target: f32) -> CalibrationPoint {
-    let cheaper = |a: &&(Setting, f64), b: &&(Setting, f64)| {
-        a.1.total_cmp(&b.1)
-            .then(a.0.nprobe.cmp(&b.0.nprobe))
-            .then(a.0.refine.cmp(&b.0.refine))
-    };
-    let reached = candidates
-        .iter()
-        .filter(|(s, _)| s.bound >= target)
-        .min_by(cheaper);
-    let s = reached.or_else(|| {
-        candidates
-            .iter()
-            .min_by(|a, b| b.0.bound.total_cmp(&a.0.bound).then_with(|| cheaper(a, b)))
-    });
-    match s {
-        Some((s, _)) => CalibrationPoint {
-            target,
-            nprobe: s.nprobe as u32,
-            refine: s.refine as u32,
-            recall_in: s.recall_in.clamp(0.0, 1.0),
-            recall_shifted: s.recall_shifted.clamp(0.0, 1.0),
-            reached: reached.is_some(),
-        },
-        None => CalibrationPoint {
-            target,
-            nprobe: 1,
-            refine: 1,
-            recall_in: 0.0,
-            recall_shifted: 0.0,
-            reached: false,
-        },
-    }
-}
-
-/// Mean recall@k of `set` at grid column `gi` with `refine`, and its standard error.
-fn recall_stats(set: &[QueryRanks], gi: usize, k: usize, refine: usize) -> (f32, f32) {
-    let cap = (k * refine) as u32;
-    let per_query: Vec<f64> = set
-        .iter()
-        .map(|q| {
-            if q.truths == 0 {
-                return 1.0;
-            }
-            let hits = q.ranks[gi * k..gi * k + q.truths]
-                .iter()
-                .filter(|&&r| r < cap)
-                .count();
-            hits as f64 / q.truths as f64
-        })
-        .collect();
-    let n = per_query.len().max(1) as f64;
-    let mean = per_query.iter().sum::<f64>() / n;
-    let var = per_query.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (mean as f32, (var / n).sqrt() as f32)
 }
 
 /// Scans one query's lists (through `scan`, which calls its visitor per list in probe order)
@@ -460,73 +393,6 @@ fn query_ranks(
     }
 }
 
-/// Estimated nanoseconds of a search, to rank settings that reach a target (only the ratios
-/// matter). Fitted on the 4-bit, 512-dimension index of `index_bench` (200k rows of the hard
-/// mixture, one thread, settings 64:16 to 128:96): a scanned code costs about 0.05 ns per
-/// sub-quantizer plus 0.5 ns, a probed list ~60 ns of set-up, and a re-ranked row about 0.75 ns
-/// per dimension (a random read of the raw row dominates). With the compact tier, from
-/// [`COMPACT_MIN_PER_RESULT`] candidates per result, a candidate costs its codes' score instead
-/// (`TIER_NS_PER_DIM`), and only the few it cannot rule out are read raw (`tier_survivors`).
-#[derive(Debug, Clone, Copy)]
-struct CostModel {
-    code_ns: f64,
-    list_ns: f64,
-    rerank_ns: f64,
-    tier_ns: f64,
-}
-
-/// Nanoseconds per dimension of scoring one candidate on the compact tier's codes (list by
-/// list, in address order): 0.21 measured between 64:24 and 64:64 on the hard mixture, 200k,
-/// AMD EPYC (AVX2), 2026-12-07.
-const TIER_NS_PER_DIM: f64 = 0.25;
-
-/// The tiered re-rank's fixed cost (sorting the keys, the bound, the selection), in raw-row
-/// reads: ~12 µs a query in the same fit.
-const TIER_FIXED_ROWS: usize = 32;
-
-/// Raw rows a tiered re-rank of `reranked` candidates for `k` results still reads: those within
-/// the codes' error bound of the k-th best, measured at 64 of 240 and 86–90 of 640–800 on the
-/// hard mixture and 59 of 640 on CLIP-like data (k = 10).
-fn tier_survivors(k: usize, reranked: usize) -> usize {
-    reranked.min(6 * k + reranked / 32)
-}
-
-impl CostModel {
-    fn for_view(view: &IvfPqView<'_>) -> Self {
-        let m = view.m() as f64;
-        let dim = view.dim() as f64;
-        let code_ns = match view.bits() {
-            PqBits::Eight => 0.6 * m,
-            _ => 0.5 + 0.05 * m,
-        };
-        // L2 recomputes the distance table for every list.
-        let list_ns = if view.metric() == Metric::L2 {
-            60.0 + 2.0 * dim
-        } else {
-            60.0
-        };
-        CostModel {
-            code_ns,
-            list_ns,
-            rerank_ns: 0.75 * dim,
-            tier_ns: TIER_NS_PER_DIM * dim,
-        }
-    }
-
-    /// Cost of `nprobe` lists holding `codes` codes and a re-rank of `refine` candidates per
-    /// result for `k` results, on an index with the compact tier when `tier`.
-    fn estimate(&self, nprobe: usize, codes: f64, k: usize, refine: usize, tier: bool) -> f64 {
-        let reranked = k * refine;
-        let rerank = if tier && refine >= COMPACT_MIN_PER_RESULT {
-            reranked as f64 * self.tier_ns
-                + (tier_survivors(k, reranked) + TIER_FIXED_ROWS) as f64 * self.rerank_ns
-        } else {
-            reranked as f64 * self.rerank_ns
-        };
-        codes * self.code_ns + nprobe as f64 * self.list_ns + rerank
-    }
-}
-
 /// The direction of the shifted set's common offset: a seeded random unit vector.
 fn offset_direction(dim: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0ff5_e7d1);
@@ -570,6 +436,7 @@ fn shift_query(metric: Metric, q: &mut [f32], offset: &[f32], shift: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calibration::{CALIBRATION_TARGETS, CalibrationPoint};
     use crate::synthetic::{SyntheticSpec, generate};
     use crate::{IndexParams, IvfPqIndex, SearchParams, exact_search_batch};
 
