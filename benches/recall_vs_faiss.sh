@@ -3,7 +3,8 @@
 # targets (each index's own calibration) and on a grid, against faiss's IVF-PQ4fs + refine,
 # IVF-RaBitQ(+fs) + refine and HNSW32 on grids as fine, on clip_like and the hard mixture, with
 # shifted and in-distribution queries, 200k x 512, one thread; then the compact-tier / evicted
-# vectors runs [E1]. Needs a release build of index_bench and faiss-cpu in $PY's environment.
+# vectors runs [E1]. Glimpse runs before and after faiss (glimpse.txt, glimpse-after.txt).
+# Needs a release build of index_bench and faiss-cpu in $PY's environment.
 #   BIN=target/release/index_bench PY=python3 OUT_ROOT=bench-out/recall benches/recall_vs_faiss.sh
 set -euo pipefail
 BIN=${BIN:-target/release/index_bench}
@@ -24,7 +25,10 @@ for case in "clip 0.6" "clip 0" "hard 0.6" "hard 0"; do
     NP=16,32,48,64,96,128,192,256,384; KF=10,20,32,48,64,96,128; EF=64,128,256,512,1024
   fi
   OMP_WAIT_POLICY=PASSIVE "$PY" "$FAISS" "$OUT" --skip-pq8 --nprobes "$NP" --k-factors "$KF" --efs "$EF" > "$OUT/faiss.txt" 2>&1
-  rm -f "$OUT/base.npy"
+  # Glimpse again on the same data after faiss: a shared VM's speed drifts by tens of percent
+  # within minutes, so a ratio is quoted against both of Glimpse's runs (H11).
+  "$BIN" --n "$N" --dim 512 --queries 1000 --data "$1" --query-shift "$2" --settings "$GRID" --out "$OUT/again" > "$OUT/glimpse-after.txt" 2>&1
+  rm -f "$OUT/base.npy" "$OUT/again/base.npy"
   echo "done $case $(date +%T)"
 done
 for d in clip hard; do
