@@ -39,13 +39,16 @@ pub struct CalibrationPoint {
     pub nprobe: u32,
     /// Candidates re-ranked per result.
     pub refine: u32,
-    /// Recall@k measured with these parameters on queries drawn from the segment's rows.
+    /// Recall@k measured with these parameters on queries drawn from the segment's rows, less
+    /// the calibration's estimate of how much choosing them among many flattered them (its
+    /// bootstrap optimism for this target; 0 in tables written before 2026-12-07).
     pub recall_in: f32,
     /// The same on those queries moved off the data by one common offset.
     pub recall_shifted: f32,
-    /// Whether both recalls, less the calibration's margin (see `CalibrationOptions`),
-    /// reached `target`. When no parameters did, the point holds the best found and this is
-    /// false.
+    /// Whether both measured recalls, less the calibration's margin (see
+    /// `CalibrationOptions`), reached `target` plus the selection's optimism (or a lower
+    /// target's higher requirement). When no parameters did, the point holds the best found
+    /// and this is false.
     pub reached: bool,
 }
 

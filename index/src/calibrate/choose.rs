@@ -1,6 +1,6 @@
 //! Choosing a calibration's table from what it measured: for each target, the cheapest grid
-//! setting whose recall on both query sets, less its sampling error and less the selection's
-//! own optimism, reaches the target.
+//! setting whose recall on both query sets, less `margin_se` standard errors, reaches the
+//! target plus the selection's optimism (or a lower target's higher requirement).
 //!
 //! Why the optimism: some 1,300 settings are measured on the same few hundred queries, and the
 //! cheapest one that clears a target is, more often than not, one the sample happens to
@@ -8,8 +8,9 @@
 //! that of the best-looking among many (one sample of the hard mixture at 200k picked 36:48
 //! for a 0.90 target, measured at 0.910 on it and at 0.892–0.895 on fresh queries). A
 //! bootstrap over the queries measures the effect: each replicate resamples the queries,
-//! chooses as the calibration would, and compares what its choice promised with what the full
-//! sample says of it; the mean gap is added to the margin of that target (there, 40:48 and
+//! chooses by the plain rule (the margin alone: a one-step correction), and compares what its
+//! choice promised with what the full sample says of it; the mean gap is added to the margin
+//! of that target (there, 40:48 and
 //! 0.901–0.903). A sample that is high for every setting alike is not a selection effect and
 //! is left to the margin.
 
@@ -62,46 +63,38 @@ impl PerQuery {
     }
 }
 
-/// Mean and standard error of `values`, each counted `weights[i]` times (once without).
+/// Mean and standard error of `values` (recalls, in [0, 1]), each counted `weights[i]` times
+/// (once without).
 fn weighted_mean_se(values: &[f32], weights: Option<&[f32]>) -> (f32, f32) {
-    // Eight lanes so the sums vectorise; f64 at the end, where the cancellation is.
+    // Eight f32 lanes so the sums vectorise, over `v − 1`: recalls sit near 1, and their
+    // shortfalls keep the squares' sum small, so little cancels when the variance is taken.
     let mut sum = [0f32; 8];
     let mut sq = [0f32; 8];
-    match weights {
-        Some(w) => {
-            let (vc, wc) = (values.chunks_exact(8), w.chunks_exact(8));
-            let (vr, wr) = (vc.remainder(), wc.remainder());
-            for (v, w) in vc.zip(wc) {
-                for l in 0..8 {
-                    sum[l] += w[l] * v[l];
-                    sq[l] += w[l] * v[l] * v[l];
-                }
-            }
-            for (l, (v, w)) in vr.iter().zip(wr).enumerate() {
-                sum[l] += w * v;
-                sq[l] += w * v * v;
-            }
+    let ones = [1f32; 8];
+    let w = weights.unwrap_or(&[]);
+    let (vc, vr) = (values.chunks_exact(8), values.len() / 8 * 8);
+    for (c, v) in vc.enumerate() {
+        let w: &[f32] = if weights.is_some() {
+            &w[c * 8..c * 8 + 8]
+        } else {
+            &ones
+        };
+        for l in 0..8 {
+            let d = v[l] - 1.0;
+            sum[l] += w[l] * d;
+            sq[l] += w[l] * d * d;
         }
-        None => {
-            let vc = values.chunks_exact(8);
-            let vr = vc.remainder();
-            for v in vc {
-                for l in 0..8 {
-                    sum[l] += v[l];
-                    sq[l] += v[l] * v[l];
-                }
-            }
-            for (l, v) in vr.iter().enumerate() {
-                sum[l] += v;
-                sq[l] += v * v;
-            }
-        }
+    }
+    for (l, i) in (vr..values.len()).enumerate() {
+        let (d, w) = (values[i] - 1.0, if weights.is_some() { w[i] } else { 1.0 });
+        sum[l] += w * d;
+        sq[l] += w * d * d;
     }
     let n = values.len().max(1) as f64;
     let mean = sum.iter().map(|&x| x as f64).sum::<f64>() / n;
     let sq = sq.iter().map(|&x| x as f64).sum::<f64>();
     let var = ((sq - n * mean * mean) / (n - 1.0).max(1.0)).max(0.0);
-    (mean as f32, (var / n).sqrt() as f32)
+    ((mean + 1.0) as f32, (var / n).sqrt() as f32)
 }
 
 /// The settings as measured, from each query's recalls: means, errors and bounds.
@@ -205,6 +198,35 @@ impl RecallGrid {
     /// codes and reads few raw rows, so deeper re-ranks pay off) or without it. Each point's
     /// recalls are the measured ones less the selection's optimism for its target.
     pub fn table(&self, compact_tier: bool) -> Calibration {
+        // One margin per target for both tables: the optimism of choosing in either cost
+        // order, the larger. A table costed for the compact tier then picks from the same
+        // settings as the plain one, only cheaper for deep re-ranks, so it never re-ranks
+        // less for a target and reaches the same targets.
+        let (plain, tiered) = (self.cost_order(false), self.cost_order(true));
+        let order = if compact_tier { &tiered } else { &plain };
+        // A lower target never asks for more than a higher one (the targets ascend).
+        let mut floor = f32::NEG_INFINITY;
+        let points = CALIBRATION_TARGETS
+            .iter()
+            .map(|&target| {
+                let optimism = self
+                    .replicates
+                    .optimism(&self.settings, &plain, target)
+                    .max(self.replicates.optimism(&self.settings, &tiered, target));
+                floor = floor.max(target + optimism);
+                choose(&self.settings, order, target, floor, optimism)
+            })
+            .collect();
+        Calibration {
+            k: self.k as u32,
+            queries: self.queries as u32,
+            shift: self.shift,
+            points,
+        }
+    }
+
+    /// The settings' indices, cheapest first under the cost model with or without the tier.
+    fn cost_order(&self, compact_tier: bool) -> Vec<usize> {
         let costs: Vec<f64> = self
             .settings
             .iter()
@@ -221,44 +243,32 @@ impl RecallGrid {
                 .then(x.nprobe.cmp(&y.nprobe))
                 .then(x.refine.cmp(&y.refine))
         });
-        // A lower target never asks for more than a higher one (the targets ascend).
-        let mut floor = f32::NEG_INFINITY;
-        let points = CALIBRATION_TARGETS
-            .iter()
-            .map(|&target| {
-                let optimism = self.replicates.optimism(&self.settings, &order, target);
-                floor = floor.max(target + optimism);
-                choose(&self.settings, &order, target, floor - target, optimism)
-            })
-            .collect();
-        Calibration {
-            k: self.k as u32,
-            queries: self.queries as u32,
-            shift: self.shift,
-            points,
-        }
+        order
     }
 }
 
-/// The first setting of `order` (cheapest first) whose bound less `extra` reaches `target`,
-/// else the first with the best bound; its recalls are reported less `optimism`.
+/// For `target`, the first setting of `order` (cheapest first) whose bound reaches `floor`
+/// (the target plus its share of optimism, or a lower target's if that is higher), else the
+/// first with the best bound. Its recalls are reported less `optimism`, this target's own
+/// estimate, so a reached point never reports less than its target (two targets that land
+/// on one setting may report it differently).
 fn choose(
     settings: &[Setting],
     order: &[usize],
     target: f32,
-    extra: f32,
+    floor: f32,
     optimism: f32,
 ) -> CalibrationPoint {
     let reached = order
         .iter()
         .map(|&s| &settings[s])
-        .find(|s| s.bound - extra >= target);
+        .find(|s| s.bound >= floor);
     let best = || {
         order
             .iter()
             .map(|&s| &settings[s])
             .fold(None::<&Setting>, |best, s| match best {
-                Some(b) if b.bound >= s.bound => Some(b),
+                Some(b) if b.bound.total_cmp(&s.bound).is_ge() => Some(b),
                 _ => Some(s),
             })
     };
@@ -314,7 +324,7 @@ mod tests {
         let settings = settings_from(&per_query, shape, 1.0);
         let order: Vec<usize> = (0..settings.len()).collect();
 
-        let plain = choose(&settings, &order, 0.90, 0.0, 0.0);
+        let plain = choose(&settings, &order, 0.90, 0.90, 0.0);
         assert!(plain.reached);
         assert!(
             (plain.nprobe as usize) <= cheap,
@@ -324,7 +334,7 @@ mod tests {
         let replicates = Replicates::draw(&per_query, 1.0, 200, 5);
         let optimism = replicates.optimism(&settings, &order, 0.90);
         assert!(optimism > 0.005, "{optimism}");
-        let corrected = choose(&settings, &order, 0.90, optimism, optimism);
+        let corrected = choose(&settings, &order, 0.90, 0.90 + optimism, optimism);
         assert!(corrected.reached);
         assert_eq!(corrected.nprobe as usize, cheap + 1, "{corrected:?}");
         // Its recall is reported less the optimism, and the draw is reproducible.

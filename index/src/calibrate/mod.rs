@@ -12,8 +12,8 @@
 //! `k·refine` best candidates and re-ranks them exactly, so the neighbour is returned iff that
 //! rank is below `k·refine`. That gives the recall of every (`nprobe`, `refine`) pair on the
 //! grid from one scan per query; the cheapest pair under a cost model of the scan and the
-//! re-rank (`cost`) that reaches each target on both query sets, less one standard error and
-//! less the selection's optimism (`choose`), is kept.
+//! re-rank (`cost`) that reaches each target on both query sets, less `margin_se` standard
+//! errors and less the selection's optimism (`choose`), is kept.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -178,6 +178,12 @@ pub fn measure_recall(
 ) -> Result<Option<RecallGrid>, IndexError> {
     let dim = view.dim();
     let n = vectors.len() / dim.max(1);
+    if !opts.margin_se.is_finite() || opts.margin_se < 0.0 {
+        return Err(IndexError::InvalidParams(format!(
+            "calibration margin {} is not a finite count of standard errors ≥ 0",
+            opts.margin_se
+        )));
+    }
     if rows.is_empty() || opts.k == 0 || n <= opts.k || view.len() != n {
         return Ok(None);
     }
@@ -584,6 +590,17 @@ mod tests {
         assert_eq!(a, b);
         // A table too small to calibrate gives none; a cancelled one stops.
         assert!(calibration_rows(MIN_CALIBRATION_ROWS - 1, &opts).is_empty());
+        // A margin that is not a finite count of errors is refused, not turned into NaN bounds.
+        for margin_se in [f32::NAN, f32::INFINITY, -1.0] {
+            let bad = CalibrationOptions {
+                margin_se,
+                ..opts.clone()
+            };
+            assert!(matches!(
+                calibrate(&ix.view(), &data.vectors, &rows, &bad, Cancel::NEVER),
+                Err(IndexError::InvalidParams(_))
+            ));
+        }
         let flag = std::sync::atomic::AtomicBool::new(true);
         assert!(matches!(
             calibrate(&ix.view(), &data.vectors, &rows, &opts, Cancel::on(&flag)),
