@@ -14,7 +14,7 @@ use crate::metric::{Metric, Neighbor};
 use crate::params::{PqBits, SearchParams};
 use crate::search::{self, Core, ListRef, Lists, SearchStats};
 use crate::shape::{IndexShape, shape_accessors};
-use crate::sq8::{self, Sq8Codes, Sq8Ref};
+use crate::tier::{self, CompactCodes, CompactKind, TierRef};
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"GLIVFPQ\0";
@@ -31,8 +31,9 @@ pub const FLAG_INV_NORMS: u32 = 1;
 pub const FLAG_CALIBRATION: u32 = 2;
 /// Header position of the calibration section's offset (its length follows).
 const CALIBRATION_AT: usize = 168;
-/// Flag bit: the compact re-rank section (8-bit codes of every row, see `sq8`) is present; its
-/// offset is at header byte 184 and its length follows from `dim` and `len`.
+/// Flag bit: the compact re-rank section (codes of every row, see `tier`) is present; its
+/// offset is at header byte 184 and its length follows from `dim`, `len` and its kind (8-bit
+/// codes, or rotated 6-bit ones with [`FLAG_COMPACT_ROTATED6`]).
 pub const FLAG_COMPACT: u32 = 4;
 /// Header position of the compact section's offset.
 const COMPACT_AT: usize = 184;
@@ -41,6 +42,9 @@ const COMPACT_AT: usize = 184;
 /// are read from one neighbourhood of the file. Without it (files written before) the codes
 /// are in row order.
 pub const FLAG_COMPACT_BY_ENTRY: u32 = 8;
+/// Flag bit (with [`FLAG_COMPACT`]): the compact section holds rotated 6-bit codes (`rq6`)
+/// rather than 8-bit ones (`sq8`).
+pub const FLAG_COMPACT_ROTATED6: u32 = 16;
 
 /// Number of array sections, in file order.
 const SECTIONS: usize = 7;
@@ -74,14 +78,14 @@ impl IvfPqIndex {
     }
 
     /// [`to_bytes`](Self::to_bytes) with `calibration`, the index's measured recall table, and
-    /// `compact`, the 8-bit codes of its rows (the compact re-rank tier), appended as their
+    /// `compact`, the codes of its rows (the compact re-rank tier), appended as their
     /// sections. `compact` must encode exactly the index's rows, and the lists must hold each of
     /// rows `0..len` once (as an index built over those rows from row 0 does), since the codes
     /// are written in the lists' entry order; otherwise it is left out.
     pub fn to_bytes_with(
         &self,
         calibration: Option<&Calibration>,
-        compact: Option<&Sq8Codes>,
+        compact: Option<&CompactCodes>,
     ) -> Vec<u8> {
         self.write_bytes(calibration, compact, true)
     }
@@ -92,7 +96,7 @@ impl IvfPqIndex {
     pub(crate) fn to_bytes_with_tier_by_row(
         &self,
         calibration: Option<&Calibration>,
-        compact: Option<&Sq8Codes>,
+        compact: Option<&CompactCodes>,
     ) -> Vec<u8> {
         self.write_bytes(calibration, compact, false)
     }
@@ -100,7 +104,7 @@ impl IvfPqIndex {
     fn write_bytes(
         &self,
         calibration: Option<&Calibration>,
-        compact: Option<&Sq8Codes>,
+        compact: Option<&CompactCodes>,
         tier_by_entry: bool,
     ) -> Vec<u8> {
         let shape = &self.shape;
@@ -153,6 +157,7 @@ impl IvfPqIndex {
             cal_at = pos;
             pos += c.len();
         }
+        let kind = compact.map(CompactCodes::kind);
         let compact = compact
             .filter(|c| c.rows() == self.shape.len && c.dim() == self.shape.dim)
             .map(|c| {
@@ -194,6 +199,9 @@ impl IvfPqIndex {
             flags |= FLAG_COMPACT;
             if tier_by_entry {
                 flags |= FLAG_COMPACT_BY_ENTRY;
+            }
+            if kind == Some(CompactKind::Rotated6) {
+                flags |= FLAG_COMPACT_ROTATED6;
             }
             put_u64(&mut out, COMPACT_AT, compact_at as u64);
             out[compact_at..compact_at + c.len()].copy_from_slice(c);
@@ -303,7 +311,7 @@ pub struct IvfPqView<'a> {
     codebooks: Cow<'a, [f32]>,
     lists: ViewLists<'a>,
     /// The compact re-rank tier, when the file has one.
-    compact: Option<Sq8Ref<'a>>,
+    compact: Option<TierRef<'a>>,
 }
 
 /// List storage of a view: flat arrays from bytes, or an index's lists.
@@ -390,12 +398,19 @@ impl<'a> IvfPqView<'a> {
             x => return Err(corrupt(format!("unsupported code width {x}"))),
         };
         let flags = get_u32(bytes, 36);
-        if flags & !(FLAG_INV_NORMS | FLAG_CALIBRATION | FLAG_COMPACT | FLAG_COMPACT_BY_ENTRY) != 0
-        {
+        let known = FLAG_INV_NORMS
+            | FLAG_CALIBRATION
+            | FLAG_COMPACT
+            | FLAG_COMPACT_BY_ENTRY
+            | FLAG_COMPACT_ROTATED6;
+        if flags & !known != 0 {
             return Err(corrupt(format!("unknown flags {flags:#x}")));
         }
-        if flags & FLAG_COMPACT_BY_ENTRY != 0 && flags & FLAG_COMPACT == 0 {
-            return Err(corrupt("compact order flag without a compact section"));
+        if flags & (FLAG_COMPACT_BY_ENTRY | FLAG_COMPACT_ROTATED6) != 0 && flags & FLAG_COMPACT == 0
+        {
+            return Err(corrupt(
+                "compact order or kind flag without a compact section",
+            ));
         }
         let with_norms = flags & FLAG_INV_NORMS != 0;
         if with_norms != (metric == Metric::Cosine) {
@@ -458,7 +473,13 @@ impl<'a> IvfPqView<'a> {
         let compact = if flags & FLAG_COMPACT != 0 {
             let at = usize::try_from(get_u64(bytes, COMPACT_AT))
                 .map_err(|_| corrupt("compact section offset"))?;
-            let want = sq8::section_len(dim, len).ok_or_else(|| corrupt("compact section size"))?;
+            let rotated = flags & FLAG_COMPACT_ROTATED6 != 0;
+            let want = if rotated {
+                tier::rq6_section_len(dim, len)
+            } else {
+                tier::sq8_section_len(dim, len)
+            }
+            .ok_or_else(|| corrupt("compact section size"))?;
             if at % ALIGN != 0 || at < prev_end {
                 return Err(corrupt(format!("compact section misplaced at {at}")));
             }
@@ -467,7 +488,14 @@ impl<'a> IvfPqView<'a> {
                 .filter(|&e| e <= bytes.len())
                 .ok_or_else(|| corrupt("compact section runs past the end"))?;
             let by_entry = flags & FLAG_COMPACT_BY_ENTRY != 0;
-            Some(Sq8Ref::parse(&bytes[at..end], dim, len, by_entry).map_err(corrupt)?)
+            let section = &bytes[at..end];
+            Some(if rotated {
+                TierRef::Rotated6(
+                    tier::Rq6Ref::parse(section, dim, len, by_entry).map_err(corrupt)?,
+                )
+            } else {
+                TierRef::Sq8(tier::Sq8Ref::parse(section, dim, len, by_entry).map_err(corrupt)?)
+            })
         } else {
             None
         };
@@ -612,9 +640,14 @@ impl<'a> IvfPqView<'a> {
         }
     }
 
-    /// Whether the file carries the compact re-rank tier (8-bit codes of every row).
+    /// Whether the file carries the compact re-rank tier (codes of every row).
     pub fn has_compact_tier(&self) -> bool {
         self.compact.is_some()
+    }
+
+    /// Which compact re-rank tier the file carries, if any.
+    pub fn compact_kind(&self) -> Option<CompactKind> {
+        self.compact.as_ref().map(TierRef::kind)
     }
 
     shape_accessors!();

@@ -39,9 +39,9 @@ pub mod pq;
 mod search;
 mod shape;
 pub mod simd;
-mod sq8;
 #[cfg(any(test, feature = "testing"))]
 pub mod synthetic;
+mod tier;
 
 pub use calibrate::{CalibrationOptions, RecallGrid, calibrate, calibration_rows, measure_recall};
 pub use calibration::{
@@ -60,4 +60,4 @@ pub use params::{
 };
 pub use search::{COMPACT_MIN_PER_RESULT, SearchStats};
 pub use simd::{Kernels, SimdLevel};
-pub use sq8::Sq8Codes;
+pub use tier::{CompactCodes, CompactKind, ROTATED6_MIN_DIM, Rq6Codes, Sq8Codes};

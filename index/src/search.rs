@@ -12,7 +12,7 @@ use crate::params::{PqBits, SearchParams, default_nprobe, default_refine};
 use crate::pq::PqCodebooks;
 use crate::shape::IndexShape;
 use crate::simd::{self, Kernels};
-use crate::sq8::Sq8Ref;
+use crate::tier::TierRef;
 
 /// Where one search spent its time and how much it looked at, for
 /// monitoring (the storage engine sums it over segments; the server exports
@@ -25,7 +25,7 @@ pub struct SearchStats {
     pub codes_scanned: u64,
     /// Candidates re-ranked against the raw vectors.
     pub reranked: u64,
-    /// Candidates scored on the compact tier's 8-bit codes before the re-rank (those the
+    /// Candidates scored on the compact tier's codes before the re-rank (those the
     /// bound could not rule out are the ones re-ranked).
     pub compact_scored: u64,
     /// Coarse ranking, distance tables and list scans.
@@ -68,7 +68,7 @@ pub(crate) struct Core<'a> {
     pub coarse: &'a CoarseI8,
     pub codebooks: &'a [f32],
     /// The compact re-rank tier (index files that carry one).
-    pub compact: Option<&'a Sq8Ref<'a>>,
+    pub compact: Option<&'a TierRef<'a>>,
 }
 
 impl<'a> Core<'a> {
@@ -288,7 +288,7 @@ pub(crate) fn search<L: Lists + ?Sized>(
         && core.shape.metric != Metric::L2
         && cands.len() >= COMPACT_MIN_PER_RESULT.saturating_mul(params.k)
     {
-        // Rule out, on the 8-bit codes, the candidates that cannot reach the top k.
+        // Rule out, on the tier's codes, the candidates that cannot reach the top k.
         stats.compact_scored += cands.len() as u64;
         let q_tier = if core.shape.metric == Metric::Cosine {
             &q[..]
@@ -297,7 +297,7 @@ pub(crate) fn search<L: Lists + ?Sized>(
         };
         // The tier's codes sit in entry order (list by list, so the candidates of one list
         // are near one another) or, in files written before that, in row order.
-        let keys: Vec<u32> = if tier.by_entry {
+        let keys: Vec<u32> = if tier.by_entry() {
             cands.iter().map(|c| c.entry).collect()
         } else {
             cands.iter().map(|c| c.row).collect()

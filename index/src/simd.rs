@@ -24,7 +24,7 @@ use crate::exact_batch::{self, TileKernel};
 use crate::fastscan::{self, BLOCK, ScanKernel};
 use crate::kmeans::{self, AssignKernel, SmallCentroids};
 use crate::pq::{self, EncodeKernel, PqEncoder};
-use crate::sq8::{self, Sq8Kernel};
+use crate::tier::{self, Rq6Kernel, Sq8Kernel};
 
 /// An instruction-set level, ordered from least to most capable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -147,6 +147,7 @@ pub struct Kernels {
     pq_encode: EncodeKernel,
     dots_tile: TileKernel,
     sq8_dot: Sq8Kernel,
+    rq6_dot: Rq6Kernel,
 }
 
 impl Kernels {
@@ -165,7 +166,8 @@ impl Kernels {
             assign_rows: kmeans::kernel_for(level),
             pq_encode: pq::kernel_for(level),
             dots_tile: exact_batch::kernel_for(level),
-            sq8_dot: sq8::kernel_for(level),
+            sq8_dot: tier::sq8_kernel_for(level),
+            rq6_dot: tier::rq6_kernel_for(level),
         }
     }
 
@@ -259,6 +261,15 @@ impl Kernels {
         // SAFETY: a supported level (see `scan_block`); the kernels are safe code compiled
         // for that level and bound every access by the slices' lengths.
         unsafe { (self.sq8_dot)(w, c) }
+    }
+
+    /// `Σ w_j · c_j` over the rotated tier's packed 6-bit codes (32 weights per 24-byte chunk
+    /// of `c`, see `tier::rq6`); only whole chunks present in both are summed.
+    #[inline]
+    pub(crate) fn rq6_dot(&self, w: &[f32], c: &[u8]) -> f32 {
+        // SAFETY: a supported level (see `scan_block`); the kernels bound every access by the
+        // slices' lengths.
+        unsafe { (self.rq6_dot)(w, c) }
     }
 }
 

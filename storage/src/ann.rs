@@ -11,10 +11,11 @@
 //!
 //! Per `StoreOptions::compact_rerank` (by default: where the index's own calibration finds a
 //! deep re-rank at the default target), a cosine or dot index also carries the compact
-//! re-rank tier (`Sq8Codes`: one byte per dimension of every row, a quarter of the vector
-//! file, stored list by list): candidates are scored on it first and only those its error
-//! bound cannot rule out are re-ranked against the mapped vectors, so the vector file is read
-//! for a handful of rows per query and need not stay in memory.
+//! re-rank tier (`CompactCodes`, stored list by list: from 256 dimensions the rows randomly
+//! rotated at six bits per dimension, 0.75 bytes, under that one byte per dimension; see
+//! `CompactKind::for_dim`): candidates are scored on it first and only those its error bound
+//! cannot rule out are re-ranked against the mapped vectors, so the vector file is read for a
+//! handful of rows per query and need not stay in memory.
 //!
 //! Every build is calibrated (`glimpse_index::calibrate`): the segment's own recall at each
 //! setting is measured on a sample of its rows held out of training, and the resulting recall
@@ -25,9 +26,10 @@
 use std::path::Path;
 
 use glimpse_index::{
-    Calibration, CalibrationOptions, CalibrationPoint, Cancel, CoarseTable, DEFAULT_RECALL_TARGET,
-    IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor, RecallGrid, SearchParams,
-    SearchStats, Sq8Codes, calibration_rows, exact_search, measure_recall,
+    Calibration, CalibrationOptions, CalibrationPoint, Cancel, CoarseTable, CompactCodes,
+    CompactKind, DEFAULT_RECALL_TARGET, IndexError, IndexParams, IvfPqIndex, IvfPqView, Metric,
+    Neighbor, RecallGrid, SearchParams, SearchStats, calibration_rows, exact_search,
+    measure_recall,
 };
 use memmap2::Mmap;
 
@@ -144,7 +146,7 @@ fn compact_codes(
     vectors: &[f32],
     dim: usize,
     metric: Metric,
-) -> Option<Sq8Codes> {
+) -> Option<CompactCodes> {
     let wanted = match policy {
         CompactRerank::On => true,
         CompactRerank::Off => false,
@@ -153,7 +155,7 @@ fn compact_codes(
             .is_some_and(auto_builds_compact_tier),
     };
     wanted
-        .then(|| Sq8Codes::build(vectors, dim, metric))
+        .then(|| CompactCodes::build(CompactKind::for_dim(dim), vectors, dim, metric))
         .flatten()
 }
 
@@ -167,7 +169,7 @@ fn table_and_tier(
     vectors: &[f32],
     dim: usize,
     metric: Metric,
-) -> (Option<Calibration>, Option<Sq8Codes>) {
+) -> (Option<Calibration>, Option<CompactCodes>) {
     let plain = grid.map(|g| g.table(false));
     let compact = compact_codes(policy, plain.as_ref(), vectors, dim, metric);
     let table = match (grid, &compact) {

@@ -75,7 +75,7 @@ pub struct SearchTimings {
     pub exact_rows: u64,
     /// Candidates re-ranked against the raw vectors over all indexed segments.
     pub reranked: u64,
-    /// Candidates scored on the compact tier's 8-bit codes first (see `SearchStats`).
+    /// Candidates scored on the compact tier's codes first (see `SearchStats`).
     pub compact_scored: u64,
     /// The lowest recall@k that an indexed segment's recall table promised for the parameters
     /// it used (exactly scanned rows count as 1); `None` when no table spoke.
@@ -205,10 +205,11 @@ pub struct StoreOptions {
     pub compaction: CompactionOptions,
     /// Segments with at least this many rows get an ANN index file of their own training.
     pub index_min_rows: usize,
-    /// Which index files also carry the compact re-rank tier (one byte per dimension of every
-    /// row, a quarter of the raw vectors; cosine and dot only): the re-rank then reads raw rows
-    /// only for the candidates its error bound cannot rule out, with the same top k, so the
-    /// raw vector file need not stay in memory. It adds `dim` bytes per row to the index file.
+    /// Which index files also carry the compact re-rank tier (cosine and dot only; from 256
+    /// dimensions rotated 6-bit codes, 0.75 bytes per dimension of every row, under that one
+    /// byte): the re-rank then reads raw rows only for the candidates its error bound cannot
+    /// rule out, with the same top k, so the raw vector file need not stay in memory. It adds
+    /// `0.75·dim` (or `dim`) bytes per row to the index file.
     /// Default [`CompactRerank::Auto`].
     pub compact_rerank: CompactRerank,
     /// Smaller segments (memtable flushes, small bulk loads) of at least this many rows are

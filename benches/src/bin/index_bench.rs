@@ -11,7 +11,7 @@
 //!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--pq-sample S] [--settings 8:10,16:10,...] [--out DIR]
 //!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F] [--tiers auto|compact|f32|both]
 //!   [--calib-queries Q] [--calib-seed S] [--calib-margin SE]
-//!   [--calib-bootstrap B]`
+//!   [--calib-bootstrap B] [--tier-codes auto|sq8|rq6]`
 //!
 //! `--data hard` draws the harder mixture of issue 17 (`Shape::Hard`: thousands of uneven
 //! clusters, isotropic noise as large as their spread) instead of the CLIP-like data the
@@ -28,7 +28,9 @@
 //! its replicates of the selection's optimism (0: none).
 //!
 //! By default (`--tiers auto`) the index is searched as the storage engine writes it by
-//! default: with the compact re-rank tier (8-bit codes of every row, `Sq8Codes`) when the
+//! default: with the compact re-rank tier (`CompactCodes` of the kind `--tier-codes` names:
+//! by default the engine's, `CompactKind::for_dim`; `sq8` one byte per dimension, `rq6` rotated
+//! 6-bit codes) when the
 //! calibration's 0.95 point re-ranks at least `AUTO_COMPACT_MIN_REFINE` per result, else
 //! without; `--tiers compact`
 //! searches the copy carrying it (as with `serve --compact-rerank on`), `--tiers f32` the copy
@@ -85,6 +87,8 @@ struct Args {
     /// Bootstrap replicates of the calibration's selection correction (the engine's default
     /// when `None`; 0 turns it off).
     calib_bootstrap: Option<usize>,
+    /// The compact tier's codes (the engine's choice for the dimension when `None`).
+    tier_codes: Option<glimpse_index::CompactKind>,
 }
 
 /// Which re-rank the runs use (see the module doc).
@@ -130,6 +134,7 @@ fn parse_args() -> Result<Args> {
         calib_seed: None,
         calib_margin: None,
         calib_bootstrap: None,
+        tier_codes: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -184,6 +189,18 @@ fn parse_args() -> Result<Args> {
                     x => {
                         return Err(
                             format!("--tiers must be auto, compact, f32 or both, not {x}").into(),
+                        );
+                    }
+                }
+            }
+            "--tier-codes" => {
+                a.tier_codes = match val.as_str() {
+                    "auto" => None,
+                    "sq8" => Some(glimpse_index::CompactKind::Sq8),
+                    "rq6" => Some(glimpse_index::CompactKind::Rotated6),
+                    x => {
+                        return Err(
+                            format!("--tier-codes must be auto, sq8 or rq6, not {x}").into()
                         );
                     }
                 }
@@ -519,7 +536,11 @@ fn main() -> Result<()> {
         println!("costed for an index with the compact tier:");
         print_calibration(c);
     }
-    let compact = glimpse_index::Sq8Codes::build(&data.vectors, dim, metric);
+    let tier_kind = args
+        .tier_codes
+        .unwrap_or(glimpse_index::CompactKind::for_dim(dim));
+    println!("# compact tier codes: {tier_kind:?}");
+    let compact = glimpse_index::CompactCodes::build(tier_kind, &data.vectors, dim, metric);
     let heap_bytes = index.to_bytes_with(cal_tier.as_ref(), compact.as_ref());
     let heap_plain_bytes = index.to_bytes_with(cal.as_ref(), None);
     // The index as the engine stores it by default (no compact tier), and with the tier,

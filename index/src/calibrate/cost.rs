@@ -5,6 +5,7 @@ use crate::layout::IvfPqView;
 use crate::metric::Metric;
 use crate::params::PqBits;
 use crate::search::COMPACT_MIN_PER_RESULT;
+use crate::tier::CompactKind;
 
 /// Estimated nanoseconds of a search, to rank settings that reach a target (only the ratios
 /// matter). Fitted on the 4-bit, 512-dimension index of `index_bench` (200k rows of the hard
@@ -19,6 +20,8 @@ pub(super) struct CostModel {
     list_ns: f64,
     rerank_ns: f64,
     tier_ns: f64,
+    /// The tier a new index of this dimension gets ([`CompactKind::for_dim`]).
+    tier_kind: CompactKind,
 }
 
 /// Nanoseconds per dimension of scoring one candidate on the compact tier's codes (list by
@@ -31,10 +34,14 @@ const TIER_NS_PER_DIM: f64 = 0.25;
 const TIER_FIXED_ROWS: usize = 32;
 
 /// Raw rows a tiered re-rank of `reranked` candidates for `k` results still reads: those within
-/// the codes' error bound of the k-th best, measured at 64 of 240 and 86–90 of 640–800 on the
-/// hard mixture and 59 of 640 on CLIP-like data (k = 10).
-fn tier_survivors(k: usize, reranked: usize) -> usize {
-    reranked.min(6 * k + reranked / 32)
+/// the codes' error margin of the k-th best. 8-bit codes: measured at 64 of 240 and 86–90 of
+/// 640–800 on the hard mixture and 59 of 640 on CLIP-like data; rotated 6-bit codes: 58–60 of
+/// 640–800 on the hard mixture at 512 dimensions (k = 10).
+fn tier_survivors(kind: CompactKind, k: usize, reranked: usize) -> usize {
+    match kind {
+        CompactKind::Sq8 => reranked.min(6 * k + reranked / 32),
+        CompactKind::Rotated6 => reranked.min(4 * k + reranked / 40),
+    }
 }
 
 impl CostModel {
@@ -56,6 +63,7 @@ impl CostModel {
             list_ns,
             rerank_ns: 0.75 * dim,
             tier_ns: TIER_NS_PER_DIM * dim,
+            tier_kind: CompactKind::for_dim(view.dim()),
         }
     }
 
@@ -72,7 +80,8 @@ impl CostModel {
         let reranked = k * refine;
         let rerank = if tier && refine >= COMPACT_MIN_PER_RESULT {
             reranked as f64 * self.tier_ns
-                + (tier_survivors(k, reranked) + TIER_FIXED_ROWS) as f64 * self.rerank_ns
+                + (tier_survivors(self.tier_kind, k, reranked) + TIER_FIXED_ROWS) as f64
+                    * self.rerank_ns
         } else {
             reranked as f64 * self.rerank_ns
         };

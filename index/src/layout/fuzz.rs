@@ -26,17 +26,18 @@ fn data() -> &'static [f32] {
     })
 }
 
-/// Valid buffers to start from: a 4-bit cosine index (with the norms, calibration and compact
-/// sections) and an 8-bit l2 index.
+/// Valid buffers to start from: a 4-bit cosine index (with the norms, calibration and 8-bit
+/// compact sections), an 8-bit l2 index and a 4-bit dot index with the rotated 6-bit tier.
 fn seeds() -> &'static [Vec<u8>] {
     static S: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     S.get_or_init(|| {
         [
-            (Metric::Cosine, PqBits::Four, 4),
-            (Metric::L2, PqBits::Eight, 2),
+            (Metric::Cosine, PqBits::Four, 4, crate::CompactKind::Sq8),
+            (Metric::L2, PqBits::Eight, 2, crate::CompactKind::Sq8),
+            (Metric::Dot, PqBits::Four, 4, crate::CompactKind::Rotated6),
         ]
         .into_iter()
-        .map(|(metric, bits, m)| {
+        .map(|(metric, bits, m, kind)| {
             let params = IndexParams {
                 nlist: Some(4),
                 m: Some(m),
@@ -47,7 +48,7 @@ fn seeds() -> &'static [Vec<u8>] {
             let opts = crate::CalibrationOptions::default();
             let rows = crate::calibration_rows(ROWS, &opts);
             let table = crate::calibrate(&ix.view(), data(), &rows, &opts, Cancel::NEVER).unwrap();
-            let compact = crate::Sq8Codes::build(data(), DIM, metric);
+            let compact = crate::CompactCodes::build(kind, data(), DIM, metric);
             ix.to_bytes_with(table.as_ref(), compact.as_ref())
         })
         .collect()
@@ -150,7 +151,7 @@ proptest! {
 
     #[test]
     fn mutated_index_buffers_never_panic(
-        seed in 0usize..2,
+        seed in 0usize..3,
         edits in vec(edit(), 1..6),
         misalign in any::<bool>(),
         k in 1usize..12,
@@ -163,7 +164,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_after_a_valid_header_never_panic(
-        seed in 0usize..2,
+        seed in 0usize..3,
         tail in vec(any::<u8>(), 0..512),
     ) {
         // A valid header keeps the parser going past the magic into the section checks.

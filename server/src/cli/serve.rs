@@ -92,12 +92,12 @@ pub struct ServeArgs {
     /// instead of in the background after it is durable (searched exactly until then).
     #[arg(long)]
     pub index_during_load: bool,
-    /// Which new indexes get the compact re-rank tier (one byte per dimension of each row in
-    /// the index file, cosine and dot collections): searches then read raw vectors only for the
+    /// Which new indexes get the compact re-rank tier (0.75 bytes per dimension of each row in
+    /// the index file from 256 dimensions, 1 below; cosine and dot collections): searches then read raw vectors only for the
     /// few candidates its error bound cannot rule out, with the same results. `auto` (the
     /// default): indexes whose own calibration needs a re-rank of at least 64 per result for
     /// the default recall target, where it is clearly faster; `on` (or the bare flag): every index, so the vector files
-    /// need not stay in memory (collections larger than RAM; `dim` bytes per row on disk);
+    /// need not stay in memory (collections larger than RAM; `0.75·dim` bytes per row on disk);
     /// `off`: none.
     #[arg(
         long,

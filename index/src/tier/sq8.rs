@@ -1,16 +1,11 @@
-//! The compact re-rank tier: every row as one byte per dimension (per-dimension min and step),
-//! a quarter of the raw `f32` rows, kept in the index file so it stays in memory while the raw
-//! vectors need not.
+//! The 8-bit compact tier: every row as one byte per dimension (per-dimension min and step),
+//! a quarter of the raw `f32` rows.
 //!
-//! A search with at least 24 candidates per result (see `search::COMPACT_MIN_PER_RESULT`)
-//! scores its `k·refine` PQ candidates on these codes first. For cosine and dot the
-//! error of a code score is bounded for the whole query: each dimension's value is off by at
-//! most half its step, so `|exact − approx| ≤ B = ½·Σ|q_j|·step_j`. With `a_k` the k-th best
-//! approximate score, a candidate whose approximate score is below `a_k − 2B` is beaten for sure
-//! by k others, so it cannot be in the top k; only the rest are re-ranked against the raw rows.
-//! The top k is therefore the one the full `f32` re-rank would return, from far fewer reads of
-//! the raw rows (a handful per query instead of `k·refine`). L2 indexes do not get the tier
-//! (their error depends on the row, not only on the query).
+//! For cosine and dot the error of a code score is bounded for the whole query: each
+//! dimension's value is off by at most half its step, so `|exact − approx| ≤ B =
+//! ½·Σ|q_j|·step_j`, and a candidate more than `2B` below the k-th best code score cannot be
+//! in the top k (see the parent module). The top k is therefore always the one the full `f32`
+//! re-rank would return.
 
 use std::borrow::Cow;
 
@@ -212,8 +207,7 @@ impl<'a> Sq8Ref<'a> {
     /// kept.
     pub(crate) fn survivors(&self, q: &[f32], keys: &[u32], k: usize) -> Vec<usize> {
         let kernels = crate::simd::kernels();
-        let n = self.codes.len() / self.dim.max(1);
-        if keys.len() <= k || k == 0 || q.len() != self.dim {
+        if q.len() != self.dim {
             return (0..keys.len()).collect();
         }
         let weights: Vec<f32> = q
@@ -231,87 +225,10 @@ impl<'a> Sq8Ref<'a> {
             .map(|(a, (lo, st))| a.abs() * lo.abs().max((lo + 255.0 * st).abs()))
             .sum();
         let slack = 1e-4 * magnitude + 1e-6;
-        // Score in address order: with codes in entry order the candidates of one list then
-        // come one after another from a few neighbouring pages (measured 2.3x faster than
-        // scattered reads over the same section on huge pages). Key in the high half, position
-        // in the low half: one integer sort.
-        debug_assert!(u32::try_from(keys.len()).is_ok());
-        let mut order: Vec<u64> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, &key)| (u64::from(key) << 32) | i as u64)
-            .collect();
-        order.sort_unstable();
-        let key_of = |o: u64| (o >> 32) as usize;
-        // Start every first line (and TLB walk) at once, then keep a few whole rows in flight
-        // ahead of the one being scored.
-        for &o in &order {
-            prefetch(self.codes, key_of(o) * self.dim, 64, false);
-        }
-        for &o in order.iter().take(AHEAD) {
-            prefetch(self.codes, key_of(o) * self.dim, self.dim, true);
-        }
-        // Keys beyond the codes (only in a damaged file) have no score: they are kept, and
-        // left out of the selection of the k-th best.
-        let mut scores: Vec<Option<f32>> = vec![None; keys.len()];
-        for (j, &o) in order.iter().enumerate() {
-            if let Some(&ahead) = order.get(j + AHEAD) {
-                prefetch(self.codes, key_of(ahead) * self.dim, self.dim, true);
-            }
-            let r = key_of(o);
-            if r < n {
-                let c = &self.codes[r * self.dim..(r + 1) * self.dim];
-                scores[(o & u64::from(u32::MAX)) as usize] =
-                    Some(base + kernels.sq8_dot(&weights, c));
-            }
-        }
-        let mut sorted: Vec<f32> = scores.iter().flatten().copied().collect();
-        if sorted.len() <= k {
-            return (0..keys.len()).collect();
-        }
-        let kth = k - 1;
-        sorted.select_nth_unstable_by(kth, |a, b| b.total_cmp(a));
-        let cut = sorted[kth] - 2.0 * bound - slack;
-        if !cut.is_finite() {
-            // A NaN or overflowing score: no bound can be trusted, so nothing is ruled out.
-            return (0..keys.len()).collect();
-        }
-        (0..keys.len())
-            .filter(|&i| scores[i].is_none_or(|s| s >= cut))
-            .collect()
+        super::prune(self.codes, self.dim, keys, k, 2.0 * bound + slack, |c| {
+            base + kernels.sq8_dot(&weights, c)
+        })
     }
-}
-
-/// Candidate rows whose codes are fetched while the current one is scored.
-const AHEAD: usize = 8;
-
-/// Asks the CPU to start loading `len` bytes of `codes` from `at` (into L1 when `near`, else
-/// the outer caches); a hint that never faults, and nothing for out-of-range rows.
-#[inline(always)]
-fn prefetch(codes: &[u8], at: usize, len: usize, near: bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T2, _mm_prefetch};
-        if at >= codes.len() {
-            return;
-        }
-        let end = (at + len).min(codes.len());
-        let mut off = at;
-        while off < end {
-            // SAFETY: prefetch is a hint and never faults; the address is inside `codes`.
-            unsafe {
-                let p = codes.as_ptr().add(off) as *const i8;
-                if near {
-                    _mm_prefetch(p, _MM_HINT_T0)
-                } else {
-                    _mm_prefetch(p, _MM_HINT_T2)
-                }
-            };
-            off += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (codes, at, len, near);
 }
 
 /// Signature of the code-score kernels: `Σ w_j · c_j`.
@@ -424,7 +341,9 @@ mod tests {
                 Cancel::NEVER,
             )
             .expect("build");
-            let compact = Sq8Codes::build(&data.vectors, 48, metric).expect("codes");
+            let compact = super::super::CompactCodes::Sq8(
+                Sq8Codes::build(&data.vectors, 48, metric).expect("codes"),
+            );
             let with = ix.to_bytes_with(None, Some(&compact));
             // Files written before the codes were stored list by list hold them by row.
             let with_by_row = ix.to_bytes_with_tier_by_row(None, Some(&compact));
@@ -436,8 +355,8 @@ mod tests {
                 IvfPqView::from_bytes(&with_by_row).expect("view"),
             );
             assert!(a.has_compact_tier() && !b.has_compact_tier() && old.has_compact_tier());
-            assert!(a.core().compact.is_some_and(|t| t.by_entry));
-            assert!(old.core().compact.is_some_and(|t| !t.by_entry));
+            assert!(a.core().compact.is_some_and(|t| t.by_entry()));
+            assert!(old.core().compact.is_some_and(|t| !t.by_entry()));
             let (mut sa, mut sb, mut so) = (
                 SearchStats::default(),
                 SearchStats::default(),
