@@ -9,7 +9,7 @@
 //!
 //! Usage: `index_bench [--n 200000] [--dim 512] [--queries 1000]
 //!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--pq-sample S] [--settings 8:10,16:10,...] [--out DIR]
-//!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F] [--tiers auto|compact|f32|both]
+//!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F] [--tiers auto|compact|f32|both|all]
 //!   [--calib-queries Q] [--calib-seed S] [--calib-margin SE]
 //!   [--calib-bootstrap B] [--tier-codes auto|sq8|rq6]`
 //!
@@ -34,7 +34,9 @@
 //! calibration's 0.95 point re-ranks at least `AUTO_COMPACT_MIN_REFINE` per result, else
 //! without; `--tiers compact`
 //! searches the copy carrying it (as with `serve --compact-rerank on`), `--tiers f32` the copy
-//! without, `--tiers both` runs every setting on each. `--evict 1`
+//! without, `--tiers both` runs every setting on each, `--tiers all` on the copy with rotated
+//! 6-bit codes, the one with 8-bit codes and the one without, one after another (to compare
+//! the kinds in one process: this VM's speed drifts between processes). `--evict 1`
 //! runs every setting a second time ("[evicted]") while a thread drops the raw vector file from
 //! memory every second (`madvise(MADV_DONTNEED)` on the mapping, then
 //! `posix_fadvise(POSIX_FADV_DONTNEED)` on the file), so the re-rank's reads go to the disk.
@@ -100,6 +102,9 @@ enum Tiers {
     Compact,
     F32,
     Both,
+    /// Every setting on the index with rotated 6-bit codes, with 8-bit codes and without a
+    /// tier, one after another.
+    All,
 }
 
 /// Where the searched raw vectors live (see the module doc).
@@ -186,10 +191,12 @@ fn parse_args() -> Result<Args> {
                     "compact" => Tiers::Compact,
                     "f32" => Tiers::F32,
                     "both" => Tiers::Both,
+                    "all" => Tiers::All,
                     x => {
-                        return Err(
-                            format!("--tiers must be auto, compact, f32 or both, not {x}").into(),
-                        );
+                        return Err(format!(
+                            "--tiers must be auto, compact, f32, both or all, not {x}"
+                        )
+                        .into());
                     }
                 }
             }
@@ -536,9 +543,12 @@ fn main() -> Result<()> {
         println!("costed for an index with the compact tier:");
         print_calibration(c);
     }
-    let tier_kind = args
-        .tier_codes
-        .unwrap_or(glimpse_index::CompactKind::for_dim(dim));
+    let tier_kind = if args.tiers == Tiers::All {
+        glimpse_index::CompactKind::Rotated6
+    } else {
+        args.tier_codes
+            .unwrap_or(glimpse_index::CompactKind::for_dim(dim))
+    };
     println!("# compact tier codes: {tier_kind:?}");
     let compact = glimpse_index::CompactCodes::build(tier_kind, &data.vectors, dim, metric);
     let heap_bytes = index.to_bytes_with(cal_tier.as_ref(), compact.as_ref());
@@ -556,6 +566,27 @@ fn main() -> Result<()> {
     );
     let plain_view = IvfPqView::from_bytes(map_bytes(&plain_map))?;
     let view = IvfPqView::from_bytes(map_bytes(&tier_map))?;
+    // Under `--tiers all`, the same index with the other kind of codes.
+    let sq8_map = if args.tiers == Tiers::All {
+        let codes = glimpse_index::CompactCodes::build(
+            glimpse_index::CompactKind::Sq8,
+            &data.vectors,
+            dim,
+            metric,
+        );
+        let bytes = index.to_bytes_with(cal_tier.as_ref(), codes.as_ref());
+        println!(
+            "# --tiers all: {:.1} bytes/vector with 8-bit codes",
+            bytes.len() as f64 / n as f64
+        );
+        Some(mapped_index(&bytes)?)
+    } else {
+        None
+    };
+    let sq8_view = match &sq8_map {
+        Some((_, map, _)) => Some(IvfPqView::from_bytes(map_bytes(map))?),
+        None => None,
+    };
     let sizes = index.list_sizes();
     let max_list = sizes.iter().copied().max().unwrap_or(0);
     println!(
@@ -613,7 +644,7 @@ fn main() -> Result<()> {
         Tiers::Auto if deep => vec![("", cal_tier.as_ref())],
         Tiers::Auto | Tiers::F32 => vec![("", cal.as_ref())],
         Tiers::Compact => vec![("", cal_tier.as_ref())],
-        Tiers::Both => vec![
+        Tiers::Both | Tiers::All => vec![
             (" tier table", cal_tier.as_ref()),
             (" f32 table", cal.as_ref()),
         ],
@@ -680,6 +711,10 @@ fn main() -> Result<()> {
         Tiers::Compact => vec![("", &view)],
         Tiers::F32 => vec![("", &plain_view)],
         Tiers::Both => vec![(" [compact]", &view), (" [f32]", &plain_view)],
+        Tiers::All => match &sq8_view {
+            Some(sq) => vec![(" [rq6]", &view), (" [sq8]", sq), (" [f32]", &plain_view)],
+            None => vec![(" [rq6]", &view), (" [f32]", &plain_view)],
+        },
     };
     let evicts: &[bool] = if args.evict && mapped.is_some() {
         &[false, true]

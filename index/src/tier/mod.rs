@@ -28,6 +28,10 @@ pub(crate) use sq8::Sq8Ref;
 pub(crate) use rq6::{Rq6Kernel, kernel_for as rq6_kernel_for, section_len as rq6_section_len};
 pub(crate) use sq8::{Sq8Kernel, kernel_for as sq8_kernel_for, section_len as sq8_section_len};
 
+use std::borrow::Cow;
+
+use rayon::prelude::*;
+
 use crate::metric::Metric;
 
 /// Fewest dimensions for which a new index's tier is rotated 6-bit codes (see
@@ -230,6 +234,83 @@ pub(crate) fn prune(
     (0..keys.len())
         .filter(|&i| scores[i].is_none_or(|s| s >= cut))
         .collect()
+}
+
+/// Per-dimension minimum and maximum of `vectors` (`dim` floats a row) as `view` transforms
+/// each row (to unit length, rotated, ...); `None` when any is not finite.
+pub(crate) fn column_ranges(
+    vectors: &[f32],
+    dim: usize,
+    view: impl Fn(&[f32]) -> Vec<f32> + Sync,
+) -> Option<(Vec<f32>, Vec<f32>)> {
+    let (mins, maxs) = vectors
+        .par_chunks(dim * 1024)
+        .map(|block| {
+            let mut lo = vec![f32::INFINITY; dim];
+            let mut hi = vec![f32::NEG_INFINITY; dim];
+            for r in block.chunks_exact(dim) {
+                for ((l, h), x) in lo.iter_mut().zip(hi.iter_mut()).zip(view(r)) {
+                    *l = l.min(x);
+                    *h = h.max(x);
+                }
+            }
+            (lo, hi)
+        })
+        .reduce(
+            || (vec![f32::INFINITY; dim], vec![f32::NEG_INFINITY; dim]),
+            |(mut a, mut b), (c, d)| {
+                a.iter_mut().zip(c).for_each(|(x, y)| *x = x.min(y));
+                b.iter_mut().zip(d).for_each(|(x, y)| *x = x.max(y));
+                (a, b)
+            },
+        );
+    mins.iter()
+        .chain(&maxs)
+        .all(|x| x.is_finite())
+        .then_some((mins, maxs))
+}
+
+/// Copies each row's `row_bytes` codes from `codes` into `out` from `at` on, in the order of
+/// `rows`; false (and `out` unfinished) unless `rows` names every row exactly once and fills
+/// `out` to its end.
+pub(crate) fn write_in_order(
+    out: &mut [u8],
+    mut at: usize,
+    codes: &[u8],
+    row_bytes: usize,
+    rows: impl Iterator<Item = u32>,
+) -> bool {
+    let n = codes.len() / row_bytes.max(1);
+    let mut seen = vec![false; n];
+    for r in rows {
+        let r = r as usize;
+        if r >= n || seen[r] || at + row_bytes > out.len() {
+            return false;
+        }
+        seen[r] = true;
+        out[at..at + row_bytes].copy_from_slice(&codes[r * row_bytes..(r + 1) * row_bytes]);
+        at += row_bytes;
+    }
+    at == out.len()
+}
+
+/// `count` little-endian `f32`s from `bytes` at `at`: borrowed where aligned, else copied.
+pub(crate) fn floats_at(bytes: &[u8], at: usize, count: usize) -> Cow<'_, [f32]> {
+    let b = &bytes[at..at + 4 * count];
+    match bytemuck::try_cast_slice::<u8, f32>(b) {
+        Ok(s) if cfg!(target_endian = "little") => Cow::Borrowed(s),
+        _ => Cow::Owned(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+    }
+}
+
+/// Whether every min is finite and every step finite and positive (else no bound means
+/// anything).
+pub(crate) fn ranges_valid(mins: &[f32], steps: &[f32]) -> bool {
+    mins.iter().all(|x| x.is_finite()) && steps.iter().all(|x| x.is_finite() && *x > 0.0)
 }
 
 /// Candidate rows whose codes are fetched while the current one is scored.

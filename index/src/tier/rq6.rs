@@ -79,30 +79,7 @@ impl Rq6Codes {
             rotation.apply(&mut v);
             v
         };
-        let (mins, maxs) = vectors
-            .par_chunks(dim * 1024)
-            .map(|block| {
-                let mut lo = vec![f32::INFINITY; dim];
-                let mut hi = vec![f32::NEG_INFINITY; dim];
-                for r in block.chunks_exact(dim) {
-                    for ((l, h), x) in lo.iter_mut().zip(hi.iter_mut()).zip(rotated(r)) {
-                        *l = l.min(x);
-                        *h = h.max(x);
-                    }
-                }
-                (lo, hi)
-            })
-            .reduce(
-                || (vec![f32::INFINITY; dim], vec![f32::NEG_INFINITY; dim]),
-                |(mut a, mut b), (c, d)| {
-                    a.iter_mut().zip(c).for_each(|(x, y)| *x = x.min(y));
-                    b.iter_mut().zip(d).for_each(|(x, y)| *x = x.max(y));
-                    (a, b)
-                },
-            );
-        if mins.iter().chain(&maxs).any(|x| !x.is_finite()) {
-            return None;
-        }
+        let (mins, maxs) = super::column_ranges(vectors, dim, rotated)?;
         let steps: Vec<f32> = mins
             .iter()
             .zip(&maxs)
@@ -145,7 +122,7 @@ impl Rq6Codes {
     /// rows' codes in the order of `rows` (the index's entry order); empty when `rows` does
     /// not name every row exactly once in range.
     pub(crate) fn to_bytes_in_order(&self, rows: impl Iterator<Item = u32>) -> Vec<u8> {
-        let (head, rb, n) = (head_bytes(self.dim), row_bytes(self.dim), self.rows());
+        let (head, rb) = (head_bytes(self.dim), row_bytes(self.dim));
         let mut out = vec![0u8; head + self.codes.len()];
         out[..4].copy_from_slice(&MAGIC);
         out[4..8].copy_from_slice(&(ROUNDS as u32).to_le_bytes());
@@ -158,18 +135,7 @@ impl Rq6Codes {
         let signs = self.rotation.to_bytes();
         let at = PREAMBLE + 8 * self.dim;
         out[at..at + signs.len()].copy_from_slice(signs);
-        let mut seen = vec![false; n];
-        let mut at = head;
-        for r in rows {
-            let r = r as usize;
-            if r >= n || seen[r] || at + rb > out.len() {
-                return Vec::new();
-            }
-            seen[r] = true;
-            out[at..at + rb].copy_from_slice(&self.codes[r * rb..(r + 1) * rb]);
-            at += rb;
-        }
-        if at != out.len() {
+        if !super::write_in_order(&mut out, head, &self.codes, rb, rows) {
             return Vec::new();
         }
         out
@@ -239,20 +205,11 @@ impl<'a> Rq6Ref<'a> {
                 "rotated compact section's preamble does not name {ROUNDS} rounds of 6-bit codes of {dim} dimensions"
             ));
         }
-        let floats = |from: usize| -> Cow<'a, [f32]> {
-            let b = &bytes[PREAMBLE + 4 * from..PREAMBLE + 4 * (from + dim)];
-            match bytemuck::try_cast_slice::<u8, f32>(b) {
-                Ok(s) if cfg!(target_endian = "little") => Cow::Borrowed(s),
-                _ => Cow::Owned(
-                    b.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                ),
-            }
-        };
-        let (mins, steps) = (floats(0), floats(dim));
-        if mins.iter().any(|x| !x.is_finite()) || steps.iter().any(|x| !(x.is_finite() && *x > 0.0))
-        {
+        let (mins, steps) = (
+            super::floats_at(bytes, PREAMBLE, dim),
+            super::floats_at(bytes, PREAMBLE + 4 * dim, dim),
+        );
+        if !super::ranges_valid(&mins, &steps) {
             return Err("compact section has a non-finite min or a step that is not > 0".into());
         }
         let at = PREAMBLE + 8 * dim;

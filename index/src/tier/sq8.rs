@@ -42,30 +42,7 @@ impl Sq8Codes {
             }
             v
         };
-        let (mins, maxs) = vectors
-            .par_chunks(dim * 1024)
-            .map(|block| {
-                let mut lo = vec![f32::INFINITY; dim];
-                let mut hi = vec![f32::NEG_INFINITY; dim];
-                for r in block.chunks_exact(dim) {
-                    for ((l, h), x) in lo.iter_mut().zip(hi.iter_mut()).zip(unit(r)) {
-                        *l = l.min(x);
-                        *h = h.max(x);
-                    }
-                }
-                (lo, hi)
-            })
-            .reduce(
-                || (vec![f32::INFINITY; dim], vec![f32::NEG_INFINITY; dim]),
-                |(mut a, mut b), (c, d)| {
-                    a.iter_mut().zip(c).for_each(|(x, y)| *x = x.min(y));
-                    b.iter_mut().zip(d).for_each(|(x, y)| *x = x.max(y));
-                    (a, b)
-                },
-            );
-        if mins.iter().chain(&maxs).any(|x| !x.is_finite()) {
-            return None;
-        }
+        let (mins, maxs) = super::column_ranges(vectors, dim, unit)?;
         let steps: Vec<f32> = mins
             .iter()
             .zip(&maxs)
@@ -103,23 +80,11 @@ impl Sq8Codes {
     /// not name every row exactly once in range.
     pub(crate) fn to_bytes_in_order(&self, rows: impl Iterator<Item = u32>) -> Vec<u8> {
         let head = head_bytes(self.dim);
-        let n = self.rows();
         let mut out = vec![0u8; head + self.codes.len()];
         for (i, x) in self.mins.iter().chain(&self.steps).enumerate() {
             out[4 * i..4 * i + 4].copy_from_slice(&x.to_le_bytes());
         }
-        let mut seen = vec![false; n];
-        let mut at = head;
-        for r in rows {
-            let r = r as usize;
-            if r >= n || seen[r] || at + self.dim > out.len() {
-                return Vec::new();
-            }
-            seen[r] = true;
-            out[at..at + self.dim].copy_from_slice(&self.codes[r * self.dim..(r + 1) * self.dim]);
-            at += self.dim;
-        }
-        if at != out.len() {
+        if !super::write_in_order(&mut out, head, &self.codes, self.dim, rows) {
             return Vec::new();
         }
         out
@@ -175,20 +140,11 @@ impl<'a> Sq8Ref<'a> {
                 section_len(dim, rows)
             ));
         }
-        let floats = |from: usize| -> Cow<'a, [f32]> {
-            let b = &bytes[4 * from..4 * (from + dim)];
-            match bytemuck::try_cast_slice::<u8, f32>(b) {
-                Ok(s) if cfg!(target_endian = "little") => Cow::Borrowed(s),
-                _ => Cow::Owned(
-                    b.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                ),
-            }
-        };
-        let (mins, steps) = (floats(0), floats(dim));
-        if mins.iter().any(|x| !x.is_finite()) || steps.iter().any(|x| !(x.is_finite() && *x > 0.0))
-        {
+        let (mins, steps) = (
+            super::floats_at(bytes, 0, dim),
+            super::floats_at(bytes, 4 * dim, dim),
+        );
+        if !super::ranges_valid(&mins, &steps) {
             return Err("compact section has a non-finite min or a step that is not > 0".into());
         }
         Ok(Sq8Ref {
