@@ -207,8 +207,10 @@ pub struct StoreOptions {
     pub index_min_rows: usize,
     /// Which index files also carry the compact re-rank tier (cosine and dot only; from 256
     /// dimensions rotated 6-bit codes, 0.75 bytes per dimension of every row, under that one
-    /// byte): the re-rank then reads raw rows only for the candidates its error bound cannot
-    /// rule out, with the same top k, so the raw vector file need not stay in memory. It adds
+    /// byte): the re-rank then reads raw rows only for the candidates its error margin cannot
+    /// rule out, with the same top k (for the rotated codes: unless two rows' rounding errors
+    /// together exceed its twelve standard deviations, see `glimpse_index::Rq6Codes`), so the
+    /// raw vector file need not stay in memory. It adds
     /// `0.75·dim` (or `dim`) bytes per row to the index file.
     /// Default [`CompactRerank::Auto`].
     pub compact_rerank: CompactRerank,

@@ -612,7 +612,7 @@ fn the_compact_rerank_tier_changes_reads_not_results() {
             .sum::<u64>();
         (out, scored, reranked, index_bytes)
     };
-    for (dim, row_bytes) in [(16, 16), (256, 192)] {
+    for (dim, row_bytes) in [(16, 16), (256, 192), (384, 288)] {
         let (with, scored_with, reranked_with, bytes_with) = run(true, dim);
         let (without, scored_without, reranked_without, bytes_without) = run(false, dim);
         assert_eq!(with, without, "{dim}");

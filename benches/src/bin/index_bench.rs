@@ -30,7 +30,7 @@
 //! By default (`--tiers auto`) the index is searched as the storage engine writes it by
 //! default: with the compact re-rank tier (`CompactCodes` of the kind `--tier-codes` names:
 //! by default the engine's, `CompactKind::for_dim`; `sq8` one byte per dimension, `rq6` rotated
-//! 6-bit codes) when the
+//! 6-bit codes; the recall table is costed for the engine's kind whichever is built) when the
 //! calibration's 0.95 point re-ranks at least `AUTO_COMPACT_MIN_REFINE` per result, else
 //! without; `--tiers compact`
 //! searches the copy carrying it (as with `serve --compact-rerank on`), `--tiers f32` the copy

@@ -10,9 +10,10 @@
 //! - [`Sq8Codes`] (`sq8`): one byte per dimension; `M` is the worst case of the rounding
 //!   errors, so the top k is always the one the full `f32` re-rank returns.
 //! - [`Rq6Codes`] (`rq6`): the rows randomly rotated, then six bits per dimension (three
-//!   quarters of the bytes); `M` is twelve standard deviations of a code score's error, which
-//!   two rows' independent rounding errors exceed together with odds below `e^-36` per pair
-//!   (see `rq6`), and it rules out more candidates than the 8-bit worst case does.
+//!   quarters of the bytes); `M` is twelve standard deviations of a code score's error under
+//!   the standard model of rounding errors (independent, uniform), which two rows' errors
+//!   exceed together with odds below `e^-36` a pair when independent and `4·e^-18` at worst
+//!   (see `rq6`); it rules out more candidates than the 8-bit worst case does.
 //!
 //! L2 indexes get no tier (their error depends on the row, not only on the query).
 
@@ -140,7 +141,9 @@ impl From<Rq6Codes> for CompactCodes {
 /// The tier as the search reads it (borrowed from the index file where aligned).
 #[derive(Debug, Clone)]
 pub(crate) enum TierRef<'a> {
+    /// 8-bit codes.
     Sq8(Sq8Ref<'a>),
+    /// Rotated 6-bit codes.
     Rotated6(Rq6Ref<'a>),
 }
 

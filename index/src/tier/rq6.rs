@@ -3,18 +3,23 @@
 //! rows): 24 bytes per 32 dimensions, 0.75 bytes per dimension against 4 for the `f32` rows
 //! and 1 for `sq8`.
 //!
-//! **Why a probabilistic bound.** A code score `Σ q'_j·x̂_j` (`q'` the rotated query) is off
+//! **Why a probabilistic margin.** A code score `Σ q'_j·x̂_j` (`q'` the rotated query) is off
 //! from the exact score by `e = Σ q'_j·δ_j`, each `δ_j` the rounding error of one coordinate,
 //! within `±step_j/2`. The worst case `½·Σ|q'_j|·step_j` is 5–7 times the errors ever seen
 //! (`docs/benchmarks.md`, "Fewer bits for the tier"), and at six bits it rules out almost
-//! nothing. After the random rotation the coordinates of a row fall anywhere within their
-//! steps, so the `δ_j` behave as independent uniform draws; a uniform draw is strictly
-//! sub-Gaussian, so `e` has tails below a Gaussian's of variance `σ² = Σ(q'_j·step_j)²/12`.
-//! A true top-k row is ruled out only when some row that outranks it on the codes scores no
-//! better exactly, so the two rows' errors differ by more than the margin `2·SIGMAS·σ`; their
-//! difference is sub-Gaussian with variance proxy `2σ²`, so that has odds below
-//! `exp(−(2·6)²/4) = e^-36 ≈ 2·10⁻¹⁶` per pair of rows (at most `k²` pairs a query).
-//! `tier_bits_experiment.py` saw no error beyond 4.6σ in 160,000.
+//! nothing. The margin rests instead on the standard model of rounding: after the random
+//! rotation a row's coordinates fall anywhere within their steps, so the `δ_j` behave as
+//! independent uniform draws (a model, not a theorem: the errors are fixed functions of the
+//! data, and the rotation's seed is a constant). A uniform draw is strictly sub-Gaussian, so
+//! under that model `e` has tails below a Gaussian's of variance `σ² = Σ(q'_j·step_j)²/12`:
+//! `P(|e| > 6σ) ≤ 2·e^-18 ≈ 3·10⁻⁸` for each row. A true top-k row is ruled out only when a
+//! row that outranks it on the codes scores no better exactly, so the two rows' errors differ
+//! by more than the margin `2·SIGMAS·σ = 12σ`: at most `2·(2·e^-18)` a pair even if the two
+//! errors were perfectly correlated, and `e^-36 ≈ 2·10⁻¹⁶` when they are independent (the
+//! difference then has variance proxy `2σ²`). A query compares its k true neighbours with at
+//! most `k·refine` candidates (8,000 pairs at 10:80). `tier_bits_experiment.py` saw no error
+//! beyond 4.6σ in 160,000, and every test and benchmark query so far returned the `f32`
+//! re-rank's top k exactly.
 
 use std::borrow::Cow;
 
@@ -37,8 +42,10 @@ const CHUNK_BYTES: usize = 24;
 /// Largest code.
 const LEVELS: f32 = 63.0;
 
-/// The section's first bytes: magic, rotation rounds, bits per code, dimension (`u32` each).
+/// The section's magic, its first four bytes.
 const MAGIC: [u8; 4] = *b"RQ6\0";
+/// Bytes of the section's preamble: the magic, then the rotation's rounds, the bits per code
+/// and the dimension (`u32` each), zero to 64.
 const PREAMBLE: usize = 64;
 
 /// Seed of the rotation's signs (any fixed value: the signs are stored with the codes).
@@ -85,6 +92,10 @@ impl Rq6Codes {
             .zip(&maxs)
             .map(|(lo, hi)| ((hi - lo) / LEVELS).max(f32::MIN_POSITIVE))
             .collect();
+        // A range wider than f32 holds (values near ±3e38) would be refused when read back.
+        if !super::ranges_valid(&mins, &steps) {
+            return None;
+        }
         let rb = row_bytes(dim);
         let mut codes = vec![0u8; vectors.len() / dim * rb];
         codes
@@ -168,10 +179,14 @@ pub(crate) fn section_len(dim: usize, rows: usize) -> Option<usize> {
 /// The rotated tier as the search reads it (borrowed from the index file where aligned).
 #[derive(Debug, Clone)]
 pub(crate) struct Rq6Ref<'a> {
+    /// Dimension of the rows (before packing).
     pub dim: usize,
     rotation: Rotation,
+    /// Per-dimension minimum of the rotated rows.
     pub mins: Cow<'a, [f32]>,
+    /// Per-dimension step between codes (finite, > 0).
     pub steps: Cow<'a, [f32]>,
+    /// Every row's packed codes, `row_bytes(dim)` each.
     pub codes: &'a [u8],
     /// Codes in the index's entry order (else in row order).
     pub by_entry: bool,
@@ -289,13 +304,23 @@ pub(crate) fn kernel_for(level: SimdLevel) -> Rq6Kernel {
 }
 
 unsafe fn rq6_dot_portable(w: &[f32], c: &[u8]) -> f32 {
-    let mut acc = [0.0f32; CHUNK];
+    // The AVX2 kernel's order of operations, lane by lane, so every level scores alike to the
+    // bit: two sets of eight sums, dimensions `l` and `16 + l` into the first, `8 + l` and
+    // `24 + l` into the second, no fused multiply-adds.
+    let mut acc0 = [0.0f32; 8];
+    let mut acc1 = [0.0f32; 8];
     for (wc, cc) in w.chunks_exact(CHUNK).zip(c.chunks_exact(CHUNK_BYTES)) {
-        for (p, a) in acc.iter_mut().enumerate() {
-            *a += wc[p] * f32::from(unpack_one(cc, p));
+        let code = |p: usize| f32::from(unpack_one(cc, p));
+        for l in 0..8 {
+            acc0[l] += wc[l] * code(l);
+            acc1[l] += wc[8 + l] * code(8 + l);
+        }
+        for l in 0..8 {
+            acc0[l] += wc[16 + l] * code(16 + l);
+            acc1[l] += wc[24 + l] * code(24 + l);
         }
     }
-    acc.iter().sum()
+    acc0.iter().zip(&acc1).map(|(a, b)| a + b).sum()
 }
 
 /// # Safety
@@ -331,10 +356,11 @@ unsafe fn rq6_dot_avx2(w: &[f32], c: &[u8]) -> f32 {
             let f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(c0, 8)));
             let f2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c1));
             let f3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(c1, 8)));
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(wp), f0, acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(wp.add(8)), f1, acc1);
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(wp.add(16)), f2, acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(wp.add(24)), f3, acc1);
+            // Multiply, then add (not fused): the portable kernel rounds the same way.
+            acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(_mm256_loadu_ps(wp), f0));
+            acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(_mm256_loadu_ps(wp.add(8)), f1));
+            acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(_mm256_loadu_ps(wp.add(16)), f2));
+            acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(_mm256_loadu_ps(wp.add(24)), f3));
         }
     }
     let mut lanes = [0.0f32; 8];

@@ -117,24 +117,24 @@ fn code_scores_stay_within_six_sigma_and_survivors_hold_the_true_top_k() {
 }
 
 /// Searches through the rotated tier return what the full `f32` re-rank returns (rows and
-/// scores) on the hard mixture, with and without a recall table, from far fewer raw rows
-/// than the re-rank reads without a tier, and fewer than the 8-bit tier's worst-case bound
-/// leaves.
+/// scores) on the hard mixture, from far fewer raw rows than the re-rank reads without a tier,
+/// and fewer than the 8-bit tier's worst-case bound leaves at CLIP's widths (384 is not a
+/// power of two: two overlapping Hadamard blocks).
 #[test]
 fn the_rotated_tier_gives_the_f32_top_k_from_fewer_raw_rows_than_sq8() {
     use crate::tier::{CompactCodes, CompactKind};
     use crate::{Cancel, IndexParams, IvfPqIndex, IvfPqView, SearchParams, SearchStats};
-    for metric in [Metric::Cosine, Metric::Dot] {
-        let data = generate(&SyntheticSpec::hard(6_000, 60, 512, 9));
-        let ix = IvfPqIndex::build(
-            &data.vectors,
-            512,
-            metric,
-            &IndexParams::default(),
-            Cancel::NEVER,
-        )
-        .expect("build");
-        let tier = |kind| CompactCodes::build(kind, &data.vectors, 512, metric).expect("codes");
+    for (metric, dim) in [
+        (Metric::Cosine, 512),
+        (Metric::Dot, 512),
+        (Metric::Cosine, 384),
+        (Metric::Cosine, 768),
+    ] {
+        let data = generate(&SyntheticSpec::hard(6_000, 60, dim, 9));
+        let params = IndexParams::default();
+        let ix =
+            IvfPqIndex::build(&data.vectors, dim, metric, &params, Cancel::NEVER).expect("build");
+        let tier = |kind| CompactCodes::build(kind, &data.vectors, dim, metric).expect("codes");
         let (rq, sq) = (tier(CompactKind::Rotated6), tier(CompactKind::Sq8));
         let (with_rq, with_sq, without) = (
             ix.to_bytes_with(None, Some(&rq)),
@@ -178,7 +178,7 @@ fn the_rotated_tier_gives_the_f32_top_k_from_fewer_raw_rows_than_sq8() {
         );
         assert!(
             rq_s.reranked * 4 < plain.reranked && rq_s.reranked < sq_s.reranked,
-            "{metric}: raw rows re-ranked: rotated tier {}, 8-bit tier {}, none {}",
+            "{metric} {dim}: raw rows re-ranked: rotated tier {}, 8-bit tier {}, none {}",
             rq_s.reranked,
             sq_s.reranked,
             plain.reranked
@@ -186,7 +186,8 @@ fn the_rotated_tier_gives_the_f32_top_k_from_fewer_raw_rows_than_sq8() {
     }
 }
 
-/// A section is refused when its size, preamble, mins, steps or signs are wrong.
+/// A section is refused when its size, preamble, mins or steps are wrong, and a file whose
+/// flags name a rotated section without a compact one, or the wrong kind, is corrupt.
 #[test]
 fn the_section_is_checked() {
     let data = rows(50, 40, 2);
@@ -218,6 +219,32 @@ fn the_section_is_checked() {
         bad[at..at + 4].copy_from_slice(&value.to_le_bytes());
         assert!(Rq6Ref::parse(&bad, 40, 50, true).is_err(), "edit at {at}");
     }
+    // The kind flag (bit 4 of the header's flags) must come with a compact section of that
+    // kind: set alone, or flipped on an 8-bit section, the file is refused.
+    use crate::layout::{FLAG_COMPACT, FLAG_COMPACT_ROTATED6};
+    use crate::{Cancel, IndexParams, IvfPqIndex, IvfPqView};
+    let more = rows(2000, 40, 5);
+    let ix = IvfPqIndex::build(
+        &more,
+        40,
+        Metric::Cosine,
+        &IndexParams::default(),
+        Cancel::NEVER,
+    )
+    .expect("build");
+    let sq = crate::CompactCodes::build(crate::CompactKind::Sq8, &more, 40, Metric::Cosine);
+    let flags = |b: &[u8]| u32::from_le_bytes([b[36], b[37], b[38], b[39]]);
+    let set_flags = |b: &mut Vec<u8>, f: u32| b[36..40].copy_from_slice(&f.to_le_bytes());
+    let mut plain = ix.to_bytes();
+    let f = flags(&plain);
+    set_flags(&mut plain, f | FLAG_COMPACT_ROTATED6);
+    assert!(IvfPqView::from_bytes(&plain).is_err());
+    let mut with_sq8 = ix.to_bytes_with(None, sq.as_ref());
+    let f = flags(&with_sq8);
+    assert_eq!(f & (FLAG_COMPACT | FLAG_COMPACT_ROTATED6), FLAG_COMPACT);
+    assert!(IvfPqView::from_bytes(&with_sq8).is_ok());
+    set_flags(&mut with_sq8, f | FLAG_COMPACT_ROTATED6);
+    assert!(IvfPqView::from_bytes(&with_sq8).is_err());
     // Keys beyond the codes are kept; a NaN query rules nothing out.
     let tier = codes.view();
     let q = rows(1, 40, 4);

@@ -48,6 +48,10 @@ impl Sq8Codes {
             .zip(&maxs)
             .map(|(lo, hi)| ((hi - lo) / 255.0).max(f32::MIN_POSITIVE))
             .collect();
+        // A range wider than f32 holds (values near ±3e38) would be refused when read back.
+        if !super::ranges_valid(&mins, &steps) {
+            return None;
+        }
         let mut codes = vec![0u8; vectors.len()];
         codes
             .par_chunks_mut(dim)

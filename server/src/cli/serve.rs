@@ -94,7 +94,7 @@ pub struct ServeArgs {
     pub index_during_load: bool,
     /// Which new indexes get the compact re-rank tier (0.75 bytes per dimension of each row in
     /// the index file from 256 dimensions, 1 below; cosine and dot collections): searches then read raw vectors only for the
-    /// few candidates its error bound cannot rule out, with the same results. `auto` (the
+    /// few candidates its error margin cannot rule out, with the same results (for the rotated codes, unless two rows' rounding errors exceed twelve standard deviations together). `auto` (the
     /// default): indexes whose own calibration needs a re-rank of at least 64 per result for
     /// the default recall target, where it is clearly faster; `on` (or the bare flag): every index, so the vector files
     /// need not stay in memory (collections larger than RAM; `0.75·dim` bytes per row on disk);
