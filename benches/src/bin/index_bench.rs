@@ -11,7 +11,7 @@
 //!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--pq-sample S] [--settings 8:10,16:10,...] [--out DIR]
 //!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F] [--tiers auto|compact|f32|both|all]
 //!   [--calib-queries Q] [--calib-seed S] [--calib-margin SE]
-//!   [--calib-bootstrap B] [--tier-codes auto|sq8|rq6]`
+//!   [--calib-bootstrap B] [--tier-codes auto|sq8|rq6] [--evict 1 [--evict-ms MS]]`
 //!
 //! `--data hard` draws the harder mixture of issue 17 (`Shape::Hard`: thousands of uneven
 //! clusters, isotropic noise as large as their spread) instead of the CLIP-like data the
@@ -38,8 +38,11 @@
 //! 6-bit codes, the one with 8-bit codes and the one without, one after another (to compare
 //! the kinds in one process: this VM's speed drifts between processes). `--evict 1`
 //! runs every setting a second time ("[evicted]") while a thread drops the raw vector file from
-//! memory every second (`madvise(MADV_DONTNEED)` on the mapping, then
+//! memory every second (`--evict-ms`: the period; a fault reads a whole read-around window back,
+//! so a second lets much of the file return between two drops) (`madvise(MADV_DONTNEED)` on the mapping, then
 //! `posix_fadvise(POSIX_FADV_DONTNEED)` on the file), so the re-rank's reads go to the disk.
+//! On a VM whose virtual disk answers from the host's cache that measures little (see
+//! `docs/benchmarks.md`, "Compact re-rank tier and evicted vectors").
 //!
 //! `--vectors` says where the raw vectors that the re-rank reads live: `mapped` (default) is how
 //! the storage engine serves them, a file in the page cache mapped with `MappedF32` (huge pages
@@ -80,6 +83,8 @@ struct Args {
     targets: Vec<f32>,
     tiers: Tiers,
     evict: bool,
+    /// Milliseconds between two evictions of the vector file (`--evict 1`).
+    evict_ms: u64,
     /// Calibration queries per set (the engine's default when `None`).
     calib_queries: Option<usize>,
     /// Seed of the calibration's row sample (the engine's default when `None`).
@@ -135,6 +140,7 @@ fn parse_args() -> Result<Args> {
         targets: vec![0.9, 0.95, 0.98],
         tiers: Tiers::Auto,
         evict: false,
+        evict_ms: 1000,
         calib_queries: None,
         calib_seed: None,
         calib_margin: None,
@@ -213,6 +219,7 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--evict" => a.evict = val == "1" || val == "true",
+            "--evict-ms" => a.evict_ms = val.parse::<u64>()?.max(1),
             "--targets" => {
                 a.targets = val
                     .split(',')
@@ -311,7 +318,8 @@ fn map_bytes(map: &MappedF32) -> &[u8] {
     }
 }
 
-/// While alive, drops a mapped vector file from memory every second: `madvise(MADV_DONTNEED)`
+/// While alive, drops a mapped vector file from memory every `period` (`--evict-ms`, default a
+/// second): `madvise(MADV_DONTNEED)`
 /// unmaps its pages from this process, `posix_fadvise(POSIX_FADV_DONTNEED)` then drops them from
 /// the page cache, so the next read of a row goes to the disk.
 struct EvictGuard {
@@ -320,7 +328,7 @@ struct EvictGuard {
 }
 
 impl EvictGuard {
-    fn start(path: std::path::PathBuf, mapping: &[f32]) -> Result<EvictGuard> {
+    fn start(path: std::path::PathBuf, mapping: &[f32], period_ms: u64) -> Result<EvictGuard> {
         use std::os::fd::AsRawFd;
         use std::sync::atomic::Ordering;
         let file = ctx(std::fs::File::open(&path), "opening the vectors file")?;
@@ -336,11 +344,12 @@ impl EvictGuard {
                     libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_DONTNEED);
                     libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
                 }
-                for _ in 0..20 {
-                    if flag.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                // Sleep in short steps, so the guard's drop does not wait out a long period.
+                let mut left = period_ms;
+                while left > 0 && !flag.load(Ordering::Relaxed) {
+                    let step = left.min(50);
+                    std::thread::sleep(std::time::Duration::from_millis(step));
+                    left -= step;
                 }
             }
         });
@@ -733,9 +742,9 @@ fn main() -> Result<()> {
     for (label, sp, vectors, view, evict) in &runs {
         let vectors: &[f32] = vectors;
         let evictor = match (&mapped, *evict) {
-            (Some((dir, map)), true) if std::ptr::eq(vectors, map.as_slice()) => {
-                Some(EvictGuard::start(dir.path().join("vectors.f32"), vectors)?)
-            }
+            (Some((dir, map)), true) if std::ptr::eq(vectors, map.as_slice()) => Some(
+                EvictGuard::start(dir.path().join("vectors.f32"), vectors, args.evict_ms)?,
+            ),
             _ => None,
         };
         // Warm-up pass (also measures recall), then timed pass.
