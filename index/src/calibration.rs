@@ -19,12 +19,19 @@ pub const CALIBRATION_TARGETS: [f32; 11] = [
     0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995,
 ];
 
-/// Format version of the calibration section.
-const SECTION_VERSION: u32 = 1;
+/// Format version of the calibration section this build writes (version 1, without the
+/// codes-only recalls, is still read).
+const SECTION_VERSION: u32 = 2;
 /// Bytes before the points: version, k, queries per set, shift, point count, flags.
 const SECTION_HEADER: usize = 24;
+/// Bytes per point in version 1 sections.
+const POINT_BYTES_V1: usize = 24;
 /// Bytes per point.
-const POINT_BYTES: usize = 24;
+const POINT_BYTES: usize = 32;
+/// Point flag: the parameters reached the target.
+const POINT_REACHED: u32 = 1;
+/// Point flag: ranking on the compact tier's codes alone reached the target too.
+const POINT_CODES_REACHED: u32 = 2;
 /// Most points a section may hold (a hostile count must not size an allocation).
 const MAX_POINTS: usize = 64;
 /// Largest `refine` a calibration may name.
@@ -50,6 +57,16 @@ pub struct CalibrationPoint {
     /// target's higher requirement). When no parameters did, the point holds the best found
     /// and this is false.
     pub reached: bool,
+    /// Recall@k on the in-distribution queries with these parameters when the final ranking
+    /// uses the compact tier's codes alone (`rescore` off: no raw row read), less the same
+    /// optimism as `recall_in`; 0 where not measured (no tier, or tables written before
+    /// 2026-12-07).
+    pub codes_recall_in: f32,
+    /// The same on the shifted queries.
+    pub codes_recall_shifted: f32,
+    /// Whether the codes-only recalls, less the calibration's margin, reached `target` too:
+    /// then a search that allows it may skip the raw rows at this point.
+    pub codes_reached: bool,
 }
 
 impl CalibrationPoint {
@@ -63,6 +80,11 @@ impl CalibrationPoint {
     /// [`COMPACT_MIN_PER_RESULT`](crate::COMPACT_MIN_PER_RESULT) candidates per result).
     pub fn uses_compact_tier(&self) -> bool {
         self.refine as usize >= crate::COMPACT_MIN_PER_RESULT
+    }
+
+    /// The lower of the two codes-only recalls (0 where not measured).
+    pub fn expected_codes_recall(&self) -> f32 {
+        self.codes_recall_in.min(self.codes_recall_shifted)
     }
 }
 
@@ -89,10 +111,30 @@ impl Calibration {
             .or_else(|| self.points.last())
     }
 
+    /// The point serving `target` with the final ranking on the compact tier's codes alone:
+    /// the first whose target is at least `target` and whose codes-only recall reached it.
+    /// `None` when none did (the search then reads the raw rows, at [`point_for`](Self::point_for)).
+    pub fn codes_point_for(&self, target: f32) -> Option<&CalibrationPoint> {
+        self.points
+            .iter()
+            .find(|p| p.target >= target && p.codes_reached)
+    }
+
     /// Serialises the table (the index file's calibration section).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(SECTION_HEADER + POINT_BYTES * self.points.len());
-        for v in [SECTION_VERSION, self.k, self.queries] {
+        // Version 1 while no codes-only recall was measured (indexes without a compact tier),
+        // so releases that know only version 1 still read those files.
+        let codes = self
+            .points
+            .iter()
+            .any(|p| p.codes_reached || p.codes_recall_in != 0.0 || p.codes_recall_shifted != 0.0);
+        let (version, point_bytes) = if codes {
+            (SECTION_VERSION, POINT_BYTES)
+        } else {
+            (1, POINT_BYTES_V1)
+        };
+        let mut out = Vec::with_capacity(SECTION_HEADER + point_bytes * self.points.len());
+        for v in [version, self.k, self.queries] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&self.shift.to_le_bytes());
@@ -104,7 +146,17 @@ impl Calibration {
             out.extend_from_slice(&p.refine.to_le_bytes());
             out.extend_from_slice(&p.recall_in.to_le_bytes());
             out.extend_from_slice(&p.recall_shifted.to_le_bytes());
-            out.extend_from_slice(&u32::from(p.reached).to_le_bytes());
+            let flags = if p.reached { POINT_REACHED } else { 0 }
+                | if p.codes_reached {
+                    POINT_CODES_REACHED
+                } else {
+                    0
+                };
+            out.extend_from_slice(&flags.to_le_bytes());
+            if codes {
+                out.extend_from_slice(&p.codes_recall_in.to_le_bytes());
+                out.extend_from_slice(&p.codes_recall_shifted.to_le_bytes());
+            }
         }
         out
     }
@@ -120,33 +172,45 @@ impl Calibration {
             u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
         };
         let f = |at: usize| f32::from_bits(u(at));
-        if u(0) != SECTION_VERSION {
-            return Err(bad(format!("unknown version {}", u(0))));
-        }
+        let point_bytes = match u(0) {
+            1 => POINT_BYTES_V1,
+            SECTION_VERSION => POINT_BYTES,
+            v => return Err(bad(format!("unknown version {v}"))),
+        };
         let (k, queries, shift, count) = (u(4), u(8), f(12), u(16) as usize);
         if k == 0 || queries == 0 || !shift.is_finite() || shift < 0.0 {
             return Err(bad(format!("k {k}, queries {queries}, shift {shift}")));
         }
-        if count > MAX_POINTS || bytes.len() != SECTION_HEADER + count * POINT_BYTES {
+        if count > MAX_POINTS || bytes.len() != SECTION_HEADER + count * point_bytes {
             return Err(bad(format!("{count} points in {} bytes", bytes.len())));
         }
         let mut points = Vec::with_capacity(count);
         for i in 0..count {
-            let at = SECTION_HEADER + i * POINT_BYTES;
+            let at = SECTION_HEADER + i * point_bytes;
+            let flags = u(at + 20);
+            if flags & !(POINT_REACHED | POINT_CODES_REACHED) != 0 {
+                return Err(bad(format!("point {i} flags {flags}")));
+            }
+            let codes = |off: usize| if point_bytes > off { f(at + off) } else { 0.0 };
             let p = CalibrationPoint {
                 target: f(at),
                 nprobe: u(at + 4),
                 refine: u(at + 8),
                 recall_in: f(at + 12),
                 recall_shifted: f(at + 16),
-                reached: match u(at + 20) {
-                    0 => false,
-                    1 => true,
-                    x => return Err(bad(format!("point {i} flag {x}"))),
-                },
+                reached: flags & POINT_REACHED != 0,
+                codes_recall_in: codes(24),
+                codes_recall_shifted: codes(28),
+                codes_reached: flags & POINT_CODES_REACHED != 0,
             };
             let unit = |x: f32| x.is_finite() && (0.0..=1.0).contains(&x);
-            if !unit(p.target) || p.target == 0.0 || !unit(p.recall_in) || !unit(p.recall_shifted) {
+            if !unit(p.target)
+                || p.target == 0.0
+                || !unit(p.recall_in)
+                || !unit(p.recall_shifted)
+                || !unit(p.codes_recall_in)
+                || !unit(p.codes_recall_shifted)
+            {
                 return Err(bad(format!("point {i} recall out of range")));
             }
             if p.nprobe == 0 || p.nprobe as usize > nlist {
@@ -187,6 +251,9 @@ mod tests {
             recall_in: target + 0.001,
             recall_shifted: target + 0.002,
             reached,
+            codes_recall_in: target - 0.001,
+            codes_recall_shifted: target,
+            codes_reached: nprobe == 16,
         };
         Calibration {
             k: 10,
@@ -236,6 +303,12 @@ mod tests {
         c[SECTION_HEADER + 20] = 7;
         assert!(Calibration::from_bytes(&c, 100).is_err());
         let mut c = b.clone();
+        c[SECTION_HEADER + 24..SECTION_HEADER + 28].copy_from_slice(&1.5f32.to_le_bytes());
+        assert!(
+            Calibration::from_bytes(&c, 100).is_err(),
+            "a codes recall above 1"
+        );
+        let mut c = b.clone();
         c[SECTION_HEADER + 12..SECTION_HEADER + 16].copy_from_slice(&f32::NAN.to_le_bytes());
         assert!(Calibration::from_bytes(&c, 100).is_err());
         let mut c = b.clone();
@@ -245,5 +318,49 @@ mod tests {
         for cut in 0..b.len() {
             assert!(Calibration::from_bytes(&b[..cut], 100).is_err());
         }
+    }
+
+    /// Tables written before the codes-only recalls (version 1, 24-byte points) still read,
+    /// with no codes-only point.
+    #[test]
+    fn version_one_sections_still_read() {
+        let t = table();
+        let mut v1 = Vec::new();
+        let b = t.to_bytes();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&b[4..SECTION_HEADER]);
+        for i in 0..t.points.len() {
+            let at = SECTION_HEADER + i * POINT_BYTES;
+            v1.extend_from_slice(&b[at..at + 20]);
+            v1.extend_from_slice(&u32::from(t.points[i].reached).to_le_bytes());
+        }
+        let read = Calibration::from_bytes(&v1, 100).expect("a version 1 table");
+        for (r, p) in read.points.iter().zip(&t.points) {
+            assert_eq!(
+                (r.nprobe, r.refine, r.reached),
+                (p.nprobe, p.refine, p.reached)
+            );
+            assert_eq!((r.codes_recall_in, r.codes_reached), (0.0, false));
+        }
+        assert!(read.codes_point_for(0.5).is_none());
+        // A table without codes-only recalls is written as version 1, byte for byte.
+        let plain = Calibration {
+            points: read.points.clone(),
+            ..t.clone()
+        };
+        assert_eq!(plain.to_bytes(), v1);
+        // A version 2 length with a version 1 tag is refused.
+        let mut c = b.clone();
+        c[0..4].copy_from_slice(&1u32.to_le_bytes());
+        assert!(Calibration::from_bytes(&c, 100).is_err());
+    }
+
+    /// The codes-only point for a target is the first at or above it whose codes reached.
+    #[test]
+    fn the_codes_only_point_is_the_first_that_reached_at_or_above_the_target() {
+        let t = table();
+        assert_eq!(t.codes_point_for(0.5).map(|p| p.nprobe), Some(16));
+        assert_eq!(t.codes_point_for(0.95).map(|p| p.nprobe), Some(16));
+        assert!(t.codes_point_for(0.96).is_none());
     }
 }

@@ -158,6 +158,12 @@ pub struct SearchParams {
     /// Candidates re-ranked exactly = `k * refine`; default derived from the number of
     /// indexed vectors (see [`default_refine`]).
     pub refine: Option<usize>,
+    /// Whether the final ranking reads the raw rows (exact scores). When false and the index
+    /// has a compact tier (cosine or dot), the candidates are ranked on the tier's codes alone
+    /// and their code scores returned: no raw row is read, so the raw file may sit on a slow
+    /// disk, at the cost of the codes' ranking errors (near-ties may swap; scores are
+    /// estimates). Ignored without a tier.
+    pub rescore: bool,
 }
 
 impl Default for SearchParams {
@@ -166,6 +172,7 @@ impl Default for SearchParams {
             k: 10,
             nprobe: None,
             refine: None,
+            rescore: true,
         }
     }
 }

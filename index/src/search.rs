@@ -286,10 +286,7 @@ pub(crate) fn search<L: Lists + ?Sized>(
     let mut cands = heap.into_best();
     if let Some(tier) = core.compact
         && core.shape.metric != Metric::L2
-        && cands.len() >= COMPACT_MIN_PER_RESULT.saturating_mul(params.k)
     {
-        // Rule out, on the tier's codes, the candidates that cannot reach the top k.
-        stats.compact_scored += cands.len() as u64;
         let q_tier = if core.shape.metric == Metric::Cosine {
             &q[..]
         } else {
@@ -302,12 +299,50 @@ pub(crate) fn search<L: Lists + ?Sized>(
         } else {
             cands.iter().map(|c| c.row).collect()
         };
-        let keep = tier.survivors(q_tier, &keys, params.k);
-        cands = keep.into_iter().map(|i| cands[i]).collect();
+        if !params.rescore {
+            stats.compact_scored += cands.len() as u64;
+            let out = rank_on_codes(tier, q_tier, &keys, cands, |rest| {
+                stats.reranked += rest.len() as u64;
+                rerank(core.shape.metric, dim, query, &q, vectors, rest, params.k)
+            });
+            stats.rerank += scanned.elapsed();
+            return best_k(core.shape.metric, out, params.k);
+        }
+        if cands.len() >= COMPACT_MIN_PER_RESULT.saturating_mul(params.k) {
+            // Rule out, on the tier's codes, the candidates that cannot reach the top k.
+            stats.compact_scored += cands.len() as u64;
+            let keep = tier.survivors(q_tier, &keys, params.k);
+            cands = keep.into_iter().map(|i| cands[i]).collect();
+        }
     }
     stats.reranked += cands.len() as u64;
     let out = rerank(core.shape.metric, dim, query, &q, vectors, cands, params.k);
     stats.rerank += scanned.elapsed();
+    out
+}
+
+/// The candidates ranked on the tier's codes, with their code scores (see
+/// [`SearchParams::rescore`]); `keys` locate each candidate's codes. The few without codes (none
+/// in a file that passed validation) are scored by `exact` instead, the only raw reads.
+fn rank_on_codes(
+    tier: &TierRef<'_>,
+    q_tier: &[f32],
+    keys: &[u32],
+    cands: Vec<Cand>,
+    exact: impl FnOnce(Vec<Cand>) -> Vec<Neighbor>,
+) -> Vec<Neighbor> {
+    let scores = tier.scores(q_tier, keys);
+    let mut out = Vec::with_capacity(cands.len());
+    let mut uncoded = Vec::new();
+    for (c, s) in cands.into_iter().zip(scores) {
+        match s {
+            Some(score) => out.push(Neighbor { row: c.row, score }),
+            None => uncoded.push(c),
+        }
+    }
+    if !uncoded.is_empty() {
+        out.extend(exact(uncoded));
+    }
     out
 }
 

@@ -143,6 +143,7 @@ fn serialised_view_gives_identical_results() {
         k: 15,
         nprobe: Some(7),
         refine: Some(4),
+        rescore: true,
     };
     for qi in 0..50 {
         let q = d.query(qi);
@@ -365,6 +366,7 @@ fn bad_input_is_an_error() {
         k: usize::MAX / 2,
         nprobe: None,
         refine: Some(usize::MAX),
+        rescore: true,
     };
     assert_eq!(tiny.search(&[0.5; 4], &v, &huge, None).len(), 25);
     // Wrong query length: nothing, no panic.
@@ -454,6 +456,7 @@ fn search_stats_count_lists_codes_and_candidates() {
         k: 10,
         nprobe: Some(4),
         refine: Some(5),
+        rescore: true,
     };
     let mut stats = SearchStats::default();
     let got = view.search_with_stats(d.query(0), &d.vectors, &p, None, &mut stats);

@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub max_heavy_requests: usize,
     /// Whether `/readyz` waits for the model (`--wait-for-model`).
     pub wait_for_model: bool,
+    /// Whether searches read the raw rows for the final ranking when a request does not say
+    /// (`--rescore`).
+    pub rescore: glimpse_storage::Rescore,
 }
 
 /// A request body larger than this (or of unknown length) makes a request heavy.
@@ -52,6 +55,7 @@ impl ServerConfig {
             spool_dir,
             max_heavy_requests: 2,
             wait_for_model: false,
+            rescore: glimpse_storage::Rescore::Always,
         }
     }
 }

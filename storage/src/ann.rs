@@ -35,7 +35,7 @@ use memmap2::Mmap;
 
 use crate::error::{Result, StorageError};
 use crate::mmap_f32::{advise_huge_pages, map_file};
-use crate::types::CompactRerank;
+use crate::types::{CompactRerank, Rescore};
 
 /// File name of a segment's index.
 pub(crate) const INDEX_FILE: &str = "index.ivfpq";
@@ -66,12 +66,8 @@ pub(crate) fn build(
     ) {
         Ok(ix) => {
             let grid = measure(path, &ix, vectors, &held_out, &opts, cancel)?;
-            let (table, compact) =
-                table_and_tier(compact_tier, grid.as_ref(), vectors, dim, metric);
-            Ok(Some((
-                KIND.to_string(),
-                ix.to_bytes_with(table.as_ref(), compact.as_ref()),
-            )))
+            let bytes = index_bytes(path, &ix, grid.as_ref(), compact_tier, vectors, cancel)?;
+            Ok(Some((KIND.to_string(), bytes)))
         }
         Err(IndexError::Cancelled) => Err(interrupted(path)),
         Err(e @ (IndexError::NotEnoughData { .. } | IndexError::InvalidParams(_))) => {
@@ -111,17 +107,37 @@ pub(crate) fn build_like(
     let opts = CalibrationOptions::default();
     let rows = calibration_rows(vectors.len() / index.dim().max(1), &opts);
     let grid = measure(path, &index, vectors, &rows, &opts, cancel)?;
-    let (table, compact) = table_and_tier(
-        compact_tier,
-        grid.as_ref(),
-        vectors,
-        index.dim(),
-        index.metric(),
-    );
-    Ok((
-        KIND.to_string(),
-        index.to_bytes_with(table.as_ref(), compact.as_ref()),
-    ))
+    let bytes = index_bytes(path, &index, grid.as_ref(), compact_tier, vectors, cancel)?;
+    Ok((KIND.to_string(), bytes))
+}
+
+/// The index file of a freshly built `index`: its recall table chosen from `grid`, the compact
+/// tier as `policy` decides, and, with a tier, each point's recall when ranking on the codes
+/// alone, measured on the file as written (so it is written twice).
+fn index_bytes(
+    path: &Path,
+    index: &IvfPqIndex,
+    grid: Option<&RecallGrid>,
+    policy: CompactRerank,
+    vectors: &[f32],
+    cancel: Cancel<'_>,
+) -> Result<Vec<u8>> {
+    let (mut table, compact) = table_and_tier(policy, grid, vectors, index.dim(), index.metric());
+    let bytes = index.to_bytes_with(table.as_ref(), compact.as_ref());
+    let (Some(g), Some(t), Some(_)) = (grid, table.as_mut(), compact.as_ref()) else {
+        return Ok(bytes);
+    };
+    let err = |detail: String| StorageError::Index {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let view = IvfPqView::from_bytes(&bytes).map_err(|e| err(e.to_string()))?;
+    match g.measure_codes_only(&view, vectors, t, cancel) {
+        Ok(()) => {}
+        Err(IndexError::Cancelled) => return Err(interrupted(path)),
+        Err(e) => return Err(err(format!("codes-only calibration: {e}"))),
+    }
+    Ok(index.to_bytes_with(table.as_ref(), compact.as_ref()))
 }
 
 /// Candidates per result that the default target's point must re-rank for `Auto` to give an
@@ -227,6 +243,8 @@ pub(crate) struct AnnKnobs {
     pub nprobe: Option<usize>,
     /// Candidates re-ranked per result.
     pub refine: Option<usize>,
+    /// Whether the final ranking reads the raw rows.
+    pub rescore: Rescore,
 }
 
 /// What one segment's search used: the parameters and the recall its table promised.
@@ -239,6 +257,9 @@ pub(crate) struct Chosen {
     /// Recall the calibration measured with these parameters; `None` when unknown (an
     /// index without a table, or parameters given by hand).
     pub expected_recall: Option<f32>,
+    /// Whether the final ranking reads the raw rows (false: the compact tier's codes alone,
+    /// where the index has them).
+    pub rescore: bool,
 }
 
 /// The error of a build for `path` stopped by its `Cancel` flag.
@@ -253,6 +274,8 @@ pub(crate) struct SegmentIndex {
     coarse: CoarseTable,
     /// The recall table stored with the index (`None` for files from before calibration).
     calibration: Option<Calibration>,
+    /// Whether searches can rank on a compact tier (the file has one, and the metric uses it).
+    has_compact_tier: bool,
     dim: usize,
     metric: Metric,
 }
@@ -294,6 +317,7 @@ impl SegmentIndex {
             ));
         }
         let coarse = view.coarse_table();
+        let has_compact_tier = view.compact_kind().is_some() && metric != Metric::L2;
         drop(view);
         let calibration = IvfPqView::read_calibration(&map)
             .map_err(|e| StorageError::corrupt(path, 0, e.to_string()))?;
@@ -301,6 +325,7 @@ impl SegmentIndex {
             map,
             coarse,
             calibration,
+            has_compact_tier,
             dim,
             metric,
         })
@@ -311,6 +336,11 @@ impl SegmentIndex {
         self.calibration.as_ref()
     }
 
+    /// Whether searches can rank on the index's compact tier.
+    pub(crate) fn has_compact_tier(&self) -> bool {
+        self.has_compact_tier
+    }
+
     /// The parameters a search with `knobs` uses on this segment.
     ///
     /// The table was measured as recall@`table.k` (10) with `table.k·refine` candidates. A
@@ -318,16 +348,43 @@ impl SegmentIndex {
     /// those ten, so the promise carries over); a larger `k` gets the same multiplier but no
     /// promise (`expected_recall` is `None`: it was not measured).
     pub(crate) fn choose(&self, knobs: &AnnKnobs, k: usize) -> Chosen {
+        self.choose_with_point(knobs, k).0
+    }
+
+    /// [`choose`](Self::choose), with the recall table's point behind the choice (none for an
+    /// exact scan or without a table).
+    ///
+    /// With [`Rescore::Auto`] and no parameters by hand, a segment whose table found ranking
+    /// on the codes alone reaching the target uses that point ([`Calibration::codes_point_for`])
+    /// and reads no raw row; otherwise, or with [`Rescore::Always`], the target's point with
+    /// the exact re-rank. [`Rescore::Never`] ranks on the codes at the target's point.
+    pub(crate) fn choose_with_point(
+        &self,
+        knobs: &AnnKnobs,
+        k: usize,
+    ) -> (Chosen, Option<CalibrationPoint>) {
         let target = knobs.recall_target.unwrap_or(DEFAULT_RECALL_TARGET);
         if target >= 1.0 && knobs.nprobe.is_none() && knobs.refine.is_none() {
-            return Chosen {
+            let exact = Chosen {
                 nprobe: None,
                 refine: None,
                 expected_recall: Some(1.0),
+                rescore: true,
             };
+            return (exact, None);
         }
         let table = self.calibration.as_ref();
-        let point: Option<&CalibrationPoint> = table.and_then(|c| c.point_for(target));
+        let by_hand = knobs.nprobe.is_some() || knobs.refine.is_some();
+        let codes_point = table
+            .filter(|_| knobs.rescore == Rescore::Auto && !by_hand && self.has_compact_tier)
+            .and_then(|c| c.codes_point_for(target));
+        let rescore = match knobs.rescore {
+            Rescore::Always => true,
+            Rescore::Auto => codes_point.is_none(),
+            Rescore::Never => false,
+        };
+        let point: Option<&CalibrationPoint> =
+            codes_point.or_else(|| table.and_then(|c| c.point_for(target)));
         let table_k = table.map_or(1, |c| c.k as usize).max(1);
         let k = k.max(1);
         let refine = point.map(|p| {
@@ -338,16 +395,27 @@ impl SegmentIndex {
                 r
             }
         });
-        let by_hand = knobs.nprobe.is_some() || knobs.refine.is_some();
-        Chosen {
+        // Ranked on codes, the promise is the codes-only recall where it was measured.
+        let promise = |p: &CalibrationPoint| {
+            if rescore || !self.has_compact_tier {
+                Some(p.expected_recall())
+            } else if p.codes_recall_in > 0.0 {
+                Some(p.expected_codes_recall())
+            } else {
+                None
+            }
+        };
+        let chosen = Chosen {
             nprobe: knobs.nprobe.or(point.map(|p| p.nprobe as usize)),
             refine: knobs.refine.or(refine),
             expected_recall: if by_hand || k > table_k {
                 None
             } else {
-                point.map(CalibrationPoint::expected_recall)
+                point.and_then(promise)
             },
-        }
+            rescore,
+        };
+        (chosen, point.copied())
     }
 
     /// Whether `chosen` means an exact scan of the segment (`recall_target` 1).
@@ -371,6 +439,7 @@ impl SegmentIndex {
             k,
             nprobe: chosen.nprobe,
             refine: chosen.refine,
+            rescore: chosen.rescore,
         };
         match IvfPqView::from_bytes_with(&self.map, &self.coarse) {
             Ok(view) => view.search_with_stats(query, vectors, &params, Some(filter), stats),
@@ -392,6 +461,9 @@ mod tests {
             recall_in: target,
             recall_shifted: target,
             reached: true,
+            codes_recall_in: 0.0,
+            codes_recall_shifted: 0.0,
+            codes_reached: false,
         };
         Calibration {
             k: 10,

@@ -111,8 +111,53 @@ pub struct SearchRequest {
     /// cheapest parameters its own recall table names for it; 1.0 scans exactly. `nprobe` and
     /// `refine`, when given, override the table's.
     pub recall_target: Option<f32>,
+    /// Whether indexed segments read the raw rows for the final ranking.
+    pub rescore: Rescore,
     /// Metadata filter evaluated per row inside the scan.
     pub filter: Option<Filter>,
+}
+
+/// Whether a search of an indexed segment reads its raw `f32` rows for the final ranking, or
+/// ranks on the compact tier's codes alone (no raw read, scores that are estimates). Segments
+/// without a compact tier always read the raw rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rescore {
+    /// Always re-rank exactly on the raw rows: exact scores.
+    #[default]
+    Always,
+    /// Rank on the codes alone in each segment whose recall table found that ranking reach
+    /// the target (it then uses that point's parameters), else as `Always`: the raw rows may
+    /// sit on a slow disk without slowing searches, at the recall the table promises.
+    Auto,
+    /// Rank on the codes alone wherever a segment has them, whatever its table says (an
+    /// expert override: the recall promised is the codes-only one where measured).
+    Never,
+}
+
+impl Rescore {
+    /// The name used by the HTTP API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rescore::Always => "always",
+            Rescore::Auto => "auto",
+            Rescore::Never => "never",
+        }
+    }
+}
+
+impl std::str::FromStr for Rescore {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Rescore, String> {
+        match s {
+            "always" => Ok(Rescore::Always),
+            "auto" => Ok(Rescore::Auto),
+            "never" => Ok(Rescore::Never),
+            other => Err(format!(
+                "rescore must be `always`, `auto` or `never`, got {other:?}"
+            )),
+        }
+    }
 }
 
 /// When acknowledged writes reach stable storage.
@@ -321,6 +366,9 @@ pub struct SegmentRecall {
     pub recall_shifted: Option<f64>,
     /// Whether the table's point reached the target (`None` without a table).
     pub reached: Option<bool>,
+    /// Whether the final ranking uses the compact tier's codes alone (no raw row read); the
+    /// recalls above are then the codes-only ones.
+    pub codes_only: bool,
 }
 
 /// The recall a collection's searches at one target get, segment by segment.

@@ -40,6 +40,7 @@ fn vectors_whose_norm_overflows_f32_are_refused_and_queries_too() {
                 refine: None,
                 recall_target: None,
                 filter: None,
+                rescore: Default::default(),
             },
         )
         .unwrap_err();

@@ -6,7 +6,8 @@ mod common;
 
 use common::{point, vec_for};
 use glimpse_storage::{
-    CompactRerank, Filter, MetaValue, Metric, SearchRequest, StorageError, Store, StoreOptions,
+    CompactRerank, Filter, MetaValue, Metric, Rescore, SearchRequest, StorageError, Store,
+    StoreOptions,
 };
 
 /// Waits (up to 60 s) until no segment waits for a deferred index build
@@ -67,6 +68,7 @@ fn assert_finds_itself(c: &glimpse_storage::Collection, i: u64) {
                 refine: Some(1000),
                 recall_target: None,
                 filter: None,
+                rescore: Default::default(),
             },
         )
         .unwrap();
@@ -117,6 +119,7 @@ fn ann_index_respects_deletes_and_filters(defer: bool) {
         refine: Some(1000),
         recall_target: None,
         filter,
+        rescore: Default::default(),
     };
     for i in [0u64, 17, 2999] {
         let hits = c
@@ -492,7 +495,7 @@ fn steady_loading_indexes_shards_early_and_merges_them_after() {
         );
     }
     // Trained and borrowed indexes alike carry their own recall table.
-    let report = c.recall_report(None);
+    let report = c.recall_report(None, Rescore::Always);
     assert_eq!(report.uncalibrated_segments, 0, "{report:?}");
     assert!(report.segments.iter().all(|s| s.calibrated), "{report:?}");
     assert!(
@@ -511,7 +514,7 @@ fn steady_loading_indexes_shards_early_and_merges_them_after() {
     }
     assert_eq!(c.counters().compactions, 1);
     // So does the merged one.
-    let report = c.recall_report(Some(0.9));
+    let report = c.recall_report(Some(0.9), Rescore::Always);
     assert_eq!(report.segments.len(), 1);
     assert!(report.segments[0].calibrated, "{report:?}");
     for i in [0u64, 2345, 5999] {
@@ -625,4 +628,92 @@ fn the_compact_rerank_tier_changes_reads_not_results() {
         assert!(bytes_without > 0);
         assert_eq!((bytes_with - bytes_without) / ROWS, row_bytes, "{dim}");
     }
+}
+
+/// With a compact tier, the build measures each recall-table point's recall when ranking on
+/// the codes alone. `Rescore::Auto` then reads no raw row in a segment whose table found that
+/// enough for the target (and reports its codes-only recall), `Rescore::Always` re-ranks on
+/// the raw rows as before, and `Rescore::Never` ranks on the codes whatever the table says.
+/// Codes-only scores are estimates of the exact ones.
+#[test]
+fn rescore_auto_skips_raw_rows_where_the_table_says_the_codes_suffice() {
+    let dim = 384;
+    let data = glimpse_index::synthetic::generate(
+        &glimpse_index::synthetic::SyntheticSpec::clip_like(6000, 40, dim, 11),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        compact_rerank: CompactRerank::On,
+        ..prompt_opts()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let c = store.create_collection("ix", dim, Metric::Cosine).unwrap();
+    let mut w = c.bulk_writer().unwrap();
+    for i in 0..data.n() {
+        let mut p = point(&format!("v{i}"), i as u64, dim);
+        p.vector = data.vectors[i * dim..(i + 1) * dim].to_vec();
+        w.push(p).unwrap();
+    }
+    w.commit().unwrap();
+    wait_indexed(&c);
+    // The lowest target whose table point the codes alone reach.
+    let target = [0.5f32, 0.7, 0.8, 0.85, 0.9, 0.95]
+        .into_iter()
+        .find(|&t| {
+            c.recall_report(Some(t), Rescore::Auto)
+                .segments
+                .iter()
+                .all(|s| s.codes_only)
+        })
+        .expect("the codes alone reach some target on clustered data");
+    let report = c.recall_report(Some(target), Rescore::Auto);
+    assert!(
+        report.expected_recall.unwrap() >= f64::from(target),
+        "{report:?}"
+    );
+    let always = c.recall_report(Some(target), Rescore::Always);
+    assert!(always.segments.iter().all(|s| !s.codes_only), "{always:?}");
+    let search = |rescore: Rescore, i: usize| {
+        let req = SearchRequest {
+            k: 10,
+            recall_target: Some(target),
+            rescore,
+            ..SearchRequest::default()
+        };
+        c.search_with_stats(data.query(i), &req).unwrap()
+    };
+    let (mut agree, mut total) = (0, 0);
+    for i in 0..data.n_queries() {
+        let (auto, t_auto) = search(Rescore::Auto, i);
+        let (never, t_never) = search(Rescore::Never, i);
+        let (exact, t_exact) = search(Rescore::Always, i);
+        assert_eq!(
+            (t_auto.reranked, t_never.reranked),
+            (0, 0),
+            "no raw row read"
+        );
+        assert!(t_auto.compact_scored > 0 && t_exact.reranked > 0);
+        let promised = f64::from(t_auto.expected_recall.unwrap());
+        assert!((promised - report.expected_recall.unwrap()).abs() < 1e-3);
+        let ids = |h: &[glimpse_storage::Hit]| h.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&auto), ids(&never), "same point, same ranking");
+        let q = data.query(i);
+        let qn = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+        for h in &auto {
+            let row: usize = h.id[1..].parse().unwrap();
+            let v = &data.vectors[row * dim..(row + 1) * dim];
+            let vn = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let cos = q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>() / (qn * vn);
+            assert!((h.score - cos).abs() < 0.02, "{} vs {cos}", h.score);
+        }
+        agree += ids(&auto)
+            .iter()
+            .filter(|id| ids(&exact).contains(id))
+            .count();
+        total += exact.len();
+    }
+    assert!(
+        agree as f32 >= 0.8 * total as f32,
+        "codes-only results share {agree} of {total} with the exact re-rank"
+    );
 }

@@ -59,6 +59,7 @@ fn load_then_offline_query() {
         refine: None,
         out: out.clone(),
         exact_scan: false,
+        rescore: Default::default(),
     })
     .unwrap();
     let results = read_query_results(&out).unwrap();
@@ -104,6 +105,7 @@ fn load_then_offline_query() {
         refine: None,
         out: remote_out.clone(),
         exact_scan: false,
+        rescore: Default::default(),
     })
     .unwrap();
     let from_bucket = read_query_results(&remote_out).unwrap();
@@ -165,6 +167,7 @@ fn offline_query_builds_pending_indexes_first() {
         refine: None,
         out: out.clone(),
         exact_scan: false,
+        rescore: Default::default(),
     })
     .unwrap();
     assert_eq!(read_query_results(&out).unwrap().len(), 3);

@@ -23,10 +23,17 @@ const QUERIES: usize = 60;
 /// mixture, whose ids are the row numbers.
 fn indexed_data_dir(dir: &Path) -> SyntheticData {
     let data = generate(&SyntheticSpec::hard(ROWS, QUERIES, DIM, 11));
-    let store = Store::open(dir, StoreOptions::default()).unwrap();
-    let c = store.create_collection("c", DIM, Metric::Cosine).unwrap();
+    load_indexed(dir, &data, DIM, StoreOptions::default());
+    data
+}
+
+/// Bulk-loads `data` (rows of `dim`) into collection `c` of a data dir opened with `opts`, ids
+/// the row numbers, and waits until it is indexed (and so calibrated).
+fn load_indexed(dir: &Path, data: &SyntheticData, dim: usize, opts: StoreOptions) {
+    let store = Store::open(dir, opts).unwrap();
+    let c = store.create_collection("c", dim, Metric::Cosine).unwrap();
     let mut w = c.bulk_writer().unwrap();
-    for (i, v) in data.vectors.chunks_exact(DIM).enumerate() {
+    for (i, v) in data.vectors.chunks_exact(dim).enumerate() {
         w.push(Point {
             id: i.to_string(),
             vector: v.to_vec(),
@@ -41,7 +48,6 @@ fn indexed_data_dir(dir: &Path) -> SyntheticData {
         std::thread::sleep(Duration::from_millis(50));
     }
     store.close().unwrap();
-    data
 }
 
 fn search(srv: &TestServer, body: Value) -> (reqwest::StatusCode, Value) {
@@ -182,20 +188,7 @@ fn recall_targets_are_honoured_over_http_and_by_the_cli() {
     write_queries(&qfile, &data);
     let run = |target: f32, out: &str| {
         let out = tmp.path().join(out);
-        query(QueryArgs {
-            data_dir: Some(dir.clone()),
-            remote: None,
-            collection: "c".into(),
-            vectors: qfile.clone(),
-            k: 10,
-            recall_target: target,
-            nprobe: None,
-            refine: None,
-            out: out.clone(),
-            exact_scan: false,
-        })
-        .unwrap();
-        read_query_results(&out).unwrap()
+        run_query(&dir, &qfile, &out, target, Default::default())
     };
     let exact = run(1.0, "exact.parquet");
     for (r, want) in exact.iter().zip(&truth) {
@@ -214,8 +207,135 @@ fn recall_targets_are_honoured_over_http_and_by_the_cli() {
     );
 }
 
+/// `rescore` end to end: on a collection whose index has the compact tier, a server started
+/// with `--rescore auto` ranks on the codes alone (no raw vector read) where the recall table
+/// says they reach the target, and says so in the description and each answer; a request's
+/// `rescore` overrides the server's; a bad value is a named 400; `glimpse query --rescore auto`
+/// does the same.
+#[test]
+fn rescore_auto_reads_no_raw_vectors_where_the_codes_suffice() {
+    const WIDE: usize = 384;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let data = generate(&SyntheticSpec::clip_like(6000, 20, WIDE, 5));
+    let opts = StoreOptions {
+        compact_rerank: glimpse_storage::CompactRerank::On,
+        index_min_rows: 1500,
+        ..StoreOptions::default()
+    };
+    load_indexed(&dir, &data, WIDE, opts);
+    let srv = TestServer::start(&[
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--model",
+        "none",
+        "--rescore",
+        "auto",
+    ]);
+    let q = |i: usize| data.query(i).to_vec();
+    // The lowest target at which the codes alone suffice.
+    let target = [0.5, 0.7, 0.8, 0.85, 0.9, 0.95]
+        .into_iter()
+        .find(|&t| {
+            let (st, a) = search(&srv, json!({"vector": q(0), "recall_target": t}));
+            assert_eq!(st, 200, "{a}");
+            a["recall"]["raw_rows_read"] == 0
+        })
+        .expect("the codes alone reach some target on clustered data");
+    for i in 0..data.n_queries() {
+        let (_, auto) = search(&srv, json!({"vector": q(i), "recall_target": target}));
+        assert_eq!(auto["recall"]["rescore"], "auto", "{auto}");
+        assert_eq!(auto["recall"]["raw_rows_read"], 0, "{auto}");
+        assert!(
+            auto["recall"]["expected"].as_f64().unwrap() >= target,
+            "{auto}"
+        );
+        let (_, exact) = search(
+            &srv,
+            json!({"vector": q(i), "recall_target": target, "rescore": "always"}),
+        );
+        assert_eq!(exact["recall"]["rescore"], "always", "{exact}");
+        assert!(
+            exact["recall"]["raw_rows_read"].as_u64().unwrap() > 0,
+            "{exact}"
+        );
+        assert_eq!(ids(&auto).len(), 10);
+    }
+    for bad in [json!("sometimes"), json!(1), json!("")] {
+        let (st, a) = search(&srv, json!({"vector": q(0), "rescore": bad}));
+        assert_eq!(st, 400, "{bad}: {a}");
+        assert!(a.to_string().contains("rescore"), "{bad}: {a}");
+    }
+    // The description reports the server's default, segment by segment.
+    let info: Value = reqwest::blocking::get(srv.at("/v1/collections/c"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let seg = &info["recall"]["segments"][0];
+    assert!(seg["codes_only"].is_boolean(), "{info}");
+    srv.stop();
+
+    let qdir = tmp.path().join("q");
+    std::fs::create_dir_all(&qdir).unwrap();
+    let qfile = qdir.join("q.parquet");
+    write_queries_of(&qfile, &data, WIDE);
+    let run = |rescore: glimpse_storage::Rescore| {
+        let out = tmp.path().join(format!("{}.parquet", rescore.as_str()));
+        run_query(&dir, &qfile, &out, target as f32, rescore)
+    };
+    let (auto, always) = (
+        run(glimpse_storage::Rescore::Auto),
+        run(glimpse_storage::Rescore::Always),
+    );
+    // Codes-only scores are estimates: they differ from the exact ones, by little.
+    let mut differ = 0;
+    for (a, b) in auto.iter().zip(&always) {
+        for (id, s) in a.ids.iter().zip(&a.scores) {
+            if let Some(j) = b.ids.iter().position(|x| x == id) {
+                assert!((s - b.scores[j]).abs() < 0.02, "{s} vs {}", b.scores[j]);
+                differ += usize::from(*s != b.scores[j]);
+            }
+        }
+    }
+    assert!(
+        differ > 0,
+        "glimpse query --rescore auto returned the exact scores"
+    );
+}
+
+/// `glimpse query` of collection `c` in `dir` for the queries in `qfile` at `target`, written
+/// to and read back from `out`.
+fn run_query(
+    dir: &Path,
+    qfile: &Path,
+    out: &Path,
+    target: f32,
+    rescore: glimpse_storage::Rescore,
+) -> Vec<glimpse_server::ingest::QueryResult> {
+    query(QueryArgs {
+        data_dir: Some(dir.to_path_buf()),
+        remote: None,
+        collection: "c".into(),
+        vectors: qfile.to_path_buf(),
+        k: 10,
+        recall_target: target,
+        nprobe: None,
+        refine: None,
+        out: out.to_path_buf(),
+        exact_scan: false,
+        rescore,
+    })
+    .unwrap();
+    read_query_results(out).unwrap()
+}
+
 /// The queries as a shard of `embedding` rows (what `glimpse query` reads), in order.
 fn write_queries(path: &Path, data: &SyntheticData) {
+    write_queries_of(path, data, DIM);
+}
+
+/// [`write_queries`] for queries of `dim` dimensions.
+fn write_queries_of(path: &Path, data: &SyntheticData, dim: usize) {
     use glimpse_server::ingest::{ShardRecord, ShardWriterOptions, write_partition_atomic};
     let records: Vec<ShardRecord> = (0..data.n_queries())
         .map(|i| ShardRecord {
@@ -227,5 +347,5 @@ fn write_queries(path: &Path, data: &SyntheticData) {
         .collect();
     let dir = path.parent().unwrap();
     let name = path.file_name().unwrap().to_str().unwrap();
-    write_partition_atomic(dir, name, &records, ShardWriterOptions::new("q", DIM)).unwrap();
+    write_partition_atomic(dir, name, &records, ShardWriterOptions::new("q", dim)).unwrap();
 }

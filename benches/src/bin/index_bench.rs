@@ -11,7 +11,7 @@
 //!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--pq-sample S] [--settings 8:10,16:10,...] [--out DIR]
 //!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F] [--tiers auto|compact|f32|both|all]
 //!   [--calib-queries Q] [--calib-seed S] [--calib-margin SE]
-//!   [--calib-bootstrap B] [--tier-codes auto|sq8|rq6] [--evict 1 [--evict-ms MS]]`
+//!   [--calib-bootstrap B] [--tier-codes auto|sq8|rq6] [--evict 1 [--evict-ms MS]] [--codes-only 1]`
 //!
 //! `--data hard` draws the harder mixture of issue 17 (`Shape::Hard`: thousands of uneven
 //! clusters, isotropic noise as large as their spread) instead of the CLIP-like data the
@@ -43,6 +43,11 @@
 //! `posix_fadvise(POSIX_FADV_DONTNEED)` on the file), so the re-rank's reads go to the disk.
 //! On a VM whose virtual disk answers from the host's cache that measures little (see
 //! `docs/benchmarks.md`, "Compact re-rank tier and evicted vectors").
+//!
+//! `--codes-only 1` also measures, as the engine does for an index with the tier, each recall
+//! table point's recall when ranking on the codes alone (`rescore` off), prints it and its
+//! cost, and adds a codes-only run (" codes", no raw row read) of every target whose table names
+//! a codes-only point and of every `--settings` pair, on the indexes with a tier.
 //!
 //! `--vectors` says where the raw vectors that the re-rank reads live: `mapped` (default) is how
 //! the storage engine serves them, a file in the page cache mapped with `MappedF32` (huge pages
@@ -96,6 +101,8 @@ struct Args {
     calib_bootstrap: Option<usize>,
     /// The compact tier's codes (the engine's choice for the dimension when `None`).
     tier_codes: Option<glimpse_index::CompactKind>,
+    /// Measure and run ranking on the codes alone too.
+    codes_only: bool,
 }
 
 /// Which re-rank the runs use (see the module doc).
@@ -146,6 +153,7 @@ fn parse_args() -> Result<Args> {
         calib_margin: None,
         calib_bootstrap: None,
         tier_codes: None,
+        codes_only: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -219,6 +227,7 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--evict" => a.evict = val == "1" || val == "true",
+            "--codes-only" => a.codes_only = val == "1" || val == "true",
             "--evict-ms" => a.evict_ms = val.parse::<u64>()?.max(1),
             "--targets" => {
                 a.targets = val
@@ -300,6 +309,19 @@ fn print_calibration(c: &Calibration) {
             p.recall_shifted,
             if p.reached { "" } else { "  (not reached)" }
         );
+        if p.codes_recall_in > 0.0 {
+            println!(
+                "  {:<37} codes only: in {:.4} shifted {:.4}{}",
+                "",
+                p.codes_recall_in,
+                p.codes_recall_shifted,
+                if p.codes_reached {
+                    ""
+                } else {
+                    "  (not reached)"
+                }
+            );
+        }
     }
 }
 
@@ -464,6 +486,19 @@ fn main() -> Result<()> {
     );
     let plain_view = IvfPqView::from_bytes(map_bytes(&plain_map))?;
     let view = IvfPqView::from_bytes(map_bytes(&tier_map))?;
+    // As the engine does for an index with a tier: each point's recall on the codes alone.
+    let mut cal_codes = cal_tier.clone();
+    if let (true, Some(g), Some(c)) = (args.codes_only, &grid, cal_codes.as_mut()) {
+        let (t, cpu) = (Instant::now(), process_cpu_s());
+        g.measure_codes_only(&view, &data.vectors, c, Cancel::NEVER)?;
+        println!(
+            "codes-only calibration: {:.2}s wall, {:.1}s CPU = {:.1}% of the build's wall time",
+            t.elapsed().as_secs_f64(),
+            process_cpu_s() - cpu,
+            100.0 * t.elapsed().as_secs_f64() / (train_s + add_s)
+        );
+        print_calibration(c);
+    }
     // Under `--tiers all`, the same index with the other kind of codes.
     let sq8_map = if args.tiers == Tiers::All {
         let codes = glimpse_index::CompactCodes::build(
@@ -556,20 +591,45 @@ fn main() -> Result<()> {
                         k,
                         nprobe: Some(p.nprobe as usize),
                         refine: Some(p.refine as usize),
+                        rescore: true,
+                    },
+                ));
+            }
+        }
+    }
+    if args.codes_only {
+        for &t in &args.targets {
+            if let Some(p) = cal_codes.as_ref().and_then(|c| c.codes_point_for(t)) {
+                all.push((
+                    format!("target={t} codes ({}:{})", p.nprobe, p.refine),
+                    SearchParams {
+                        k,
+                        nprobe: Some(p.nprobe as usize),
+                        refine: Some(p.refine as usize),
+                        rescore: false,
                     },
                 ));
             }
         }
     }
     for &(p, r) in &settings {
-        all.push((
-            format!("nprobe={} refine={r}", p.max(1)),
-            SearchParams {
-                k,
-                nprobe: Some(p.max(1)),
-                refine: Some(r),
-            },
-        ));
+        for rescore in [true, false] {
+            if rescore || args.codes_only {
+                all.push((
+                    format!(
+                        "nprobe={} refine={r}{}",
+                        p.max(1),
+                        if rescore { "" } else { " codes" }
+                    ),
+                    SearchParams {
+                        k,
+                        nprobe: Some(p.max(1)),
+                        refine: Some(r),
+                        rescore,
+                    },
+                ));
+            }
+        }
     }
     let mapped = if args.vectors == VectorsMode::Heap {
         None
@@ -622,6 +682,10 @@ fn main() -> Result<()> {
     let mut runs = Vec::new();
     for (label, sp, vectors) in base_runs {
         for &(tier, v) in &tiers {
+            // Ranking on the codes alone needs a tier.
+            if !sp.rescore && v.compact_kind().is_none() {
+                continue;
+            }
             for &evict in evicts {
                 let suffix = if evict { " [evicted]" } else { "" };
                 runs.push((format!("{label}{tier}{suffix}"), sp, vectors, v, evict));

@@ -280,6 +280,9 @@ fn choose(
             recall_in: (s.recall_in - optimism).clamp(0.0, 1.0),
             recall_shifted: (s.recall_shifted - optimism).clamp(0.0, 1.0),
             reached: reached.is_some(),
+            codes_recall_in: 0.0,
+            codes_recall_shifted: 0.0,
+            codes_reached: false,
         },
         None => CalibrationPoint {
             target,
@@ -288,6 +291,9 @@ fn choose(
             recall_in: 0.0,
             recall_shifted: 0.0,
             reached: false,
+            codes_recall_in: 0.0,
+            codes_recall_shifted: 0.0,
+            codes_reached: false,
         },
     }
 }

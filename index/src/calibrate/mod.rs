@@ -29,6 +29,7 @@ use crate::metric::Metric;
 use crate::search::{self, ScannedEntry};
 
 mod choose;
+mod codes;
 mod cost;
 
 use choose::{PerQuery, Replicates, Setting};
@@ -165,6 +166,22 @@ pub struct RecallGrid {
     settings: Vec<Setting>,
     replicates: Replicates,
     cost: CostModel,
+    /// What the codes-only measurement re-runs ([`RecallGrid::measure_codes_only`]).
+    sample: QuerySample,
+}
+
+/// A calibration's queries and their truth, kept for measuring searches that the rank model
+/// cannot predict (ranking on the compact tier's codes).
+#[derive(Debug, Clone)]
+struct QuerySample {
+    dim: usize,
+    /// Both sets' queries, in-distribution first, `dim` floats each.
+    queries: Vec<f32>,
+    /// Each query's true top-k rows.
+    truth: Vec<Vec<u32>>,
+    /// Each query's own row, left out of its results.
+    own: Vec<u32>,
+    margin_se: f32,
 }
 
 /// The measuring half of [`calibrate`]: the recall of every grid setting, to choose a table
@@ -291,6 +308,16 @@ pub fn measure_recall(
         settings: choose::settings_from(&per_query, shape.into_iter(), opts.margin_se),
         replicates: Replicates::draw(&per_query, opts.margin_se, opts.bootstrap, opts.seed),
         cost: CostModel::for_view(view),
+        sample: QuerySample {
+            dim,
+            truth: truth
+                .iter()
+                .map(|t| t.iter().map(|n| n.row).collect())
+                .collect(),
+            queries,
+            own: skip,
+            margin_se: opts.margin_se,
+        },
     }))
 }
 
@@ -486,6 +513,7 @@ mod tests {
             k: 10,
             nprobe: Some(p.nprobe as usize),
             refine: Some(p.refine as usize),
+            rescore: true,
         };
         let hits: usize = truth
             .iter()

@@ -118,6 +118,7 @@ fn exercise(bytes: &[u8], misalign: bool, k: usize, nprobe: Option<usize>) {
         k,
         nprobe,
         refine: Some(2),
+        rescore: true,
     };
     let hits = view.search(&query, vectors, &params, None);
     assert!(hits.len() <= k);

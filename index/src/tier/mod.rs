@@ -174,10 +174,28 @@ impl TierRef<'_> {
             TierRef::Rotated6(t) => t.survivors(q, keys, k),
         }
     }
+
+    /// The code score of each candidate (in `keys`' order) for `q` (the query in the index's
+    /// space): an estimate of its exact score, `None` for a key beyond the codes or a query
+    /// of the wrong length.
+    pub(crate) fn scores(&self, q: &[f32], keys: &[u32]) -> Vec<Option<f32>> {
+        match self {
+            TierRef::Sq8(t) => t.scores(q, keys),
+            TierRef::Rotated6(t) => t.scores(q, keys),
+        }
+    }
+}
+
+/// A query ready for a kind's code-score kernel: a code score is `base + Σ weights_j · c_j`.
+pub(crate) struct PreparedQuery {
+    pub(crate) weights: Vec<f32>,
+    pub(crate) base: f32,
+    /// How far below the k-th best code score a candidate may still be in the true top k.
+    pub(crate) margin: f32,
 }
 
 /// The pruning both kinds share: scores every candidate whose key has codes (`row_bytes` each
-/// in `codes`) with `score`, in address order, and keeps the positions scoring at least the
+/// in `codes`) with `score` (see [`score_keys`]) and keeps the positions scoring at least the
 /// k-th best less `margin`, plus every candidate without codes. Nothing is ruled out when
 /// there are at most `k` scores or the cut is not finite (a NaN or overflowing score).
 pub(crate) fn prune(
@@ -186,17 +204,43 @@ pub(crate) fn prune(
     keys: &[u32],
     k: usize,
     margin: f32,
-    mut score: impl FnMut(&[u8]) -> f32,
+    score: impl FnMut(&[u8]) -> f32,
 ) -> Vec<usize> {
     let all = || (0..keys.len()).collect();
     if keys.len() <= k || k == 0 || row_bytes == 0 {
         return all();
     }
+    let scores = score_keys(codes, row_bytes, keys, score);
+    let mut sorted: Vec<f32> = scores.iter().flatten().copied().collect();
+    if sorted.len() <= k {
+        return all();
+    }
+    let kth = k - 1;
+    sorted.select_nth_unstable_by(kth, |a, b| b.total_cmp(a));
+    let cut = sorted[kth] - margin;
+    if !cut.is_finite() {
+        return all();
+    }
+    (0..keys.len())
+        .filter(|&i| scores[i].is_none_or(|s| s >= cut))
+        .collect()
+}
+
+/// The code score of every candidate (in `keys`' order) whose key has codes (`row_bytes` each
+/// in `codes`); `None` for a key beyond them. Scored in address order: with codes in entry
+/// order the candidates of one list then come one after another from a few neighbouring pages
+/// (measured 2.3x faster than scattered reads over the same section on huge pages).
+pub(crate) fn score_keys(
+    codes: &[u8],
+    row_bytes: usize,
+    keys: &[u32],
+    mut score: impl FnMut(&[u8]) -> f32,
+) -> Vec<Option<f32>> {
+    if row_bytes == 0 {
+        return vec![None; keys.len()];
+    }
     let n = codes.len() / row_bytes;
-    // Score in address order: with codes in entry order the candidates of one list then come
-    // one after another from a few neighbouring pages (measured 2.3x faster than scattered
-    // reads over the same section on huge pages). Key in the high half, position in the low
-    // half: one integer sort.
+    // Key in the high half, position in the low half: one integer sort.
     debug_assert!(u32::try_from(keys.len()).is_ok());
     let mut order: Vec<u64> = keys
         .iter()
@@ -224,19 +268,7 @@ pub(crate) fn prune(
                 Some(score(&codes[r * row_bytes..(r + 1) * row_bytes]));
         }
     }
-    let mut sorted: Vec<f32> = scores.iter().flatten().copied().collect();
-    if sorted.len() <= k {
-        return all();
-    }
-    let kth = k - 1;
-    sorted.select_nth_unstable_by(kth, |a, b| b.total_cmp(a));
-    let cut = sorted[kth] - margin;
-    if !cut.is_finite() {
-        return all();
-    }
-    (0..keys.len())
-        .filter(|&i| scores[i].is_none_or(|s| s >= cut))
-        .collect()
+    scores
 }
 
 /// Per-dimension minimum and maximum of `vectors` (`dim` floats a row) as `view` transforms

@@ -245,8 +245,31 @@ impl<'a> Rq6Ref<'a> {
     /// doc. A key beyond the codes is always kept.
     pub(crate) fn survivors(&self, q: &[f32], keys: &[u32], k: usize) -> Vec<usize> {
         let kernels = crate::simd::kernels();
-        if q.len() != self.dim {
+        let Some(p) = self.prepare(q) else {
             return (0..keys.len()).collect();
+        };
+        super::prune(self.codes, row_bytes(self.dim), keys, k, p.margin, |c| {
+            p.base + kernels.rq6_dot(&p.weights, c)
+        })
+    }
+
+    /// The code score of each candidate (in `keys`' order) for `q`; `None` for a key beyond
+    /// the codes, and for all when `q` has the wrong length.
+    pub(crate) fn scores(&self, q: &[f32], keys: &[u32]) -> Vec<Option<f32>> {
+        let kernels = crate::simd::kernels();
+        let Some(p) = self.prepare(q) else {
+            return vec![None; keys.len()];
+        };
+        super::score_keys(self.codes, row_bytes(self.dim), keys, |c| {
+            p.base + kernels.rq6_dot(&p.weights, c)
+        })
+    }
+
+    /// `q` rotated and folded into per-dimension weights, with the margin of the module doc;
+    /// `None` when it has the wrong length.
+    fn prepare(&self, q: &[f32]) -> Option<super::PreparedQuery> {
+        if q.len() != self.dim {
+            return None;
         }
         let mut qr = q.to_vec();
         self.rotation.apply(&mut qr);
@@ -263,9 +286,10 @@ impl<'a> Rq6Ref<'a> {
             .map(|(a, (lo, st))| a.abs() * lo.abs().max((lo + LEVELS * st).abs()))
             .sum();
         let slack = 1e-4 * magnitude + 1e-6;
-        let margin = 2.0 * SIGMAS * sigma + slack;
-        super::prune(self.codes, row_bytes(self.dim), keys, k, margin, |c| {
-            base + kernels.rq6_dot(&weights, c)
+        Some(super::PreparedQuery {
+            weights,
+            base,
+            margin: 2.0 * SIGMAS * sigma + slack,
         })
     }
 }

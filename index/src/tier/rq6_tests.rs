@@ -154,6 +154,7 @@ fn the_rotated_tier_gives_the_f32_top_k_from_fewer_raw_rows_than_sq8() {
                 k: 10,
                 nprobe: Some(nprobe),
                 refine: Some(refine),
+                rescore: true,
             };
             for i in 0..data.n_queries() {
                 let q = data.query(i);
@@ -257,4 +258,70 @@ fn the_section_is_checked() {
         cands.len()
     );
     assert_eq!(tier.survivors(&q, &cands, 0).len(), cands.len());
+}
+
+/// With `rescore` off a search ranks on the codes alone: it reads no raw row (it gets none
+/// here), returns code scores close to the exact ones, and mostly the rows the exact re-rank
+/// returns. Both kinds, cosine and dot.
+#[test]
+fn ranking_on_the_codes_alone_reads_no_raw_row() {
+    use crate::tier::{CompactCodes, CompactKind};
+    use crate::{Cancel, IndexParams, IvfPqIndex, IvfPqView, SearchParams, SearchStats};
+    let dim = 384;
+    let data = generate(&SyntheticSpec::clip_like(6_000, 50, dim, 3));
+    for metric in [Metric::Cosine, Metric::Dot] {
+        let ix = IvfPqIndex::build(
+            &data.vectors,
+            dim,
+            metric,
+            &IndexParams::default(),
+            Cancel::NEVER,
+        )
+        .expect("build");
+        for kind in [CompactKind::Rotated6, CompactKind::Sq8] {
+            let codes = CompactCodes::build(kind, &data.vectors, dim, metric).expect("codes");
+            let bytes = ix.to_bytes_with(None, Some(&codes));
+            let view = IvfPqView::from_bytes(&bytes).expect("view");
+            let params = |rescore| SearchParams {
+                k: 10,
+                nprobe: Some(16),
+                refine: Some(10),
+                rescore,
+            };
+            let (mut stats, mut shared, mut worst) = (SearchStats::default(), 0, 0f32);
+            for i in 0..data.n_queries() {
+                let q = data.query(i);
+                let exact = view.search(q, &data.vectors, &params(true), None);
+                let codes_only = view.search_with_stats(q, &[], &params(false), None, &mut stats);
+                assert_eq!(codes_only.len(), 10, "{metric} {kind:?}");
+                for n in &codes_only {
+                    let v = &data.vectors[n.row as usize * dim..(n.row as usize + 1) * dim];
+                    let dot: f32 = q.iter().zip(v).map(|(a, b)| a * b).sum();
+                    let want = match metric {
+                        Metric::Cosine => {
+                            let norm = |x: &[f32]| x.iter().map(|a| a * a).sum::<f32>().sqrt();
+                            dot / (norm(q) * norm(v))
+                        }
+                        _ => dot,
+                    };
+                    worst = worst.max((n.score - want).abs());
+                }
+                shared += codes_only
+                    .iter()
+                    .filter(|n| exact.iter().any(|e| e.row == n.row))
+                    .count();
+            }
+            assert_eq!(stats.reranked, 0, "{metric} {kind:?}");
+            assert_eq!(stats.compact_scored, (100 * data.n_queries()) as u64);
+            assert!(
+                worst < 0.02,
+                "{metric} {kind:?}: a code score off by {worst}"
+            );
+            assert!(
+                shared * 10 >= 9 * 10 * data.n_queries(),
+                "{metric} {kind:?}: {shared} of {} rows shared with the exact re-rank",
+                10 * data.n_queries()
+            );
+        }
+    }
 }

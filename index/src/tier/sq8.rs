@@ -167,8 +167,31 @@ impl<'a> Sq8Ref<'a> {
     /// kept.
     pub(crate) fn survivors(&self, q: &[f32], keys: &[u32], k: usize) -> Vec<usize> {
         let kernels = crate::simd::kernels();
-        if q.len() != self.dim {
+        let Some(p) = self.prepare(q) else {
             return (0..keys.len()).collect();
+        };
+        super::prune(self.codes, self.dim, keys, k, p.margin, |c| {
+            p.base + kernels.sq8_dot(&p.weights, c)
+        })
+    }
+
+    /// The code score of each candidate (in `keys`' order) for `q`; `None` for a key beyond
+    /// the codes, and for all when `q` has the wrong length.
+    pub(crate) fn scores(&self, q: &[f32], keys: &[u32]) -> Vec<Option<f32>> {
+        let kernels = crate::simd::kernels();
+        let Some(p) = self.prepare(q) else {
+            return vec![None; keys.len()];
+        };
+        super::score_keys(self.codes, self.dim, keys, |c| {
+            p.base + kernels.sq8_dot(&p.weights, c)
+        })
+    }
+
+    /// `q` folded into per-dimension weights, with the worst-case margin of two code scores'
+    /// errors; `None` when it has the wrong length.
+    fn prepare(&self, q: &[f32]) -> Option<super::PreparedQuery> {
+        if q.len() != self.dim {
+            return None;
         }
         let weights: Vec<f32> = q
             .iter()
@@ -185,8 +208,10 @@ impl<'a> Sq8Ref<'a> {
             .map(|(a, (lo, st))| a.abs() * lo.abs().max((lo + 255.0 * st).abs()))
             .sum();
         let slack = 1e-4 * magnitude + 1e-6;
-        super::prune(self.codes, self.dim, keys, k, 2.0 * bound + slack, |c| {
-            base + kernels.sq8_dot(&weights, c)
+        Some(super::PreparedQuery {
+            weights,
+            base,
+            margin: 2.0 * bound + slack,
         })
     }
 }
@@ -327,6 +352,7 @@ mod tests {
                     k: 10,
                     nprobe: Some(nprobe),
                     refine: Some(refine),
+                    rescore: true,
                 };
                 for i in 0..data.n_queries() {
                     let q = data.query(i);
@@ -347,6 +373,7 @@ mod tests {
                 k: 10,
                 nprobe: Some(8),
                 refine: Some(10),
+                rescore: true,
             };
             let mut s = SearchStats::default();
             a.search_with_stats(data.query(0), &data.vectors, &few, None, &mut s);

@@ -42,6 +42,11 @@ pub struct QueryArgs {
     /// Re-rank depth multiplier (expert override of the recall table's choice).
     #[arg(long)]
     pub refine: Option<usize>,
+    /// Whether the final ranking reads the raw vectors: `always` (exact scores), `auto` (not
+    /// in segments whose recall table found the compact tier's codes enough for the target)
+    /// or `never` (codes alone wherever a segment has them).
+    #[arg(long, default_value = "always")]
+    pub rescore: glimpse_storage::Rescore,
     /// Output Parquet: one row per query in input order, `ids` and `scores`.
     #[arg(long)]
     pub out: PathBuf,
@@ -183,6 +188,7 @@ pub fn query(a: QueryArgs) -> Result<()> {
                 refine: a.refine,
                 recall_target: Some(a.recall_target),
                 filter: None,
+                rescore: a.rescore,
             };
             coll.search(q, &req).map(|hits| {
                 let (ids, scores) = hits.into_iter().map(|h| (h.id, h.score)).unzip();

@@ -75,6 +75,13 @@ pub struct ServeArgs {
     /// Largest k a search may ask for.
     #[arg(long, default_value_t = 1000)]
     pub max_k: usize,
+    /// Whether searches read the raw vectors for the final ranking when a request does not
+    /// say (its `rescore` field): `always` (exact scores), `auto` (segments whose recall table
+    /// found ranking on the compact tier's codes alone enough for the target read no raw
+    /// vector, so the vector files may sit on a slow disk; scores are then estimates) or
+    /// `never` (codes alone wherever a segment has them).
+    #[arg(long, default_value = "always")]
+    pub rescore: glimpse_storage::Rescore,
     /// Largest JSON body in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub max_json_bytes: usize,
@@ -308,6 +315,7 @@ fn assemble_state(
     config.max_upload_bytes = a.max_upload_bytes;
     config.max_heavy_requests = a.max_heavy_requests.max(1);
     config.wait_for_model = a.wait_for_model;
+    config.rescore = a.rescore;
     // Uploads interrupted by a crash leave spool files; nothing refers to them.
     let _ = std::fs::remove_dir_all(&config.spool_dir);
     Ok(Arc::new(AppState {

@@ -51,14 +51,18 @@ pub(super) async fn create(
             .store
             .create_collection(&body.name, body.dim, metric)
             .map_err(ApiError::from)?;
-        Ok(describe(&c))
+        Ok(describe(&c, st.config.rescore))
     })
     .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-/// JSON description of a collection.
-pub(crate) fn describe(c: &glimpse_storage::Collection) -> Value {
+/// JSON description of a collection; its recall report is for searches with `rescore` (the
+/// server's default).
+pub(crate) fn describe(
+    c: &glimpse_storage::Collection,
+    rescore: glimpse_storage::Rescore,
+) -> Value {
     let s = c.stats();
     json!({
         "name": c.name(),
@@ -71,7 +75,7 @@ pub(crate) fn describe(c: &glimpse_storage::Collection) -> Value {
         "segment_bytes": s.segment_bytes,
         "wal_bytes": s.wal_bytes,
         "memtable_rows": s.memtable_rows,
-        "recall": c.recall_report(None),
+        "recall": c.recall_report(None, rescore),
     })
 }
 
@@ -81,7 +85,7 @@ pub(super) async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<V
         let mut out = Vec::new();
         for info in st.store.list() {
             if let Some(c) = st.store.collection(&info.name) {
-                out.push(describe(&c));
+                out.push(describe(&c, st.config.rescore));
             }
         }
         Ok(Json(json!({ "collections": out })))
@@ -96,8 +100,9 @@ pub(super) async fn get_one(
     let c = state.collection(&name)?;
     // With --remote: the bucket's manifest version this server published or serves.
     let version = state.remote.as_ref().map(|l| l.status().version());
+    let rescore = state.config.rescore;
     blocking(move || {
-        let mut info = describe(&c);
+        let mut info = describe(&c, rescore);
         if let Some(v) = version {
             info["version"] = json!(v);
         }
@@ -128,10 +133,11 @@ pub(super) async fn compact(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let c = state.collection(&name)?;
+    let rescore = state.config.rescore;
     blocking(move || {
         let started = std::time::Instant::now();
         c.compact().map_err(ApiError::from)?;
-        let mut info = describe(&c);
+        let mut info = describe(&c, rescore);
         info["compact_seconds"] = json!(started.elapsed().as_secs_f64());
         Ok(Json(info))
     })

@@ -54,6 +54,8 @@ pub struct SearchBody {
     refine: Option<usize>,
     #[serde(default)]
     recall_target: Option<f64>,
+    #[serde(default)]
+    rescore: Option<String>,
 }
 
 /// Knobs shared by every query kind.
@@ -69,6 +71,9 @@ pub struct SearchKnobs {
     pub refine: Option<usize>,
     /// Recall@k to aim at (checked in [`run_search`]).
     pub recall_target: Option<f64>,
+    /// `always`, `auto` or `never` (checked in [`run_search`]; the server's `--rescore` when
+    /// absent).
+    pub rescore: Option<String>,
 }
 
 /// One result as answered.
@@ -142,6 +147,7 @@ impl SearchBody {
                 nprobe: self.nprobe,
                 refine: self.refine,
                 recall_target: self.recall_target,
+                rescore: self.rescore,
             },
         ))
     }
@@ -180,6 +186,7 @@ pub async fn run_search(
         ));
     }
     let recall_target = check_recall_target(knobs.recall_target)?;
+    let rescore = check_rescore(knobs.rescore.as_deref(), state.config.rescore)?;
     let mut embed_ms = 0.0;
     let mut queue_ms = 0.0;
     let query: Vec<f32> = match input {
@@ -257,6 +264,7 @@ pub async fn run_search(
         refine: knobs.refine,
         recall_target,
         filter: knobs.filter,
+        rescore,
     };
     let c = coll.clone();
     let t1 = Instant::now();
@@ -309,12 +317,29 @@ pub async fn run_search(
         recall: json!({
             "target": report_f32(recall_target.unwrap_or(glimpse_index::DEFAULT_RECALL_TARGET)),
             "by_hand": knobs.nprobe.is_some() || knobs.refine.is_some(),
+            "rescore": rescore.as_str(),
+            // Candidates whose raw vectors were read for the final ranking.
+            "raw_rows_read": timings.reranked,
             // Exact scans (memtables, segments without an index, recall_target 1) promise 1.
             "expected": (timings.uncalibrated_segments == 0)
                 .then(|| report_f32(timings.expected_recall.unwrap_or(1.0))),
             "uncalibrated_segments": timings.uncalibrated_segments,
         }),
     })
+}
+
+/// The `rescore` a request names, else the server's default; a clear 400 for anything else.
+pub fn check_rescore(
+    given: Option<&str>,
+    default: glimpse_storage::Rescore,
+) -> Result<glimpse_storage::Rescore, ApiError> {
+    match given {
+        None => Ok(default),
+        Some(s) => s
+            .trim()
+            .parse()
+            .map_err(|e: String| ApiError::invalid("invalid_rescore", e)),
+    }
 }
 
 /// Checks a requested recall target: a number in (0, 1].
@@ -389,6 +414,7 @@ async fn multipart_query(mut mp: Multipart) -> Result<(QueryInput, SearchKnobs),
                     _ => knobs.refine = Some(n),
                 }
             }
+            "rescore" => knobs.rescore = Some(field.text().await.map_err(bad)?),
             "recall_target" => {
                 let text = field.text().await.map_err(bad)?;
                 let t: f64 = text.trim().parse().map_err(|_| {
@@ -428,6 +454,7 @@ pub struct SearchQueryString {
     nprobe: Option<usize>,
     refine: Option<usize>,
     recall_target: Option<f64>,
+    rescore: Option<String>,
 }
 
 pub(super) async fn search_get(
@@ -443,6 +470,7 @@ pub(super) async fn search_get(
         nprobe: qs.nprobe,
         refine: qs.refine,
         recall_target: qs.recall_target,
+        rescore: qs.rescore,
     };
     Ok(Json(
         run_search(&state, coll, QueryInput::Text(q), knobs).await?,

@@ -228,6 +228,7 @@ mod tests {
                     refine: None,
                     recall_target: None,
                     filter: None,
+                    rescore: Default::default(),
                 },
             )
             .unwrap();

@@ -11,8 +11,8 @@ use crate::filter::Filter;
 use crate::memtable::{MemEntry, Memtable};
 use crate::segment::SegmentReader;
 use crate::types::{
-    CollectionStats, Hit, MAX_K, Point, RecallReport, SearchRequest, SearchTimings, SegmentRecall,
-    report_f32,
+    CollectionStats, Hit, MAX_K, Point, RecallReport, Rescore, SearchRequest, SearchTimings,
+    SegmentRecall, report_f32,
 };
 
 /// A live row found by a listing walk.
@@ -225,6 +225,7 @@ impl Collection {
             recall_target: req.recall_target,
             nprobe: req.nprobe,
             refine: req.refine,
+            rescore: req.rescore,
         };
         let active = inner.active.read();
         let v = inner.version.load_full();
@@ -328,10 +329,11 @@ impl Collection {
     /// What searches aiming at recall@k `target` (the default when `None`) use in each segment
     /// and the recall each segment's table promises: the collection description's view of
     /// search quality.
-    pub fn recall_report(&self, target: Option<f32>) -> RecallReport {
+    pub fn recall_report(&self, target: Option<f32>, rescore: Rescore) -> RecallReport {
         let target = target.unwrap_or(glimpse_index::DEFAULT_RECALL_TARGET);
         let knobs = crate::ann::AnnKnobs {
             recall_target: Some(target),
+            rescore,
             ..Default::default()
         };
         let v = self.inner.version.load_full();
@@ -353,8 +355,10 @@ impl Collection {
                         recall_in: None,
                         recall_shifted: None,
                         reached: None,
+                        codes_only: false,
                     },
                     Some((chosen, point, has_table)) => {
+                        let codes = !chosen.rescore && s.reader.has_compact_tier();
                         match chosen.expected_recall {
                             Some(r) => expected = Some(expected.map_or(r, |e| e.min(r))),
                             None => uncalibrated += 1,
@@ -366,9 +370,22 @@ impl Collection {
                             calibrated: has_table,
                             nprobe: chosen.nprobe,
                             refine: chosen.refine,
-                            recall_in: point.map(|p| report_f32(p.recall_in)),
-                            recall_shifted: point.map(|p| report_f32(p.recall_shifted)),
-                            reached: point.map(|p| p.reached),
+                            recall_in: point.map(|p| {
+                                report_f32(if codes {
+                                    p.codes_recall_in
+                                } else {
+                                    p.recall_in
+                                })
+                            }),
+                            recall_shifted: point.map(|p| {
+                                report_f32(if codes {
+                                    p.codes_recall_shifted
+                                } else {
+                                    p.recall_shifted
+                                })
+                            }),
+                            reached: point.map(|p| if codes { p.codes_reached } else { p.reached }),
+                            codes_only: codes,
                         }
                     }
                 }

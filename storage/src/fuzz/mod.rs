@@ -104,6 +104,7 @@ pub(super) fn open_and_use(root: &Path) {
             refine: None,
             recall_target: None,
             filter: None,
+            rescore: Default::default(),
         };
         let _ = c.search(&[0.5; DIM], &req);
         let _ = c.verify();

@@ -350,17 +350,19 @@ impl SegmentReader {
         knobs: &ann::AnnKnobs,
     ) -> Option<(ann::Chosen, Option<glimpse_index::CalibrationPoint>, bool)> {
         let slot = self.index.load_full()?;
-        let target = knobs
-            .recall_target
-            .unwrap_or(glimpse_index::DEFAULT_RECALL_TARGET);
         let table = slot.index.calibration();
-        let chosen = slot.index.choose(knobs, table.map_or(10, |c| c.k as usize));
-        // An exact scan has no table point behind it.
-        let point = table
-            .filter(|_| !ann::SegmentIndex::is_exact(&chosen))
-            .and_then(|c| c.point_for(target))
-            .copied();
+        let (chosen, point) = slot
+            .index
+            .choose_with_point(knobs, table.map_or(10, |c| c.k as usize));
         Some((chosen, point, table.is_some()))
+    }
+
+    /// Whether the segment's index can rank on a compact tier.
+    pub(crate) fn has_compact_tier(&self) -> bool {
+        self.index
+            .load()
+            .as_ref()
+            .is_some_and(|slot| slot.index.has_compact_tier())
     }
 
     /// Whether a deferred index build should run for this segment.
