@@ -86,6 +86,12 @@ impl CalibrationPoint {
     pub fn expected_codes_recall(&self) -> f32 {
         self.codes_recall_in.min(self.codes_recall_shifted)
     }
+
+    /// Whether the codes-only recalls were measured (they are 0 where not: no tier, points
+    /// above the first that fell short, tables written before 2026-12-07).
+    pub fn codes_measured(&self) -> bool {
+        self.codes_reached || self.codes_recall_in != 0.0 || self.codes_recall_shifted != 0.0
+    }
 }
 
 /// A segment's recall table.
@@ -124,10 +130,7 @@ impl Calibration {
     pub fn to_bytes(&self) -> Vec<u8> {
         // Version 1 while no codes-only recall was measured (indexes without a compact tier),
         // so releases that know only version 1 still read those files.
-        let codes = self
-            .points
-            .iter()
-            .any(|p| p.codes_reached || p.codes_recall_in != 0.0 || p.codes_recall_shifted != 0.0);
+        let codes = self.points.iter().any(CalibrationPoint::codes_measured);
         let (version, point_bytes) = if codes {
             (SECTION_VERSION, POINT_BYTES)
         } else {
@@ -188,7 +191,12 @@ impl Calibration {
         for i in 0..count {
             let at = SECTION_HEADER + i * point_bytes;
             let flags = u(at + 20);
-            if flags & !(POINT_REACHED | POINT_CODES_REACHED) != 0 {
+            let known = if point_bytes == POINT_BYTES {
+                POINT_REACHED | POINT_CODES_REACHED
+            } else {
+                POINT_REACHED
+            };
+            if flags & !known != 0 {
                 return Err(bad(format!("point {i} flags {flags}")));
             }
             let codes = |off: usize| if point_bytes > off { f(at + off) } else { 0.0 };
@@ -212,6 +220,13 @@ impl Calibration {
                 || !unit(p.codes_recall_shifted)
             {
                 return Err(bad(format!("point {i} recall out of range")));
+            }
+            // What `measure_codes_only` writes: the codes reach a target only where the exact
+            // re-rank did, and only with recalls at or above it.
+            if p.codes_reached && !(p.reached && p.expected_codes_recall() >= p.target) {
+                return Err(bad(format!(
+                    "point {i} codes reached without the recalls for it"
+                )));
             }
             if p.nprobe == 0 || p.nprobe as usize > nlist {
                 return Err(bad(format!(
@@ -251,7 +266,7 @@ mod tests {
             recall_in: target + 0.001,
             recall_shifted: target + 0.002,
             reached,
-            codes_recall_in: target - 0.001,
+            codes_recall_in: target + 0.0005,
             codes_recall_shifted: target,
             codes_reached: nprobe == 16,
         };
@@ -349,6 +364,10 @@ mod tests {
             ..t.clone()
         };
         assert_eq!(plain.to_bytes(), v1);
+        // A version 1 point with the codes flag is refused (version 1 has no codes recalls).
+        let mut c = v1.clone();
+        c[SECTION_HEADER + 20] = 3;
+        assert!(Calibration::from_bytes(&c, 100).is_err());
         // A version 2 length with a version 1 tag is refused.
         let mut c = b.clone();
         c[0..4].copy_from_slice(&1u32.to_le_bytes());

@@ -354,10 +354,12 @@ impl SegmentIndex {
     /// [`choose`](Self::choose), with the recall table's point behind the choice (none for an
     /// exact scan or without a table).
     ///
-    /// With [`Rescore::Auto`] and no parameters by hand, a segment whose table found ranking
-    /// on the codes alone reaching the target uses that point ([`Calibration::codes_point_for`])
-    /// and reads no raw row; otherwise, or with [`Rescore::Always`], the target's point with
-    /// the exact re-rank. [`Rescore::Never`] ranks on the codes at the target's point.
+    /// With [`Rescore::Auto`], no parameters by hand and `k` the table's, a segment whose table
+    /// found ranking on the codes alone reaching the target uses that point
+    /// ([`Calibration::codes_point_for`]) and reads no raw row; otherwise, or with
+    /// [`Rescore::Always`], the target's point with the exact re-rank. [`Rescore::Never`] ranks
+    /// on the codes at the target's point, promising the codes-only recall only where it was
+    /// measured and `k` is the table's.
     pub(crate) fn choose_with_point(
         &self,
         knobs: &AnnKnobs,
@@ -375,8 +377,14 @@ impl SegmentIndex {
         }
         let table = self.calibration.as_ref();
         let by_hand = knobs.nprobe.is_some() || knobs.refine.is_some();
+        let table_k = table.map_or(1, |c| c.k as usize).max(1);
+        let k = k.max(1);
+        // The codes-only recalls were measured at the table's k only: another k ranks a
+        // different pool (more candidates for fewer results) that nothing measured.
         let codes_point = table
-            .filter(|_| knobs.rescore == Rescore::Auto && !by_hand && self.has_compact_tier)
+            .filter(|_| {
+                knobs.rescore == Rescore::Auto && !by_hand && self.has_compact_tier && k == table_k
+            })
             .and_then(|c| c.codes_point_for(target));
         let rescore = match knobs.rescore {
             Rescore::Always => true,
@@ -385,8 +393,6 @@ impl SegmentIndex {
         };
         let point: Option<&CalibrationPoint> =
             codes_point.or_else(|| table.and_then(|c| c.point_for(target)));
-        let table_k = table.map_or(1, |c| c.k as usize).max(1);
-        let k = k.max(1);
         let refine = point.map(|p| {
             let r = p.refine as usize;
             if k < table_k {
@@ -395,11 +401,13 @@ impl SegmentIndex {
                 r
             }
         });
-        // Ranked on codes, the promise is the codes-only recall where it was measured.
+        // Ranked on codes, the promise is the codes-only recall, where it was measured: at the
+        // table's k and this point.
+        let codes = !rescore && self.has_compact_tier;
         let promise = |p: &CalibrationPoint| {
-            if rescore || !self.has_compact_tier {
+            if !codes {
                 Some(p.expected_recall())
-            } else if p.codes_recall_in > 0.0 {
+            } else if p.codes_measured() && k == table_k {
                 Some(p.expected_codes_recall())
             } else {
                 None

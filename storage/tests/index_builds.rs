@@ -673,6 +673,13 @@ fn rescore_auto_skips_raw_rows_where_the_table_says_the_codes_suffice() {
     );
     let always = c.recall_report(Some(target), Rescore::Always);
     assert!(always.segments.iter().all(|s| !s.codes_only), "{always:?}");
+    // Ranked on codes at a point never measured (above the first that fell short): no
+    // promise, no recalls reported.
+    let never = c.recall_report(Some(0.995), Rescore::Never);
+    assert_eq!(never.expected_recall, None, "{never:?}");
+    for s in &never.segments {
+        assert!(s.codes_only && s.recall_in.is_none(), "{never:?}");
+    }
     let search = |rescore: Rescore, i: usize| {
         let req = SearchRequest {
             k: 10,

@@ -261,6 +261,15 @@ fn rescore_auto_reads_no_raw_vectors_where_the_codes_suffice() {
         );
         assert_eq!(ids(&auto).len(), 10);
     }
+    // The table was measured at k = 10: another k re-ranks exactly, promising the usual recall.
+    let (_, one) = search(
+        &srv,
+        json!({"vector": q(0), "k": 1, "recall_target": target}),
+    );
+    assert!(
+        one["recall"]["raw_rows_read"].as_u64().unwrap() > 0,
+        "{one}"
+    );
     for bad in [json!("sometimes"), json!(1), json!("")] {
         let (st, a) = search(&srv, json!({"vector": q(0), "rescore": bad}));
         assert_eq!(st, 400, "{bad}: {a}");
@@ -272,6 +281,7 @@ fn rescore_auto_reads_no_raw_vectors_where_the_codes_suffice() {
         .json()
         .unwrap();
     let seg = &info["recall"]["segments"][0];
+    assert_eq!(seg["indexed"], true, "{info}");
     assert!(seg["codes_only"].is_boolean(), "{info}");
     srv.stop();
 

@@ -47,7 +47,8 @@
 //! `--codes-only 1` also measures, as the engine does for an index with the tier, each recall
 //! table point's recall when ranking on the codes alone (`rescore` off), prints it and its
 //! cost, and adds a codes-only run (" codes", no raw row read) of every target whose table names
-//! a codes-only point and of every `--settings` pair, on the indexes with a tier.
+//! a codes-only point and of every `--settings` pair, on the indexes with a tier (under
+//! `--tiers all` the 8-bit copy's codes-only runs use the table measured on the rotated one).
 //!
 //! `--vectors` says where the raw vectors that the re-rank reads live: `mapped` (default) is how
 //! the storage engine serves them, a file in the page cache mapped with `MappedF32` (huge pages

@@ -152,8 +152,8 @@ mod tests {
     /// that target (within the noise of 100 queries).
     #[test]
     fn codes_only_recalls_are_measured_and_hold_on_fresh_queries() {
-        let dim = 384;
-        let data = generate(&SyntheticSpec::hard(8_000, 100, dim, 21));
+        let dim = 256;
+        let data = generate(&SyntheticSpec::hard(5_000, 100, dim, 21));
         let opts = CalibrationOptions::default();
         let rows = calibration_rows(data.n(), &opts);
         let ix = IvfPqIndex::build_holding_out(

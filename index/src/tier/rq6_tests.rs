@@ -267,8 +267,8 @@ fn the_section_is_checked() {
 fn ranking_on_the_codes_alone_reads_no_raw_row() {
     use crate::tier::{CompactCodes, CompactKind};
     use crate::{Cancel, IndexParams, IvfPqIndex, IvfPqView, SearchParams, SearchStats};
-    let dim = 384;
-    let data = generate(&SyntheticSpec::clip_like(6_000, 50, dim, 3));
+    let dim = 256;
+    let data = generate(&SyntheticSpec::clip_like(3_000, 50, dim, 3));
     for metric in [Metric::Cosine, Metric::Dot] {
         let ix = IvfPqIndex::build(
             &data.vectors,

@@ -318,8 +318,9 @@ pub async fn run_search(
             "target": report_f32(recall_target.unwrap_or(glimpse_index::DEFAULT_RECALL_TARGET)),
             "by_hand": knobs.nprobe.is_some() || knobs.refine.is_some(),
             "rescore": rescore.as_str(),
-            // Candidates whose raw vectors were read for the final ranking.
-            "raw_rows_read": timings.reranked,
+            // Raw vectors read: the indexed segments' re-rank candidates and every exactly
+            // scanned row (memtables, segments without an index, `recall_target` 1).
+            "raw_rows_read": timings.reranked + timings.exact_rows,
             // Exact scans (memtables, segments without an index, recall_target 1) promise 1.
             "expected": (timings.uncalibrated_segments == 0)
                 .then(|| report_f32(timings.expected_recall.unwrap_or(1.0))),

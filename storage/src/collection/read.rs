@@ -370,20 +370,23 @@ impl Collection {
                             calibrated: has_table,
                             nprobe: chosen.nprobe,
                             refine: chosen.refine,
-                            recall_in: point.map(|p| {
+                            // Ranked on codes: the codes-only recalls, none where unmeasured.
+                            recall_in: point.filter(|p| !codes || p.codes_measured()).map(|p| {
                                 report_f32(if codes {
                                     p.codes_recall_in
                                 } else {
                                     p.recall_in
                                 })
                             }),
-                            recall_shifted: point.map(|p| {
-                                report_f32(if codes {
-                                    p.codes_recall_shifted
-                                } else {
-                                    p.recall_shifted
-                                })
-                            }),
+                            recall_shifted: point.filter(|p| !codes || p.codes_measured()).map(
+                                |p| {
+                                    report_f32(if codes {
+                                        p.codes_recall_shifted
+                                    } else {
+                                        p.recall_shifted
+                                    })
+                                },
+                            ),
                             reached: point.map(|p| if codes { p.codes_reached } else { p.reached }),
                             codes_only: codes,
                         }
