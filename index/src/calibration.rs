@@ -22,7 +22,7 @@ pub const CALIBRATION_TARGETS: [f32; 11] = [
 /// Format version of the calibration section this build writes (version 1, without the
 /// codes-only recalls, is still read).
 const SECTION_VERSION: u32 = 2;
-/// Bytes before the points: version, k, queries per set, shift, point count, flags.
+/// Bytes before the points: version, k, queries per set, shift, point count, tier margin.
 const SECTION_HEADER: usize = 24;
 /// Bytes per point in version 1 sections.
 const POINT_BYTES_V1: usize = 24;
@@ -105,6 +105,12 @@ pub struct Calibration {
     pub shift: f32,
     /// One point per target, targets ascending.
     pub points: Vec<CalibrationPoint>,
+    /// The share of the compact tier's full pruning margin that searches of at most `k`
+    /// results prune with (see [`SearchParams::tier_margin`](crate::SearchParams)): what the
+    /// calibration's own queries needed to keep their exact top k, with room to spare
+    /// (`RecallGrid::measure_tier_margin`); 0 where not measured (no tier, or tables written
+    /// before 2026-12-07's second session), which means the full margin.
+    pub tier_margin: f32,
 }
 
 impl Calibration {
@@ -126,6 +132,17 @@ impl Calibration {
             .find(|p| p.target >= target && p.codes_reached)
     }
 
+    /// The share of the compact tier's full margin a search of `k` results prunes with: the
+    /// measured [`tier_margin`](Self::tier_margin) for `k` up to the table's (the near-ties
+    /// around the k-th place it measured are the same kind for a smaller k), else 1.
+    pub fn tier_margin_for(&self, k: usize) -> f32 {
+        if self.tier_margin > 0.0 && self.tier_margin <= 1.0 && k <= self.k as usize {
+            self.tier_margin
+        } else {
+            1.0
+        }
+    }
+
     /// Serialises the table (the index file's calibration section).
     pub fn to_bytes(&self) -> Vec<u8> {
         // Version 1 while no codes-only recall was measured (indexes without a compact tier),
@@ -142,7 +159,9 @@ impl Calibration {
         }
         out.extend_from_slice(&self.shift.to_le_bytes());
         out.extend_from_slice(&(self.points.len() as u32).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
+        // Zero (reserved) in files from before the margin was measured; readers that predate it
+        // never look at it, so they prune with the full margin: slower, never wrong.
+        out.extend_from_slice(&self.tier_margin.to_le_bytes());
         for p in &self.points {
             out.extend_from_slice(&p.target.to_le_bytes());
             out.extend_from_slice(&p.nprobe.to_le_bytes());
@@ -183,6 +202,10 @@ impl Calibration {
         let (k, queries, shift, count) = (u(4), u(8), f(12), u(16) as usize);
         if k == 0 || queries == 0 || !shift.is_finite() || shift < 0.0 {
             return Err(bad(format!("k {k}, queries {queries}, shift {shift}")));
+        }
+        let tier_margin = f(20);
+        if !(0.0..=1.0).contains(&tier_margin) {
+            return Err(bad(format!("tier margin {tier_margin}")));
         }
         if count > MAX_POINTS || bytes.len() != SECTION_HEADER + count * point_bytes {
             return Err(bad(format!("{count} points in {} bytes", bytes.len())));
@@ -250,6 +273,7 @@ impl Calibration {
             queries,
             shift,
             points,
+            tier_margin,
         })
     }
 }
@@ -279,6 +303,7 @@ mod tests {
                 p(0.95, 16, 12, true),
                 p(0.99, 64, 40, false),
             ],
+            tier_margin: 0.0,
         }
     }
 
@@ -333,6 +358,33 @@ mod tests {
         for cut in 0..b.len() {
             assert!(Calibration::from_bytes(&b[..cut], 100).is_err());
         }
+    }
+
+    /// The tier margin travels in the header word that was reserved (zero, never read), is
+    /// refused outside [0, 1], and serves searches of at most the table's k only.
+    #[test]
+    fn the_tier_margin_round_trips_and_is_checked() {
+        let t = Calibration {
+            tier_margin: 0.375,
+            ..table()
+        };
+        let b = t.to_bytes();
+        assert_eq!(b[20..24], 0.375f32.to_le_bytes());
+        assert_eq!(Calibration::from_bytes(&b, 100).ok(), Some(t.clone()));
+        for bad in [f32::NAN, -0.25, 1.5, f32::INFINITY] {
+            let mut c = b.clone();
+            c[20..24].copy_from_slice(&bad.to_le_bytes());
+            assert!(Calibration::from_bytes(&c, 100).is_err(), "{bad}");
+        }
+        assert_eq!(t.tier_margin_for(10), 0.375);
+        assert_eq!(t.tier_margin_for(1), 0.375);
+        assert_eq!(t.tier_margin_for(11), 1.0, "a k the table did not measure");
+        assert_eq!(table().tier_margin_for(10), 1.0, "not measured");
+        // Tables from before the margin (the word zero) read as unmeasured.
+        let old = table().to_bytes();
+        assert_eq!(old[20..24], [0; 4]);
+        let read = Calibration::from_bytes(&old, 100).expect("an older table");
+        assert_eq!(read.tier_margin_for(10), 1.0);
     }
 
     /// Tables written before the codes-only recalls (version 1, 24-byte points) still read,

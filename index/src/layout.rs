@@ -591,6 +591,18 @@ impl<'a> IvfPqView<'a> {
         search::search(&self.core(), self, query, vectors, params, filter, stats)
     }
 
+    /// The share of the compact tier's full margin this search needed to keep its exact top
+    /// k (see `search::needed_tier_margin`); `None` where it would not prune on the tier.
+    pub(crate) fn needed_tier_margin(
+        &self,
+        query: &[f32],
+        vectors: &[f32],
+        params: &SearchParams,
+        filter: Option<&(dyn Fn(u32) -> bool + Sync)>,
+    ) -> Option<f32> {
+        search::needed_tier_margin(&self.core(), self, query, vectors, params, filter)
+    }
+
     /// An empty index with this index's trained coarse quantizer and PQ
     /// codebooks: other vectors can be [added](IvfPqIndex::add) to it
     /// without training, which costs one assignment and one encoding pass

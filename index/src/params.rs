@@ -149,7 +149,7 @@ impl IndexParams {
 }
 
 /// Per-query search parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SearchParams {
     /// Number of results.
     pub k: usize,
@@ -164,6 +164,23 @@ pub struct SearchParams {
     /// disk, at the cost of the codes' ranking errors (near-ties may swap; scores are
     /// estimates). Ignored without a tier.
     pub rescore: bool,
+    /// The share of the compact tier's full pruning margin (see the `tier` module) that rules
+    /// candidates out before the exact re-rank: 1 (the default) is the full margin; a
+    /// calibrated index's table names the share its own queries needed
+    /// ([`Calibration::tier_margin`](crate::Calibration::tier_margin)), which reads fewer raw
+    /// rows. Values outside (0, 1] (and NaN) mean 1.
+    pub tier_margin: f32,
+}
+
+impl SearchParams {
+    /// [`tier_margin`](Self::tier_margin) as the search applies it: in (0, 1].
+    pub fn tier_margin_share(&self) -> f32 {
+        if self.tier_margin > 0.0 && self.tier_margin <= 1.0 {
+            self.tier_margin
+        } else {
+            1.0
+        }
+    }
 }
 
 impl Default for SearchParams {
@@ -173,6 +190,7 @@ impl Default for SearchParams {
             nprobe: None,
             refine: None,
             rescore: true,
+            tier_margin: 1.0,
         }
     }
 }

@@ -144,6 +144,7 @@ fn serialised_view_gives_identical_results() {
         nprobe: Some(7),
         refine: Some(4),
         rescore: true,
+        tier_margin: 1.0,
     };
     for qi in 0..50 {
         let q = d.query(qi);
@@ -367,6 +368,7 @@ fn bad_input_is_an_error() {
         nprobe: None,
         refine: Some(usize::MAX),
         rescore: true,
+        tier_margin: 1.0,
     };
     assert_eq!(tiny.search(&[0.5; 4], &v, &huge, None).len(), 25);
     // Wrong query length: nothing, no panic.
@@ -457,6 +459,7 @@ fn search_stats_count_lists_codes_and_candidates() {
         nprobe: Some(4),
         refine: Some(5),
         rescore: true,
+        tier_margin: 1.0,
     };
     let mut stats = SearchStats::default();
     let got = view.search_with_stats(d.query(0), &d.vectors, &p, None, &mut stats);

@@ -113,7 +113,8 @@ pub(crate) fn build_like(
 
 /// The index file of a freshly built `index`: its recall table chosen from `grid`, the compact
 /// tier as `policy` decides, and, with a tier, each point's recall when ranking on the codes
-/// alone, measured on the file as written (so it is written twice).
+/// alone and the share of the tier's margin its queries need, both measured on the file as
+/// written (so it is written twice).
 fn index_bytes(
     path: &Path,
     index: &IvfPqIndex,
@@ -136,6 +137,11 @@ fn index_bytes(
         Ok(()) => {}
         Err(IndexError::Cancelled) => return Err(interrupted(path)),
         Err(e) => return Err(err(format!("codes-only calibration: {e}"))),
+    }
+    match g.measure_tier_margin(&view, vectors, t, cancel) {
+        Ok(()) => {}
+        Err(IndexError::Cancelled) => return Err(interrupted(path)),
+        Err(e) => return Err(err(format!("tier margin calibration: {e}"))),
     }
     Ok(index.to_bytes_with(table.as_ref(), compact.as_ref()))
 }
@@ -260,6 +266,10 @@ pub(crate) struct Chosen {
     /// Whether the final ranking reads the raw rows (false: the compact tier's codes alone,
     /// where the index has them).
     pub rescore: bool,
+    /// The share of the compact tier's pruning margin the search uses: what the index's table
+    /// measured for `k` results ([`Calibration::tier_margin_for`]), 1 (the full margin)
+    /// without a tier or a measured table.
+    pub tier_margin: f32,
 }
 
 /// The error of a build for `path` stopped by its `Cancel` flag.
@@ -372,6 +382,7 @@ impl SegmentIndex {
                 refine: None,
                 expected_recall: Some(1.0),
                 rescore: true,
+                tier_margin: 1.0,
             };
             return (exact, None);
         }
@@ -422,6 +433,9 @@ impl SegmentIndex {
                 point.and_then(promise)
             },
             rescore,
+            tier_margin: table
+                .filter(|_| self.has_compact_tier)
+                .map_or(1.0, |c| c.tier_margin_for(k)),
         };
         (chosen, point.copied())
     }
@@ -448,6 +462,7 @@ impl SegmentIndex {
             nprobe: chosen.nprobe,
             refine: chosen.refine,
             rescore: chosen.rescore,
+            tier_margin: chosen.tier_margin,
         };
         match IvfPqView::from_bytes_with(&self.map, &self.coarse) {
             Ok(view) => view.search_with_stats(query, vectors, &params, Some(filter), stats),
@@ -482,6 +497,7 @@ mod tests {
                 point(0.9, 8),
                 point(DEFAULT_RECALL_TARGET, refine_at_default),
             ],
+            tier_margin: 0.0,
         }
     }
 

@@ -122,6 +122,22 @@ impl MappedF32 {
         self.as_slice().get(row * dim..(row + 1) * dim)
     }
 
+    /// Hints the kernel that the mapping is read a few scattered rows at a time and may not
+    /// stay in memory (a segment whose index has a compact re-rank tier reads only the raw rows
+    /// its codes cannot rule out): no 2 MiB pages and no read-around, so a fault on an evicted
+    /// row reads that row's 4 KiB page(s), not the 2 MiB folio or 128 KiB window around it.
+    /// Sequential scans of an evicted file fault page by page then; resident pages cost the
+    /// same either way.
+    pub fn advise_row_reads(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(m) = &self.map {
+            // Huge-page advice takes precedence over random advice in the kernel's fault path,
+            // so it is withdrawn first.
+            let _ = m.advise(memmap2::Advice::NoHugePage);
+            let _ = m.advise(memmap2::Advice::Random);
+        }
+    }
+
     /// Hints the kernel that the whole mapping will be read soon.
     pub fn advise_willneed(&self) {
         if let Some(m) = &self.map {
@@ -187,5 +203,45 @@ mod tests {
         std::fs::write(&p, b"").unwrap();
         let e = MappedF32::open(&p, 0).unwrap();
         assert!(e.is_empty() && e.as_slice().is_empty());
+    }
+
+    /// The kernel's flags of the mapping that starts at `addr` (`/proc/self/smaps`'s
+    /// `VmFlags` line).
+    #[cfg(target_os = "linux")]
+    fn vm_flags(addr: usize) -> Vec<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut ours = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((start, _)) = range.split_once('-')
+                && let Ok(start) = usize::from_str_radix(start, 16)
+            {
+                ours = start == addr;
+            } else if ours && let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.split_whitespace().map(str::to_string).collect();
+            }
+        }
+        panic!("no mapping at {addr:#x}");
+    }
+
+    /// A mapping advised for row reads has the kernel's random-read flag and no huge-page
+    /// advice left (which would otherwise make a fault read a 2 MiB folio), and still reads
+    /// the same floats.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn row_read_advice_reaches_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.f32");
+        let data: Vec<f32> = (0..4096).map(|i| i as f32).collect();
+        std::fs::write(&p, f32_bytes(&data)).unwrap();
+        let m = MappedF32::open(&p, data.len()).unwrap();
+        let addr = m.as_slice().as_ptr() as usize;
+        let before = vm_flags(addr);
+        assert!(!before.iter().any(|f| f == "rr"), "{before:?}");
+        m.advise_row_reads();
+        let after = vm_flags(addr);
+        assert!(after.iter().any(|f| f == "rr"), "{after:?}");
+        assert!(!after.iter().any(|f| f == "hg"), "{after:?}");
+        assert_eq!(m.as_slice(), &data[..]);
     }
 }

@@ -369,6 +369,10 @@ pub struct SegmentRecall {
     /// Whether the final ranking uses the compact tier's codes alone (no raw row read); the
     /// recalls above are then the codes-only ones.
     pub codes_only: bool,
+    /// The share of the compact tier's full pruning margin its re-rank uses (measured when
+    /// its index was built; 1 is the full margin); `None` without a tier or when ranking on
+    /// the codes alone.
+    pub tier_margin: Option<f64>,
 }
 
 /// The recall a collection's searches at one target get, segment by segment.

@@ -641,21 +641,7 @@ fn rescore_auto_skips_raw_rows_where_the_table_says_the_codes_suffice() {
     let data = glimpse_index::synthetic::generate(
         &glimpse_index::synthetic::SyntheticSpec::clip_like(6000, 40, dim, 11),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions {
-        compact_rerank: CompactRerank::On,
-        ..prompt_opts()
-    };
-    let store = Store::open(dir.path(), opts).unwrap();
-    let c = store.create_collection("ix", dim, Metric::Cosine).unwrap();
-    let mut w = c.bulk_writer().unwrap();
-    for i in 0..data.n() {
-        let mut p = point(&format!("v{i}"), i as u64, dim);
-        p.vector = data.vectors[i * dim..(i + 1) * dim].to_vec();
-        w.push(p).unwrap();
-    }
-    w.commit().unwrap();
-    wait_indexed(&c);
+    let (_dir, _store, c) = load_indexed(&data, CompactRerank::On);
     // The lowest target whose table point the codes alone reach.
     let target = [0.5f32, 0.7, 0.8, 0.85, 0.9, 0.95]
         .into_iter()
@@ -723,4 +709,84 @@ fn rescore_auto_skips_raw_rows_where_the_table_says_the_codes_suffice() {
         agree as f32 >= 0.8 * total as f32,
         "codes-only results share {agree} of {total} with the exact re-rank"
     );
+}
+
+/// A segment indexed with the compact tier measures the share of the tier's margin its own
+/// queries need, reports it, and prunes with it: fresh queries get what the same index without
+/// a tier (every candidate re-ranked on its raw row) returns, reading a small share of the
+/// candidates' raw rows.
+#[test]
+fn the_tier_prunes_with_its_measured_margin_and_keeps_the_f32_results() {
+    let dim = 384;
+    let data = glimpse_index::synthetic::generate(&glimpse_index::synthetic::SyntheticSpec::hard(
+        6000, 40, dim, 12,
+    ));
+    let (_d1, _s1, tiered) = load_indexed(&data, CompactRerank::On);
+    let (_d2, _s2, plain) = load_indexed(&data, CompactRerank::Off);
+    let report = tiered.recall_report(None, Rescore::Always);
+    for s in &report.segments {
+        let share = s.tier_margin.expect("a tier's margin");
+        assert!(share > 0.0 && share < 0.7, "{report:?}");
+    }
+    let plain_report = plain.recall_report(None, Rescore::Always);
+    assert!(
+        plain_report
+            .segments
+            .iter()
+            .all(|s| s.tier_margin.is_none())
+    );
+    // Parameters by hand, deep enough that the tier prunes (64 candidates per result).
+    let req = SearchRequest {
+        k: 10,
+        nprobe: Some(16),
+        refine: Some(64),
+        ..SearchRequest::default()
+    };
+    let ids = |h: &[glimpse_storage::Hit]| h.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+    let (mut differ, mut read, mut scored) = (0, 0, 0);
+    for i in 0..data.n_queries() {
+        let (a, ta) = tiered.search_with_stats(data.query(i), &req).unwrap();
+        let (b, _) = plain.search_with_stats(data.query(i), &req).unwrap();
+        differ += usize::from(ids(&a) != ids(&b));
+        read += ta.reranked;
+        scored += ta.compact_scored;
+    }
+    assert!(
+        differ <= 1,
+        "{differ} of {} queries differ",
+        data.n_queries()
+    );
+    assert!(
+        scored > 0 && read * 10 < scored,
+        "{read} raw rows for {scored} candidates"
+    );
+}
+
+/// A store (with `compact_rerank`) holding `data`'s rows bulk-loaded as cosine collection "ix"
+/// (ids `v{row}`), once its deferred index is built.
+fn load_indexed(
+    data: &glimpse_index::synthetic::SyntheticData,
+    compact_rerank: CompactRerank,
+) -> (
+    tempfile::TempDir,
+    Store,
+    std::sync::Arc<glimpse_storage::Collection>,
+) {
+    let dim = data.dim;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        compact_rerank,
+        ..prompt_opts()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let c = store.create_collection("ix", dim, Metric::Cosine).unwrap();
+    let mut w = c.bulk_writer().unwrap();
+    for i in 0..data.n() {
+        let mut p = point(&format!("v{i}"), i as u64, dim);
+        p.vector = data.vectors[i * dim..(i + 1) * dim].to_vec();
+        w.push(p).unwrap();
+    }
+    w.commit().unwrap();
+    wait_indexed(&c);
+    (dir, store, c)
 }

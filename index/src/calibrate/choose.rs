@@ -222,6 +222,7 @@ impl RecallGrid {
             queries: self.queries as u32,
             shift: self.shift,
             points,
+            tier_margin: 0.0,
         }
     }
 

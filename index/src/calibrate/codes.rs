@@ -41,11 +41,7 @@ impl RecallGrid {
         cancel: Cancel<'_>,
     ) -> Result<(), IndexError> {
         let sample = &self.sample;
-        if view.compact_kind().is_none()
-            || view.metric() == Metric::L2
-            || view.dim() != sample.dim
-            || sample.truth.is_empty()
-        {
+        if !self.searches_a_tier(view) {
             return Ok(());
         }
         let mut measured: HashMap<(u32, u32), CodesRecall> = HashMap::new();
@@ -81,6 +77,15 @@ impl RecallGrid {
         Ok(())
     }
 
+    /// Whether `view` has a compact tier its searches use (not L2) and this grid's queries can
+    /// search it: what both measurements on the written index need.
+    pub(super) fn searches_a_tier(&self, view: &IvfPqView<'_>) -> bool {
+        view.compact_kind().is_some()
+            && view.metric() != Metric::L2
+            && view.dim() == self.sample.dim
+            && !self.sample.truth.is_empty()
+    }
+
     /// Each set's codes-only recall at (`nprobe`, `refine`).
     fn codes_recall(
         &self,
@@ -96,6 +101,7 @@ impl RecallGrid {
             nprobe: Some(nprobe as usize),
             refine: Some(refine as usize),
             rescore: false,
+            tier_margin: 1.0,
         };
         let recalls: Vec<f32> = (0..sample.truth.len())
             .into_par_iter()
@@ -140,11 +146,9 @@ fn mean_se(values: &[f32]) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calibrate::{CalibrationOptions, calibration_rows, measure_recall};
     use crate::exact::exact_search_batch;
     use crate::synthetic::{SyntheticSpec, generate};
     use crate::tier::{CompactCodes, CompactKind};
-    use crate::{IndexParams, IvfPqIndex};
 
     /// On the hard mixture with the rotated tier: every point gets a codes-only recall, never
     /// above its exact re-rank's (the same candidates, ranked less exactly), some point's codes
@@ -154,20 +158,7 @@ mod tests {
     fn codes_only_recalls_are_measured_and_hold_on_fresh_queries() {
         let dim = 256;
         let data = generate(&SyntheticSpec::hard(5_000, 100, dim, 21));
-        let opts = CalibrationOptions::default();
-        let rows = calibration_rows(data.n(), &opts);
-        let ix = IvfPqIndex::build_holding_out(
-            &data.vectors,
-            dim,
-            Metric::Cosine,
-            &IndexParams::default(),
-            &rows,
-            Cancel::NEVER,
-        )
-        .expect("build");
-        let grid = measure_recall(&ix.view(), &data.vectors, &rows, &opts, Cancel::NEVER)
-            .expect("measure")
-            .expect("a grid");
+        let (ix, grid) = crate::calibrate::tests::held_out_grid(&data);
         let codes = CompactCodes::build(CompactKind::Rotated6, &data.vectors, dim, Metric::Cosine)
             .expect("codes");
         let mut table = grid.table(true);
@@ -202,6 +193,7 @@ mod tests {
                 nprobe: Some(p.nprobe as usize),
                 refine: Some(p.refine as usize),
                 rescore: false,
+                tier_margin: 1.0,
             };
             let hits: usize = (0..nq)
                 .map(|i| {

@@ -31,6 +31,7 @@ use crate::search::{self, ScannedEntry};
 mod choose;
 mod codes;
 mod cost;
+mod margin;
 
 use choose::{PerQuery, Replicates, Setting};
 use cost::CostModel;
@@ -473,6 +474,19 @@ mod tests {
     use crate::synthetic::{SyntheticSpec, generate};
     use crate::{IndexParams, IvfPqIndex, SearchParams, exact_search_batch};
 
+    /// A cosine index over `data` trained without the default calibration's rows, and its
+    /// recall grid over those rows (the tests of the measurements on a written index).
+    pub(super) fn held_out_grid(
+        data: &crate::synthetic::SyntheticData,
+    ) -> (IvfPqIndex, RecallGrid) {
+        let (ix, rows) = held_out_index(data);
+        let opts = CalibrationOptions::default();
+        let grid = measure_recall(&ix.view(), &data.vectors, &rows, &opts, Cancel::NEVER)
+            .expect("measure")
+            .expect("a grid");
+        (ix, grid)
+    }
+
     /// A cosine index over `data` trained without the default calibration's rows, and those
     /// rows.
     fn held_out_index(data: &crate::synthetic::SyntheticData) -> (IvfPqIndex, Vec<u32>) {
@@ -514,6 +528,7 @@ mod tests {
             nprobe: Some(p.nprobe as usize),
             refine: Some(p.refine as usize),
             rescore: true,
+            tier_margin: 1.0,
         };
         let hits: usize = truth
             .iter()

@@ -119,6 +119,7 @@ fn exercise(bytes: &[u8], misalign: bool, k: usize, nprobe: Option<usize>) {
         nprobe,
         refine: Some(2),
         rescore: true,
+        tier_margin: 1.0,
     };
     let hits = view.search(&query, vectors, &params, None);
     assert!(hits.len() <= k);

@@ -166,12 +166,21 @@ impl TierRef<'_> {
     }
 
     /// Positions (in `keys`' order) of the candidates that may be among the best `k` for `q`
-    /// (the query in the index's space); see the module doc. A key beyond the codes is always
-    /// kept.
-    pub(crate) fn survivors(&self, q: &[f32], keys: &[u32], k: usize) -> Vec<usize> {
+    /// (the query in the index's space), pruning with `share` of the full margin (see the
+    /// module doc; 1 is the full margin). A key beyond the codes is always kept.
+    pub(crate) fn survivors(&self, q: &[f32], keys: &[u32], k: usize, share: f32) -> Vec<usize> {
         match self {
-            TierRef::Sq8(t) => t.survivors(q, keys, k),
-            TierRef::Rotated6(t) => t.survivors(q, keys, k),
+            TierRef::Sq8(t) => t.survivors(q, keys, k, share),
+            TierRef::Rotated6(t) => t.survivors(q, keys, k, share),
+        }
+    }
+
+    /// `q` (the query in the index's space) prepared for this kind's kernel, with its full
+    /// margin; `None` for a query of the wrong length.
+    pub(crate) fn prepare(&self, q: &[f32]) -> Option<PreparedQuery> {
+        match self {
+            TierRef::Sq8(t) => t.prepare(q),
+            TierRef::Rotated6(t) => t.prepare(q),
         }
     }
 
@@ -190,8 +199,19 @@ impl TierRef<'_> {
 pub(crate) struct PreparedQuery {
     pub(crate) weights: Vec<f32>,
     pub(crate) base: f32,
-    /// How far below the k-th best code score a candidate may still be in the true top k.
+    /// How far below the k-th best code score a candidate may still be in the true top k, as
+    /// far as the codes' rounding goes (the kind's full margin, before any share of it).
     pub(crate) margin: f32,
+    /// What float rounding of the sums adds to it, kept whole at any share.
+    pub(crate) slack: f32,
+}
+
+impl PreparedQuery {
+    /// The pruning margin at `share` of the full one (the rounding part scaled, the float
+    /// slack kept).
+    pub(crate) fn margin_at(&self, share: f32) -> f32 {
+        share * self.margin + self.slack
+    }
 }
 
 /// The pruning both kinds share: scores every candidate whose key has codes (`row_bytes` each

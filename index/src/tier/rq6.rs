@@ -243,14 +243,19 @@ impl<'a> Rq6Ref<'a> {
     /// Positions (in `keys`' order) of the candidates that may be among the best `k` for `q`
     /// (the query in the index's space), by their code scores and the margin of the module
     /// doc. A key beyond the codes is always kept.
-    pub(crate) fn survivors(&self, q: &[f32], keys: &[u32], k: usize) -> Vec<usize> {
+    pub(crate) fn survivors(&self, q: &[f32], keys: &[u32], k: usize, share: f32) -> Vec<usize> {
         let kernels = crate::simd::kernels();
         let Some(p) = self.prepare(q) else {
             return (0..keys.len()).collect();
         };
-        super::prune(self.codes, row_bytes(self.dim), keys, k, p.margin, |c| {
-            p.base + kernels.rq6_dot(&p.weights, c)
-        })
+        super::prune(
+            self.codes,
+            row_bytes(self.dim),
+            keys,
+            k,
+            p.margin_at(share),
+            |c| p.base + kernels.rq6_dot(&p.weights, c),
+        )
     }
 
     /// The code score of each candidate (in `keys`' order) for `q`; `None` for a key beyond
@@ -267,7 +272,7 @@ impl<'a> Rq6Ref<'a> {
 
     /// `q` rotated and folded into per-dimension weights, with the margin of the module doc;
     /// `None` when it has the wrong length.
-    fn prepare(&self, q: &[f32]) -> Option<super::PreparedQuery> {
+    pub(crate) fn prepare(&self, q: &[f32]) -> Option<super::PreparedQuery> {
         if q.len() != self.dim {
             return None;
         }
@@ -289,7 +294,8 @@ impl<'a> Rq6Ref<'a> {
         Some(super::PreparedQuery {
             weights,
             base,
-            margin: 2.0 * SIGMAS * sigma + slack,
+            margin: 2.0 * SIGMAS * sigma,
+            slack,
         })
     }
 }

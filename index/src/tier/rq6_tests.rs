@@ -91,7 +91,7 @@ fn code_scores_stay_within_six_sigma_and_survivors_hold_the_true_top_k() {
                     worst = worst.max((approx - distance::dot(&q, &row(r))).abs() / sigma);
                 }
                 let cands: Vec<u32> = (0..n as u32).step_by(2).collect();
-                let keep = tier.survivors(&q, &cands, 10);
+                let keep = tier.survivors(&q, &cands, 10, 1.0);
                 assert!(
                     keep.len() >= 10 && keep.len() < cands.len() / 4,
                     "{name} {metric}: {}",
@@ -155,6 +155,7 @@ fn the_rotated_tier_gives_the_f32_top_k_from_fewer_raw_rows_than_sq8() {
                 nprobe: Some(nprobe),
                 refine: Some(refine),
                 rescore: true,
+                tier_margin: 1.0,
             };
             for i in 0..data.n_queries() {
                 let q = data.query(i);
@@ -251,13 +252,13 @@ fn the_section_is_checked() {
     let q = rows(1, 40, 4);
     let mut cands: Vec<u32> = (0..50).collect();
     cands.extend([500, 501]);
-    let keep = tier.survivors(&q, &cands, 5);
+    let keep = tier.survivors(&q, &cands, 5, 1.0);
     assert!(keep.contains(&50) && keep.contains(&51));
     assert_eq!(
-        tier.survivors(&[f32::NAN; 40], &cands, 5).len(),
+        tier.survivors(&[f32::NAN; 40], &cands, 5, 1.0).len(),
         cands.len()
     );
-    assert_eq!(tier.survivors(&q, &cands, 0).len(), cands.len());
+    assert_eq!(tier.survivors(&q, &cands, 0, 1.0).len(), cands.len());
 }
 
 /// With `rescore` off a search ranks on the codes alone: it reads no raw row (it gets none
@@ -287,6 +288,7 @@ fn ranking_on_the_codes_alone_reads_no_raw_row() {
                 nprobe: Some(16),
                 refine: Some(10),
                 rescore,
+                tier_margin: 1.0,
             };
             let (mut stats, mut shared, mut worst) = (SearchStats::default(), 0, 0f32);
             for i in 0..data.n_queries() {

@@ -165,12 +165,12 @@ impl<'a> Sq8Ref<'a> {
     /// doc); the others certainly are not. `keys` are where each candidate's codes sit: its
     /// entry when [`by_entry`](Self::by_entry), else its row. A key beyond the codes is always
     /// kept.
-    pub(crate) fn survivors(&self, q: &[f32], keys: &[u32], k: usize) -> Vec<usize> {
+    pub(crate) fn survivors(&self, q: &[f32], keys: &[u32], k: usize, share: f32) -> Vec<usize> {
         let kernels = crate::simd::kernels();
         let Some(p) = self.prepare(q) else {
             return (0..keys.len()).collect();
         };
-        super::prune(self.codes, self.dim, keys, k, p.margin, |c| {
+        super::prune(self.codes, self.dim, keys, k, p.margin_at(share), |c| {
             p.base + kernels.sq8_dot(&p.weights, c)
         })
     }
@@ -189,7 +189,7 @@ impl<'a> Sq8Ref<'a> {
 
     /// `q` folded into per-dimension weights, with the worst-case margin of two code scores'
     /// errors; `None` when it has the wrong length.
-    fn prepare(&self, q: &[f32]) -> Option<super::PreparedQuery> {
+    pub(crate) fn prepare(&self, q: &[f32]) -> Option<super::PreparedQuery> {
         if q.len() != self.dim {
             return None;
         }
@@ -211,7 +211,8 @@ impl<'a> Sq8Ref<'a> {
         Some(super::PreparedQuery {
             weights,
             base,
-            margin: 2.0 * bound + slack,
+            margin: 2.0 * bound,
+            slack,
         })
     }
 }
@@ -292,7 +293,7 @@ mod tests {
                     }
                 };
                 let cands: Vec<u32> = (0..n as u32).step_by(3).collect();
-                let keep = r.survivors(&q, &cands, 10);
+                let keep = r.survivors(&q, &cands, 10, 1.0);
                 assert!(
                     keep.len() >= 10 && keep.len() < cands.len() / 4,
                     "{}",
@@ -353,6 +354,7 @@ mod tests {
                     nprobe: Some(nprobe),
                     refine: Some(refine),
                     rescore: true,
+                    tier_margin: 1.0,
                 };
                 for i in 0..data.n_queries() {
                     let q = data.query(i);
@@ -374,6 +376,7 @@ mod tests {
                 nprobe: Some(8),
                 refine: Some(10),
                 rescore: true,
+                tier_margin: 1.0,
             };
             let mut s = SearchStats::default();
             a.search_with_stats(data.query(0), &data.vectors, &few, None, &mut s);
@@ -396,12 +399,12 @@ mod tests {
         let q = rows(1, 16, 4);
         let mut cands: Vec<u32> = (0..200).collect();
         cands.extend([500, 501]);
-        let keep = r.survivors(&q, &cands, 5);
+        let keep = r.survivors(&q, &cands, 5, 1.0);
         assert!(keep.contains(&200) && keep.contains(&201));
         assert!(keep.len() < cands.len());
         let nan = vec![f32::NAN; 16];
-        assert_eq!(r.survivors(&nan, &cands, 5).len(), cands.len());
-        assert_eq!(r.survivors(&q, &cands, 0).len(), cands.len());
+        assert_eq!(r.survivors(&nan, &cands, 5, 1.0).len(), cands.len());
+        assert_eq!(r.survivors(&q, &cands, 0, 1.0).len(), cands.len());
     }
 
     #[test]

@@ -356,6 +356,7 @@ impl Collection {
                         recall_shifted: None,
                         reached: None,
                         codes_only: false,
+                        tier_margin: None,
                     },
                     Some((chosen, point, has_table)) => {
                         let codes = !chosen.rescore && s.reader.has_compact_tier();
@@ -389,6 +390,8 @@ impl Collection {
                             ),
                             reached: point.map(|p| if codes { p.codes_reached } else { p.reached }),
                             codes_only: codes,
+                            tier_margin: (s.reader.has_compact_tier() && !codes)
+                                .then(|| report_f32(chosen.tier_margin)),
                         }
                     }
                 }

@@ -232,6 +232,9 @@ impl SegmentReader {
             },
             (None, None) => None,
         };
+        if index.as_ref().is_some_and(|s| s.index.has_compact_tier()) {
+            vectors.advise_row_reads();
+        }
         Ok(Self {
             id: expect_id,
             dir: dir.to_path_buf(),
@@ -380,6 +383,11 @@ impl SegmentReader {
 
     /// Serves `index` (whose file `file` describes) from now on.
     pub(crate) fn attach_index(&self, index: ann::SegmentIndex, file: IndexFileRef) {
+        // With a compact tier the raw rows are read a few at a time and need not stay in
+        // memory: map them for that (see `MappedF32::advise_row_reads`).
+        if index.has_compact_tier() {
+            self.vectors.advise_row_reads();
+        }
         self.index.store(Some(Arc::new(IndexSlot {
             index,
             file: Some(file),

@@ -11,7 +11,8 @@
 //!   [--bits 4|8] [--nlist N] [--m M] [--kmeans-iters I] [--pq-sample S] [--settings 8:10,16:10,...] [--out DIR]
 //!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F] [--tiers auto|compact|f32|both|all]
 //!   [--calib-queries Q] [--calib-seed S] [--calib-margin SE]
-//!   [--calib-bootstrap B] [--tier-codes auto|sq8|rq6] [--evict 1 [--evict-ms MS]] [--codes-only 1]`
+//!   [--calib-bootstrap B] [--tier-codes auto|sq8|rq6] [--evict 1 [--evict-ms MS]] [--codes-only 1]
+//!   [--tier-margin calibrated|full|both] [--vector-advice huge|rows]`
 //!
 //! `--data hard` draws the harder mixture of issue 17 (`Shape::Hard`: thousands of uneven
 //! clusters, isotropic noise as large as their spread) instead of the CLIP-like data the
@@ -49,210 +50,37 @@
 //! cost, and adds a codes-only run (" codes", no raw row read) of every target whose table names
 //! a codes-only point and of every `--settings` pair, on the indexes with a tier (under
 //! `--tiers all` the 8-bit copy's codes-only runs use the table measured on the rotated one).
+//! Runs with a tier prune with the share of its margin measured as the engine measures it
+//! (`RecallGrid::measure_tier_margin`, per kind of codes; printed with its cost);
+//! `--tier-margin full` prunes with the full margin, `both` runs each setting both ways
+//! (" m=full", " m=cal").
+//!
+//! `--vector-advice rows` maps the raw vectors as the engine maps those of a segment whose
+//! index has a compact tier (`MappedF32::advise_row_reads`: no 2 MiB pages, no read-around);
+//! the default, `huge`, as it maps the others.
 //!
 //! `--vectors` says where the raw vectors that the re-rank reads live: `mapped` (default) is how
 //! the storage engine serves them, a file in the page cache mapped with `MappedF32` (huge pages
 //! where the kernel gives them); `heap` is a plain `Vec`; `both` runs every setting on each,
 //! alternating, to measure the difference in one process.
 
+mod args;
+
 use std::time::Instant;
+
+use args::{MarginRuns, Tiers, VectorsMode, parse_args};
 
 use glimpse_benches::mapped_files::{EvictGuard, map_bytes, mapped_copy, mapped_index};
 use glimpse_index::synthetic::{Shape, SyntheticSpec, generate, to_npy};
 use glimpse_index::{
     Calibration, CalibrationOptions, Cancel, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor,
-    PqBits, SearchParams, calibration_rows, exact_search, exact_search_batch, measure_recall,
+    SearchParams, calibration_rows, exact_search, exact_search_batch, measure_recall,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn ctx<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> Result<T> {
     r.map_err(|e| format!("{what}: {e}").into())
-}
-
-struct Args {
-    n: usize,
-    dim: usize,
-    queries: usize,
-    bits: PqBits,
-    nlist: Option<usize>,
-    m: Option<usize>,
-    kmeans_iters: Option<usize>,
-    pq_sample: Option<usize>,
-    settings: Vec<(usize, usize)>,
-    out: Option<String>,
-    exact_queries: usize,
-    seed: u64,
-    vectors: VectorsMode,
-    shape: Shape,
-    query_shift: Option<f32>,
-    targets: Vec<f32>,
-    tiers: Tiers,
-    evict: bool,
-    /// Milliseconds between two evictions of the vector file (`--evict 1`).
-    evict_ms: u64,
-    /// Calibration queries per set (the engine's default when `None`).
-    calib_queries: Option<usize>,
-    /// Seed of the calibration's row sample (the engine's default when `None`).
-    calib_seed: Option<u64>,
-    /// Standard errors the calibration subtracts (the engine's default when `None`).
-    calib_margin: Option<f32>,
-    /// Bootstrap replicates of the calibration's selection correction (the engine's default
-    /// when `None`; 0 turns it off).
-    calib_bootstrap: Option<usize>,
-    /// The compact tier's codes (the engine's choice for the dimension when `None`).
-    tier_codes: Option<glimpse_index::CompactKind>,
-    /// Measure and run ranking on the codes alone too.
-    codes_only: bool,
-}
-
-/// Which re-rank the runs use (see the module doc).
-#[derive(Clone, Copy, PartialEq)]
-enum Tiers {
-    /// As the engine's default (`CompactRerank::Auto`): the tier where the calibration's
-    /// default-target point uses it.
-    Auto,
-    Compact,
-    F32,
-    Both,
-    /// Every setting on the index with rotated 6-bit codes, with 8-bit codes and without a
-    /// tier, one after another.
-    All,
-}
-
-/// Where the searched raw vectors live (see the module doc).
-#[derive(Clone, Copy, PartialEq)]
-enum VectorsMode {
-    Mapped,
-    Heap,
-    Both,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        n: 200_000,
-        dim: 512,
-        queries: 1000,
-        bits: PqBits::Auto,
-        nlist: None,
-        m: None,
-        kmeans_iters: None,
-        pq_sample: None,
-        settings: Vec::new(),
-        out: None,
-        exact_queries: 100,
-        seed: 2024,
-        vectors: VectorsMode::Mapped,
-        shape: Shape::ClipLike,
-        query_shift: None,
-        targets: vec![0.9, 0.95, 0.98],
-        tiers: Tiers::Auto,
-        evict: false,
-        evict_ms: 1000,
-        calib_queries: None,
-        calib_seed: None,
-        calib_margin: None,
-        calib_bootstrap: None,
-        tier_codes: None,
-        codes_only: false,
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < argv.len() {
-        let key = argv[i].as_str();
-        let val = argv
-            .get(i + 1)
-            .ok_or_else(|| format!("missing value for {key}"))?;
-        match key {
-            "--n" => a.n = val.parse()?,
-            "--dim" => a.dim = val.parse()?,
-            "--queries" => a.queries = val.parse()?,
-            "--exact-queries" => a.exact_queries = val.parse()?,
-            "--seed" => a.seed = val.parse()?,
-            "--calib-queries" => a.calib_queries = Some(val.parse()?),
-            "--calib-seed" => a.calib_seed = Some(val.parse()?),
-            "--calib-margin" => a.calib_margin = Some(val.parse()?),
-            "--calib-bootstrap" => a.calib_bootstrap = Some(val.parse()?),
-            "--nlist" => a.nlist = Some(val.parse()?),
-            "--m" => a.m = Some(val.parse()?),
-            "--kmeans-iters" => a.kmeans_iters = Some(val.parse()?),
-            "--pq-sample" => a.pq_sample = Some(val.parse()?),
-            "--bits" => {
-                a.bits = match val.as_str() {
-                    "4" => PqBits::Four,
-                    "8" => PqBits::Eight,
-                    "auto" => PqBits::Auto,
-                    x => return Err(format!("--bits must be 4, 8 or auto, not {x}").into()),
-                }
-            }
-            "--settings" => {
-                for s in val.split(',') {
-                    let (p, r) = s.split_once(':').ok_or("settings are nprobe:refine")?;
-                    a.settings.push((p.parse()?, r.parse()?));
-                }
-            }
-            "--out" => a.out = Some(val.clone()),
-            "--data" => {
-                a.shape = match val.as_str() {
-                    "clip" => Shape::ClipLike,
-                    "hard" => Shape::Hard,
-                    x => return Err(format!("--data must be clip or hard, not {x}").into()),
-                }
-            }
-            "--query-shift" => a.query_shift = Some(val.parse()?),
-            "--tiers" => {
-                a.tiers = match val.as_str() {
-                    "auto" => Tiers::Auto,
-                    "compact" => Tiers::Compact,
-                    "f32" => Tiers::F32,
-                    "both" => Tiers::Both,
-                    "all" => Tiers::All,
-                    x => {
-                        return Err(format!(
-                            "--tiers must be auto, compact, f32, both or all, not {x}"
-                        )
-                        .into());
-                    }
-                }
-            }
-            "--tier-codes" => {
-                a.tier_codes = match val.as_str() {
-                    "auto" => None,
-                    "sq8" => Some(glimpse_index::CompactKind::Sq8),
-                    "rq6" => Some(glimpse_index::CompactKind::Rotated6),
-                    x => {
-                        return Err(
-                            format!("--tier-codes must be auto, sq8 or rq6, not {x}").into()
-                        );
-                    }
-                }
-            }
-            "--evict" => a.evict = val == "1" || val == "true",
-            "--codes-only" => a.codes_only = val == "1" || val == "true",
-            "--evict-ms" => a.evict_ms = val.parse::<u64>()?.max(1),
-            "--targets" => {
-                a.targets = val
-                    .split(',')
-                    .map(|t| t.parse::<f32>())
-                    .collect::<std::result::Result<_, _>>()?
-            }
-            "--vectors" => {
-                a.vectors = match val.as_str() {
-                    "mapped" => VectorsMode::Mapped,
-                    "heap" => VectorsMode::Heap,
-                    "both" => VectorsMode::Both,
-                    x => {
-                        return Err(
-                            format!("--vectors must be mapped, heap or both, not {x}").into()
-                        );
-                    }
-                }
-            }
-            x => return Err(format!("unknown flag {x}").into()),
-        }
-        i += 2;
-    }
-    Ok(a)
 }
 
 /// CPU time of the calling thread, in seconds. Reported beside wall time
@@ -521,6 +349,22 @@ fn main() -> Result<()> {
         Some((_, map, _)) => Some(IvfPqView::from_bytes(map_bytes(map))?),
         None => None,
     };
+    // As the engine does for an index with a tier: the share of the margin its queries need.
+    let (t, mut shares) = (Instant::now(), Vec::new());
+    for v in std::iter::once(&view).chain(sq8_view.as_ref()) {
+        if let (Some(g), Some(mut c)) = (&grid, cal_tier.clone()) {
+            g.measure_tier_margin(v, &data.vectors, &mut c, Cancel::NEVER)?;
+            println!(
+                "# tier margin ({:?}): {:.3}",
+                v.compact_kind(),
+                c.tier_margin_for(k)
+            );
+            shares.push((v.compact_kind(), c.tier_margin_for(k)));
+        }
+    }
+    let share = |kind| shares.iter().find(|s| s.0 == kind).map_or(1.0, |s| s.1);
+    let pct = 100.0 * t.elapsed().as_secs_f64() / (train_s + add_s);
+    println!("tier margin calibration: {pct:.1}% of the build's wall time");
     let sizes = index.list_sizes();
     let max_list = sizes.iter().copied().max().unwrap_or(0);
     println!(
@@ -593,6 +437,7 @@ fn main() -> Result<()> {
                         nprobe: Some(p.nprobe as usize),
                         refine: Some(p.refine as usize),
                         rescore: true,
+                        tier_margin: 1.0,
                     },
                 ));
             }
@@ -608,6 +453,7 @@ fn main() -> Result<()> {
                         nprobe: Some(p.nprobe as usize),
                         refine: Some(p.refine as usize),
                         rescore: false,
+                        tier_margin: 1.0,
                     },
                 ));
             }
@@ -627,6 +473,7 @@ fn main() -> Result<()> {
                         nprobe: Some(p.max(1)),
                         refine: Some(r),
                         rescore,
+                        tier_margin: 1.0,
                     },
                 ));
             }
@@ -636,6 +483,9 @@ fn main() -> Result<()> {
         None
     } else {
         let (dir, map, pmd_kb) = mapped_copy(&data.vectors)?;
+        if args.row_reads {
+            map.advise_row_reads();
+        }
         println!(
             "# vectors: {} MiB file mapping, {} MiB of it on huge pages",
             (data.vectors.len() * 4) >> 20,
@@ -687,9 +537,19 @@ fn main() -> Result<()> {
             if !sp.rescore && v.compact_kind().is_none() {
                 continue;
             }
-            for &evict in evicts {
-                let suffix = if evict { " [evicted]" } else { "" };
-                runs.push((format!("{label}{tier}{suffix}"), sp, vectors, v, evict));
+            let calibrated = share(v.compact_kind());
+            let margins = match args.tier_margin {
+                _ if v.compact_kind().is_none() || !sp.rescore => vec![(1.0, "")],
+                MarginRuns::Calibrated => vec![(calibrated, "")],
+                MarginRuns::Full => vec![(1.0, "")],
+                MarginRuns::Both => vec![(1.0, " m=full"), (calibrated, " m=cal")],
+            };
+            for (tier_margin, m) in margins {
+                for &evict in evicts {
+                    let suffix = if evict { " [evicted]" } else { "" };
+                    let sp = SearchParams { tier_margin, ..sp };
+                    runs.push((format!("{label}{tier}{m}{suffix}"), sp, vectors, v, evict));
+                }
             }
         }
     }
