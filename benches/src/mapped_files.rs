@@ -120,3 +120,63 @@ pub fn file_pmd_mapped_kb() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// While alive, this process runs in a child memory cgroup capped at a number of bytes (cgroup
+/// v1 `memory.limit_in_bytes`, Linux, as root), so the pages it faults in from now on (a vector
+/// file evicted just before) compete for that much memory: a vector file larger than the cap
+/// cannot come back whole, as on a machine whose memory is smaller than its data. What the
+/// process had charged before entering stays where it was (the index files it already read
+/// stay resident). Dropping it moves the process back and removes the cgroup.
+pub struct MemoryCap {
+    dir: std::path::PathBuf,
+    parent: std::path::PathBuf,
+}
+
+impl MemoryCap {
+    /// Moves this process into a new memory cgroup under its own, capped at `bytes`.
+    pub fn enter(bytes: u64) -> Result<MemoryCap> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let path = own
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, ctl, path) = (parts.next()?, parts.next()?, parts.next()?);
+                ctl.split(',')
+                    .any(|c| c == "memory")
+                    .then(|| path.to_string())
+            })
+            .ok_or("no cgroup v1 memory controller for this process")?;
+        let parent =
+            std::path::Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
+        let dir = parent.join(format!("glimpse-bench-{}", std::process::id()));
+        ctx(std::fs::create_dir_all(&dir), "creating a memory cgroup")?;
+        let cap = MemoryCap { dir, parent };
+        ctx(
+            std::fs::write(cap.dir.join("memory.limit_in_bytes"), bytes.to_string()),
+            "capping the memory cgroup",
+        )?;
+        ctx(
+            std::fs::write(cap.dir.join("cgroup.procs"), std::process::id().to_string()),
+            "entering the memory cgroup",
+        )?;
+        Ok(cap)
+    }
+
+    /// Times the cgroup reclaimed pages to stay under its cap (`memory.failcnt`).
+    pub fn failcnt(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("memory.failcnt"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for MemoryCap {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            self.parent.join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}

@@ -27,6 +27,10 @@ pub(crate) struct Args {
     pub(crate) evict: bool,
     /// Milliseconds between two evictions of the vector file (`--evict 1`).
     pub(crate) evict_ms: u64,
+    /// Under `--evict 1`, MiB the evicted runs may fault back in (`--memory-cap-mb`: the
+    /// process runs in a memory cgroup capped at that during them, the file evicted once at
+    /// their start); 0 (the default) evicts every `evict_ms` instead.
+    pub(crate) memory_cap_mb: u64,
     /// Calibration queries per set (the engine's default when `None`).
     pub(crate) calib_queries: Option<usize>,
     /// Seed of the calibration's row sample (the engine's default when `None`).
@@ -100,6 +104,7 @@ pub(crate) fn parse_args() -> Result<Args> {
         tiers: Tiers::Auto,
         evict: false,
         evict_ms: 1000,
+        memory_cap_mb: 0,
         calib_queries: None,
         calib_seed: None,
         calib_margin: None,
@@ -198,6 +203,7 @@ pub(crate) fn parse_args() -> Result<Args> {
                 }
             }
             "--evict-ms" => a.evict_ms = val.parse::<u64>()?.max(1),
+            "--memory-cap-mb" => a.memory_cap_mb = val.parse::<u64>()?,
             "--targets" => {
                 a.targets = val
                     .split(',')

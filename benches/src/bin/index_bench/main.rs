@@ -12,7 +12,7 @@
 //!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F] [--tiers auto|compact|f32|both|all]
 //!   [--calib-queries Q] [--calib-seed S] [--calib-margin SE]
 //!   [--calib-bootstrap B] [--tier-codes auto|sq8|rq6] [--evict 1 [--evict-ms MS]] [--codes-only 1]
-//!   [--tier-margin calibrated|full|both] [--vector-advice huge|rows]`
+//!   [--tier-margin calibrated|full|both] [--vector-advice huge|rows] [--memory-cap-mb MB]`
 //!
 //! `--data hard` draws the harder mixture of issue 17 (`Shape::Hard`: thousands of uneven
 //! clusters, isotropic noise as large as their spread) instead of the CLIP-like data the
@@ -55,6 +55,12 @@
 //! `--tier-margin full` prunes with the full margin, `both` runs each setting both ways
 //! (" m=full", " m=cal").
 //!
+//! `--memory-cap-mb MB` (with `--evict 1`) runs the evicted runs in a memory cgroup capped at
+//! that (`MemoryCap`; Linux, cgroup v1, root): the vector file is evicted once at their start and
+//! can come back only up to the cap, as on a machine with less memory than its data, instead of
+//! being dropped every `--evict-ms` (which a fast page cache behind the disk refills between
+//! drops).
+//!
 //! `--vector-advice rows` maps the raw vectors as the engine maps those of a segment whose
 //! index has a compact tier (`MappedF32::advise_row_reads`: no 2 MiB pages, no read-around);
 //! the default, `huge`, as it maps the others.
@@ -70,7 +76,7 @@ use std::time::Instant;
 
 use args::{MarginRuns, Tiers, VectorsMode, parse_args};
 
-use glimpse_benches::mapped_files::{EvictGuard, map_bytes, mapped_copy, mapped_index};
+use glimpse_benches::mapped_files::{EvictGuard, MemoryCap, map_bytes, mapped_copy, mapped_index};
 use glimpse_index::synthetic::{Shape, SyntheticSpec, generate, to_npy};
 use glimpse_index::{
     Calibration, CalibrationOptions, Cancel, IndexParams, IvfPqIndex, IvfPqView, Metric, Neighbor,
@@ -555,12 +561,22 @@ fn main() -> Result<()> {
     }
     for (label, sp, vectors, view, evict) in &runs {
         let vectors: &[f32] = vectors;
-        let evictor = match (&mapped, *evict) {
-            (Some((dir, map)), true) if std::ptr::eq(vectors, map.as_slice()) => Some(
-                EvictGuard::start(dir.path().join("vectors.f32"), vectors, args.evict_ms)?,
-            ),
-            _ => None,
+        let capped = *evict && args.memory_cap_mb > 0;
+        let cap = match capped {
+            true => Some(MemoryCap::enter(args.memory_cap_mb << 20)?),
+            false => None,
         };
+        // Under a cap, one eviction just before the timed pass (after the warm-up, whose rows
+        // would otherwise still be there) and one pass over the queries: every query meets
+        // the file cold but for what earlier queries of the pass faulted back within the cap.
+        let start_evicting = || match (&mapped, *evict) {
+            (Some((dir, map)), true) if std::ptr::eq(vectors, map.as_slice()) => {
+                let period = if capped { u64::MAX / 2 } else { args.evict_ms };
+                EvictGuard::start(dir.path().join("vectors.f32"), vectors, period).map(Some)
+            }
+            _ => Ok(None),
+        };
+        let mut evictor = if capped { None } else { start_evicting()? };
         // Warm-up pass (also measures recall), then timed pass.
         let mut rec = 0.0;
         let mut stats = glimpse_index::SearchStats::default();
@@ -571,12 +587,17 @@ fn main() -> Result<()> {
         rec /= args.queries as f64;
         // Raw rows read by the re-rank per query (after the compact tier's pruning).
         let raw_rows = stats.reranked as f64 / args.queries as f64;
+        if capped {
+            evictor = start_evicting()?;
+            // Let the eviction happen before the first query.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let mut lat = Vec::with_capacity(args.queries);
         let t = Instant::now();
         let c = thread_cpu_s();
         // Evicted runs go on for at least 5 s, so the file is dropped several times during
         // the measurement rather than once at its start.
-        let min_secs = if *evict { 5.0 } else { 0.0 };
+        let min_secs = if *evict && !capped { 5.0 } else { 0.0 };
         let mut done = 0usize;
         while done < args.queries || t.elapsed().as_secs_f64() < min_secs {
             let i = done % args.queries;
@@ -590,6 +611,13 @@ fn main() -> Result<()> {
         lat.sort_by(|a, b| a.total_cmp(b));
         let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
         drop(evictor);
+        if let Some(c) = cap {
+            println!(
+                "# capped at {} MiB: reclaimed {} times",
+                args.memory_cap_mb,
+                c.failcnt()
+            );
+        }
         println!(
             "{label:<22} {rec:>9.4} {qps:>10.1} {cpu_qps:>10.1} {p50:>9.0} {p99:>9.0} {:>9.1}x {raw_rows:>8.1}",
             cpu_qps / exact_cpu_qps
