@@ -3,6 +3,7 @@
 //! the row filter applied during the scan, then exact re-ranking.
 
 mod margin;
+mod pagein;
 mod rerank;
 
 pub(crate) use margin::needed_tier_margin;
@@ -266,6 +267,10 @@ pub(crate) fn search<L: Lists + ?Sized>(
             stats.compact_scored += cands.len() as u64;
             let keep = tier.survivors(q_tier, &keys, params.k, params.tier_margin_share());
             cands = keep.into_iter().map(|i| cands[i]).collect();
+            // A tier lets the raw rows live out of memory: have the survivors' pages read
+            // together rather than fault one after another.
+            let rows: Vec<u32> = cands.iter().map(|c| c.row).collect();
+            pagein::page_in_rows(vectors, dim, &rows);
         }
     }
     stats.reranked += cands.len() as u64;
