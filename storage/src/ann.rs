@@ -251,6 +251,8 @@ pub(crate) struct AnnKnobs {
     pub refine: Option<usize>,
     /// Whether the final ranking reads the raw rows.
     pub rescore: Rescore,
+    /// The margin the compact tier prunes with.
+    pub tier_margin: crate::types::TierMargin,
 }
 
 /// What one segment's search used: the parameters and the recall its table promised.
@@ -433,9 +435,12 @@ impl SegmentIndex {
                 point.and_then(promise)
             },
             rescore,
-            tier_margin: table
-                .filter(|_| self.has_compact_tier)
-                .map_or(1.0, |c| c.tier_margin_for(k)),
+            tier_margin: match knobs.tier_margin {
+                crate::types::TierMargin::Full => 1.0,
+                crate::types::TierMargin::Measured => table
+                    .filter(|_| self.has_compact_tier)
+                    .map_or(1.0, |c| c.tier_margin_for(k)),
+            },
         };
         (chosen, point.copied())
     }

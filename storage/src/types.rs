@@ -235,6 +235,21 @@ pub enum CompactRerank {
     Off,
 }
 
+/// How wide a margin the compact tier prunes candidates with ([`StoreOptions::tier_margin`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TierMargin {
+    /// The share of the full margin that each index's own calibration queries needed to keep
+    /// their exact top k, with a quarter to spare (`glimpse_index::Calibration::tier_margin`;
+    /// the full margin where none was measured): 3-7x fewer raw rows read. A fresh query needs
+    /// more than all 512 calibration queries did with odds below 1/513, and then a near-tie at
+    /// the k-th place may swap.
+    #[default]
+    Measured,
+    /// The full margin: the same top k as re-ranking every candidate on its raw row, always
+    /// for 8-bit codes, and short of odds below `e^-36` a pair for the rotated 6-bit ones.
+    Full,
+}
+
 /// Options of [`crate::Store::open`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -252,13 +267,13 @@ pub struct StoreOptions {
     pub index_min_rows: usize,
     /// Which index files also carry the compact re-rank tier (cosine and dot only; from 256
     /// dimensions rotated 6-bit codes, 0.75 bytes per dimension of every row, under that one
-    /// byte): the re-rank then reads raw rows only for the candidates its error margin cannot
-    /// rule out, with the same top k (for the rotated codes: unless two rows' rounding errors
-    /// together exceed its twelve standard deviations, see `glimpse_index::Rq6Codes`), so the
-    /// raw vector file need not stay in memory. It adds
-    /// `0.75·dim` (or `dim`) bytes per row to the index file.
+    /// byte): the re-rank then reads raw rows only for the candidates its error margin
+    /// ([`tier_margin`](Self::tier_margin)) cannot rule out, so the raw vector file need not
+    /// stay in memory. It adds `0.75·dim` (or `dim`) bytes per row to the index file.
     /// Default [`CompactRerank::Auto`].
     pub compact_rerank: CompactRerank,
+    /// The margin the compact tier prunes with. Default [`TierMargin::Measured`].
+    pub tier_margin: TierMargin,
     /// Smaller segments (memtable flushes, small bulk loads) of at least this many rows are
     /// indexed with the quantizers of a trained index when the collection has one: one
     /// assignment pass, no k-means. Without it every such segment would be scanned exactly
@@ -312,6 +327,7 @@ impl Default for StoreOptions {
             index_min_rows: 20_000,
             borrowed_index_min_rows: 2_000,
             compact_rerank: CompactRerank::Auto,
+            tier_margin: TierMargin::Measured,
             defer_bulk_index: true,
             bulk_quiet: Duration::from_secs(1),
             bulk_quiet_max: Duration::from_secs(10),

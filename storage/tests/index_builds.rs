@@ -7,7 +7,7 @@ mod common;
 use common::{point, vec_for};
 use glimpse_storage::{
     CompactRerank, Filter, MetaValue, Metric, Rescore, SearchRequest, StorageError, Store,
-    StoreOptions,
+    StoreOptions, TierMargin,
 };
 
 /// Waits (up to 60 s) until no segment waits for a deferred index build
@@ -721,7 +721,7 @@ fn the_tier_prunes_with_its_measured_margin_and_keeps_the_f32_results() {
     let data = glimpse_index::synthetic::generate(&glimpse_index::synthetic::SyntheticSpec::hard(
         6000, 40, dim, 12,
     ));
-    let (_d1, _s1, tiered) = load_indexed(&data, CompactRerank::On);
+    let (d1, s1, tiered) = load_indexed(&data, CompactRerank::On);
     let (_d2, _s2, plain) = load_indexed(&data, CompactRerank::Off);
     let report = tiered.recall_report(None, Rescore::Always);
     for s in &report.segments {
@@ -759,6 +759,35 @@ fn the_tier_prunes_with_its_measured_margin_and_keeps_the_f32_results() {
     assert!(
         scored > 0 && read * 10 < scored,
         "{read} raw rows for {scored} candidates"
+    );
+    // The same files opened with `TierMargin::Full` prune with the whole bound: the same top k,
+    // more raw rows read, and the description says so.
+    drop((tiered, s1));
+    let full = Store::open(
+        d1.path(),
+        StoreOptions {
+            tier_margin: TierMargin::Full,
+            ..prompt_opts()
+        },
+    )
+    .unwrap();
+    let c = full.collection("ix").unwrap();
+    wait_indexed(&c);
+    let report = c.recall_report(None, Rescore::Always);
+    assert!(
+        report.segments.iter().all(|s| s.tier_margin == Some(1.0)),
+        "{report:?}"
+    );
+    let mut full_read = 0;
+    for i in 0..data.n_queries() {
+        let (a, ta) = c.search_with_stats(data.query(i), &req).unwrap();
+        let (b, _) = plain.search_with_stats(data.query(i), &req).unwrap();
+        assert_eq!(ids(&a), ids(&b));
+        full_read += ta.reranked;
+    }
+    assert!(
+        2 * full_read > 3 * read,
+        "{full_read} raw rows at the full margin, {read} measured"
     );
 }
 

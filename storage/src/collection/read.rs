@@ -226,6 +226,7 @@ impl Collection {
             nprobe: req.nprobe,
             refine: req.refine,
             rescore: req.rescore,
+            tier_margin: inner.opts.tier_margin,
         };
         let active = inner.active.read();
         let v = inner.version.load_full();
@@ -334,6 +335,7 @@ impl Collection {
         let knobs = crate::ann::AnnKnobs {
             recall_target: Some(target),
             rescore,
+            tier_margin: self.inner.opts.tier_margin,
             ..Default::default()
         };
         let v = self.inner.version.load_full();
