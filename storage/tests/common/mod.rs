@@ -50,3 +50,48 @@ pub fn small_opts() -> StoreOptions {
         ..StoreOptions::default()
     }
 }
+
+/// Waits (up to 60 s) until no segment waits for a deferred index build
+/// (built, or given up after a failure).
+pub fn wait_indexed(c: &glimpse_storage::Collection) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while c.stats().unindexed_rows > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deferred index never built"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Options for the deferred-index tests: small index threshold, no
+/// background compaction, the given quiet period and bound.
+pub fn deferral_opts(quiet: std::time::Duration, quiet_max: std::time::Duration) -> StoreOptions {
+    StoreOptions {
+        index_min_rows: 1500,
+        bulk_quiet: quiet,
+        bulk_quiet_max: quiet_max,
+        compaction: glimpse_storage::CompactionOptions {
+            enabled: false,
+            ..Default::default()
+        },
+        ..StoreOptions::default()
+    }
+}
+
+/// Deferral options whose deferred work starts 1 ms after a load.
+pub fn prompt_opts() -> StoreOptions {
+    deferral_opts(
+        std::time::Duration::from_millis(1),
+        std::time::Duration::from_secs(10),
+    )
+}
+
+/// The segment directory of collection `ix` in the store at `root` (the first one found).
+pub fn only_segment_dir(root: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(root.join("collections").join("ix"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .unwrap()
+}
