@@ -269,8 +269,7 @@ pub(crate) fn search<L: Lists + ?Sized>(
             cands = keep.into_iter().map(|i| cands[i]).collect();
             // A tier lets the raw rows live out of memory: have the survivors' pages read
             // together rather than fault one after another.
-            let rows: Vec<u32> = cands.iter().map(|c| c.row).collect();
-            pagein::page_in_rows(vectors, dim, &rows);
+            pagein::page_in_rows(vectors, dim, cands.iter().map(|c| c.row));
         }
     }
     stats.reranked += cands.len() as u64;

@@ -8,13 +8,19 @@
 //! resident). Only a hint: where the calls are missing or refused, the rows fault as before.
 
 /// Starts reading the pages of `rows` (`dim` floats each in `vectors`) into memory if the
-/// first of them is not resident (see the module doc); whether it asked.
+/// first page of the first of them is not resident (see the module doc); whether it asked.
+/// Allocates nothing when that page is resident (the search's every query with the rows in
+/// memory).
 #[cfg(target_os = "linux")]
-pub(super) fn page_in_rows(vectors: &[f32], dim: usize, rows: &[u32]) -> bool {
+pub(super) fn page_in_rows(
+    vectors: &[f32],
+    dim: usize,
+    rows: impl Iterator<Item = u32> + Clone,
+) -> bool {
     use std::sync::atomic::{AtomicBool, Ordering};
     // Set once a call was refused (an older kernel, a seccomp filter): never tried again.
     static REFUSED: AtomicBool = AtomicBool::new(false);
-    if rows.len() < 2 || dim == 0 || REFUSED.load(Ordering::Relaxed) {
+    if rows.clone().nth(1).is_none() || dim == 0 || REFUSED.load(Ordering::Relaxed) {
         return false;
     }
     let page = page_size();
@@ -28,19 +34,18 @@ pub(super) fn page_in_rows(vectors: &[f32], dim: usize, rows: &[u32]) -> bool {
             (first, end - first)
         })
     };
-    let Some((first, len)) = rows.iter().find_map(|&r| pages_of(r)) else {
+    let Some((first, _)) = rows.clone().find_map(pages_of) else {
         return false;
     };
-    let mut resident = vec![0u8; len / page];
-    // SAFETY: `first..first + len` is page-aligned and lies within the pages of `vectors`, a
-    // live allocation or mapping of this process; `resident` has one byte per page.
-    let probed = unsafe { libc::mincore(first as *mut libc::c_void, len, resident.as_mut_ptr()) };
-    if probed == 0 && resident.iter().all(|b| b & 1 == 1) {
+    let mut resident = 0u8;
+    // SAFETY: `first..first + page` is one page-aligned page within the pages of `vectors`, a
+    // live allocation or mapping of this process; `resident` takes its one byte.
+    let probed = unsafe { libc::mincore(first as *mut libc::c_void, page, &mut resident) };
+    if probed == 0 && resident & 1 == 1 {
         return false;
     }
     let ranges: Vec<libc::iovec> = rows
-        .iter()
-        .filter_map(|&r| pages_of(r))
+        .filter_map(pages_of)
         .map(|(at, len)| libc::iovec {
             iov_base: at as *mut libc::c_void,
             iov_len: len,
@@ -73,7 +78,11 @@ pub(super) fn page_in_rows(vectors: &[f32], dim: usize, rows: &[u32]) -> bool {
 
 /// Elsewhere the rows fault one by one.
 #[cfg(not(target_os = "linux"))]
-pub(super) fn page_in_rows(_vectors: &[f32], _dim: usize, _rows: &[u32]) -> bool {
+pub(super) fn page_in_rows(
+    _vectors: &[f32],
+    _dim: usize,
+    _rows: impl Iterator<Item = u32> + Clone,
+) -> bool {
     false
 }
 
@@ -117,10 +126,11 @@ mod tests {
     fn resident_and_out_of_range_rows_are_left_alone() {
         let dim = 512;
         let v: Vec<f32> = (0..dim * 64).map(|i| i as f32).collect();
-        assert!(!page_in_rows(&v, dim, &[3, 40, 7, 1_000_000]));
-        assert!(!page_in_rows(&v, dim, &[]));
-        assert!(!page_in_rows(&v, 0, &[1, 2]));
-        assert!(!page_in_rows(&v, dim, &[1_000_000, 2_000_000]));
+        let rows = |r: &'static [u32]| r.iter().copied();
+        assert!(!page_in_rows(&v, dim, rows(&[3, 40, 7, 1_000_000])));
+        assert!(!page_in_rows(&v, dim, rows(&[])));
+        assert!(!page_in_rows(&v, 0, rows(&[1, 2])));
+        assert!(!page_in_rows(&v, dim, rows(&[1_000_000, 2_000_000])));
         assert!(v.iter().enumerate().all(|(i, &x)| x == i as f32));
     }
 
@@ -178,7 +188,7 @@ mod tests {
             // The page cache would not let go (some filesystems keep pages): nothing to show.
             return;
         }
-        if !page_in_rows(floats, dim, &wanted) {
+        if !page_in_rows(floats, dim, wanted.iter().copied()) {
             // The calls were refused (a kernel before 5.10, or an emulator without them): the
             // rows fault one by one as before, which the other tests cover.
             return;
