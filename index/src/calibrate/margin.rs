@@ -6,8 +6,7 @@
 //! the full margin are read for nothing (on the hard mixture at 200k, at the 0.95 point: 59.8
 //! raw rows a query under the rotated codes' full 12σ, 18.7 under the 3.8σ measured here, with
 //! the same top 10 for 1,000 fresh queries). Each calibration query is searched once, at
-//! the table's default-target point (or the nearest that prunes on the tier), with the index
-//! as written, and the share of the full margin it needed to keep its exact top k
+//! the table's default-target point, with the index as written, and the share of the full margin it needed to keep its exact top k
 //! is recorded (`search::needed_tier_margin`). The table keeps the largest share any query
 //! needed, times [`MARGIN_HEADROOM`]: with `n` exchangeable queries a fresh one needs more
 //! than all of them with odds below `1/(n+1)` (a fifth of a percent for 512), and the
@@ -33,8 +32,8 @@ pub(crate) const MIN_TIER_MARGIN: f32 = 0.05;
 impl RecallGrid {
     /// Sets `table.tier_margin` from searches of `view` (the index as written, with its
     /// compact tier) over the calibration queries, at the point of `table` nearest the default
-    /// target that prunes on the tier (see the module doc). Leaves the table as it is without
-    /// a tier, for L2, or when no point prunes on the tier or no query measured anything.
+    /// target (see the module doc). Leaves the table as it is without a tier, for L2, or when
+    /// no query measured anything.
     pub fn measure_tier_margin(
         &self,
         view: &IvfPqView<'_>,
@@ -86,27 +85,20 @@ impl RecallGrid {
     }
 }
 
-/// The point a margin is measured at: the first at or above the default target that prunes on
-/// the tier (the default's own where it does, as most searches land there), else the highest
-/// below it that does. One point: the share a query needs grows little with depth (on the hard
-/// mixture at 200k, the largest of 512 queries was 0.245 at the 0.95 point, 56:80, and 0.254 at
-/// the 0.98 point, 88:160, which doubles the candidates), well inside [`MARGIN_HEADROOM`], and
-/// each point measured costs ~1.6 % of the build there.
+/// The point a margin is measured at: the default target's (or the first above it; most
+/// searches land there), else the highest below it. Searches at every depth prune on the tier
+/// where their raw rows are out of memory (deep ones always), so every point can use the
+/// margin. One point: the share a query needs grows little with depth (on the hard mixture at
+/// 200k, the largest of 512 queries was 0.245 at the 0.95 point, 56:80, and 0.254 at the 0.98
+/// point, 88:160, which doubles the candidates), well inside [`MARGIN_HEADROOM`], and each
+/// point measured costs ~1.6 % of the build there.
 fn margin_point(table: &Calibration) -> Option<CalibrationPoint> {
-    let prunes = |p: &&CalibrationPoint| p.uses_compact_tier();
-    let at_or_above = table
+    table
         .points
         .iter()
-        .filter(|p| p.target >= DEFAULT_RECALL_TARGET)
-        .find(prunes);
-    let below = || {
-        table
-            .points
-            .iter()
-            .filter(|p| p.target < DEFAULT_RECALL_TARGET)
-            .rfind(prunes)
-    };
-    at_or_above.or_else(below).copied()
+        .find(|p| p.target >= DEFAULT_RECALL_TARGET)
+        .or(table.points.last())
+        .copied()
 }
 
 #[cfg(test)]

@@ -8,9 +8,7 @@
 //! property of the data (how near-tied the neighbours around the k-th place are), so it is
 //! measured, not assumed.
 
-use super::{
-    COMPACT_MIN_PER_RESULT, Core, Lists, SearchStats, candidates, rerank, tier_and_query, tier_keys,
-};
+use super::{Core, Lists, SearchStats, candidates, rerank, tier_and_query, tier_keys};
 use crate::metric::Neighbor;
 use crate::params::SearchParams;
 
@@ -19,9 +17,12 @@ use crate::params::SearchParams;
 /// that the search at that share returns the same rows as at the full margin; 0 when every
 /// one scores at or above the k-th best code score.
 ///
-/// `None` where the search would not prune on the tier (no tier, L2, fewer than
-/// [`COMPACT_MIN_PER_RESULT`] candidates per result, at most `k` candidates), or a result
-/// has no codes or a score that is not finite: nothing to learn from that query.
+/// Measured at any depth: a search below
+/// [`COMPACT_MIN_PER_RESULT`](super::COMPACT_MIN_PER_RESULT) candidates per result
+/// prunes on the tier too when its raw rows are out of memory (`prunes_on_tier`), and then
+/// with this margin. `None` where the search could not prune on the tier (no tier, L2, at
+/// most `k` candidates), or a result has no codes or a score that is not finite: nothing to
+/// learn from that query.
 pub(crate) fn needed_tier_margin<L: Lists + ?Sized>(
     core: &Core<'_>,
     lists: &L,
@@ -34,7 +35,7 @@ pub(crate) fn needed_tier_margin<L: Lists + ?Sized>(
     let mut stats = SearchStats::default();
     let (q, cands) = candidates(core, lists, query, vectors, params, filter, &mut stats)?;
     let (tier, q_tier) = tier_and_query(core, query, &q)?;
-    if cands.len() < COMPACT_MIN_PER_RESULT.saturating_mul(k) || cands.len() <= k {
+    if cands.len() <= k {
         return None;
     }
     let prepared = tier.prepare(q_tier)?;

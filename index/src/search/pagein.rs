@@ -7,6 +7,41 @@
 //! resident first row costs one `mincore` call and nothing more; so does a heap slice (always
 //! resident). Only a hint: where the calls are missing or refused, the rows fault as before.
 
+/// Whether the first page of row `row` (`dim` floats in `vectors`) is in memory: one
+/// `mincore`. True for a row past the end, where the call fails, and off Linux: the caller
+/// then reads the row as if resident.
+#[cfg(target_os = "linux")]
+pub(super) fn row_resident(vectors: &[f32], dim: usize, row: u32) -> bool {
+    let Some((first, _)) = row_pages(vectors, dim, row) else {
+        return true;
+    };
+    let mut resident = 0u8;
+    // SAFETY: `first..first + page` is one page-aligned page within the pages of `vectors`, a
+    // live allocation or mapping of this process; `resident` takes its one byte.
+    let probed = unsafe { libc::mincore(first as *mut libc::c_void, page_size(), &mut resident) };
+    probed != 0 || resident & 1 == 1
+}
+
+/// Off Linux every row counts as resident.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn row_resident(_vectors: &[f32], _dim: usize, _row: u32) -> bool {
+    true
+}
+
+/// The page-aligned address and length of the pages holding row `row`; `None` past the end or
+/// for a width of 0.
+#[cfg(target_os = "linux")]
+fn row_pages(vectors: &[f32], dim: usize, row: u32) -> Option<(usize, usize)> {
+    let page = page_size();
+    let (base, r) = (vectors.as_ptr() as usize, row as usize);
+    (dim > 0 && r < vectors.len() / dim).then(|| {
+        let start = base + r * dim * 4;
+        let first = start & !(page - 1);
+        let end = (start + dim * 4).next_multiple_of(page);
+        (first, end - first)
+    })
+}
+
 /// Starts reading the pages of `rows` (`dim` floats each in `vectors`) into memory if the
 /// first page of the first of them is not resident (see the module doc); whether it asked.
 /// Allocates nothing when that page is resident (the search's every query with the rows in
@@ -23,26 +58,10 @@ pub(super) fn page_in_rows(
     if rows.clone().nth(1).is_none() || dim == 0 || REFUSED.load(Ordering::Relaxed) {
         return false;
     }
-    let page = page_size();
-    let (base, n) = (vectors.as_ptr() as usize, vectors.len() / dim);
-    let pages_of = |r: u32| {
-        let r = r as usize;
-        (r < n).then(|| {
-            let start = base + r * dim * 4;
-            let first = start & !(page - 1);
-            let end = (start + dim * 4).next_multiple_of(page);
-            (first, end - first)
-        })
-    };
-    let Some((first, _)) = rows.clone().find_map(pages_of) else {
-        return false;
-    };
-    let mut resident = 0u8;
-    // SAFETY: `first..first + page` is one page-aligned page within the pages of `vectors`, a
-    // live allocation or mapping of this process; `resident` takes its one byte.
-    let probed = unsafe { libc::mincore(first as *mut libc::c_void, page, &mut resident) };
-    if probed == 0 && resident & 1 == 1 {
-        return false;
+    let pages_of = |r: u32| row_pages(vectors, dim, r);
+    match rows.clone().next() {
+        Some(r) if !row_resident(vectors, dim, r) => {}
+        _ => return false,
     }
     let ranges: Vec<libc::iovec> = rows
         .filter_map(pages_of)
@@ -139,72 +158,33 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn evicted_rows_of_a_mapped_file_are_read_ahead() {
-        use std::io::Write;
-        use std::os::fd::AsRawFd;
         let dim = 1024; // one 4 KiB page a row
         let rows = 256usize;
-        let path = std::env::temp_dir().join(format!("glimpse-pagein-{}", std::process::id()));
-        let mut f = std::fs::File::create(&path).expect("create");
-        let bytes: Vec<u8> = (0..rows * dim)
-            .flat_map(|i| (i as f32).to_le_bytes())
-            .collect();
-        f.write_all(&bytes).expect("write");
-        f.sync_all().expect("sync");
-        let f = std::fs::File::open(&path).expect("open");
-        let len = bytes.len();
-        // SAFETY: a read-only shared mapping of a file this test owns and does not change.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        // SAFETY: the mapping is `len` bytes, page-aligned, alive until the munmap below.
-        let floats = unsafe { std::slice::from_raw_parts(ptr as *const f32, len / 4) };
-        let resident = |r: usize| {
-            let mut b = [0u8; 1];
-            // SAFETY: one page of the live mapping.
-            unsafe {
-                libc::mincore(
-                    ptr.cast::<u8>().add(r * dim * 4).cast(),
-                    4096,
-                    b.as_mut_ptr(),
-                )
-            };
-            b[0] & 1 == 1
-        };
-        // SAFETY: drops clean pages of this test's own file; the mapping stays valid.
-        unsafe {
-            libc::madvise(ptr, len, libc::MADV_RANDOM);
-            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-        }
+        let floats: Vec<f32> = (0..rows * dim).map(|i| i as f32).collect();
+        let mut m = crate::search::prune_tests::MappedFloats::write("ahead", &floats);
+        let resident =
+            |m: &crate::search::prune_tests::MappedFloats, r: usize| m.resident_at(r * dim * 4);
         let wanted = [5u32, 77, 130, 201, 250];
-        if wanted.iter().any(|&r| resident(r as usize)) {
-            // The page cache would not let go (some filesystems keep pages): nothing to show.
+        if !m.evict() || wanted.iter().any(|&r| resident(&m, r as usize)) {
+            eprintln!("the page cache kept the file's pages: nothing to show here");
             return;
         }
-        if !page_in_rows(floats, dim, wanted.iter().copied()) {
+        assert!(!row_resident(m.floats(), dim, 77));
+        if !page_in_rows(m.floats(), dim, wanted.iter().copied()) {
             // The calls were refused (a kernel before 5.10, or an emulator without them): the
             // rows fault one by one as before, which the other tests cover.
             return;
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !wanted.iter().all(|&r| resident(r as usize)) {
+        while !wanted.iter().all(|&r| resident(&m, r as usize)) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "rows never read ahead"
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        assert!(!resident(100), "a row nobody asked for was read");
-        assert_eq!(floats[77 * dim], (77 * dim) as f32);
-        // SAFETY: unmaps the mapping made above; `floats` is not used after.
-        unsafe { libc::munmap(ptr, len) };
-        let _ = std::fs::remove_file(&path);
+        assert!(!resident(&m, 100), "a row nobody asked for was read");
+        assert!(row_resident(m.floats(), dim, 77));
+        assert_eq!(m.floats()[77 * dim], (77 * dim) as f32);
     }
 }
