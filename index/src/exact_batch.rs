@@ -27,7 +27,9 @@ pub(crate) type TileKernel = unsafe fn(&[f32], &[f32], usize, &mut [f32]);
 pub(crate) fn kernel_for(level: SimdLevel) -> TileKernel {
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 | SimdLevel::Avx512 => dots_tile_avx2,
+        SimdLevel::Avx2 => dots_tile_avx2,
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => dots_tile_avx512,
         _ => dots_tile_portable,
     }
 }
@@ -48,6 +50,19 @@ unsafe fn dots_tile_avx2(tile: &[f32], queries: &[f32], dim: usize, out: &mut [f
     dots_tile_body::<true>(tile, queries, dim, out);
 }
 
+/// The kernel compiled for AVX-512: a tile's `TILE` lanes are one 512-bit vector, so each
+/// query's accumulator is one register where AVX2 needs two, and twice as many queries share
+/// a pass over the tile ([`QUERY_BLOCK_512`]). The same fused multiply-adds in the same order
+/// per lane: the same bits as [`dots_tile_avx2`].
+///
+/// # Safety
+/// The CPU must support AVX-512F (and AVX2 and FMA, which every AVX-512 CPU has).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn dots_tile_avx512(tile: &[f32], queries: &[f32], dim: usize, out: &mut [f32]) {
+    dots_tile_blocks::<QUERY_BLOCK_512, true>(tile, queries, dim, out);
+}
+
 /// `acc + x * r`, fused when `FUSED`.
 #[inline(always)]
 fn madd<const FUSED: bool>(x: f32, r: f32, acc: f32) -> f32 {
@@ -64,15 +79,30 @@ fn madd<const FUSED: bool>(x: f32, r: f32, acc: f32) -> f32 {
 /// and a broadcast still in registers.
 const QUERY_BLOCK: usize = 6;
 
+/// Queries per pass with AVX-512's 32 vector registers: one accumulator each, 12 chains.
+#[cfg(target_arch = "x86_64")]
+const QUERY_BLOCK_512: usize = 12;
+
 #[inline(always)]
 fn dots_tile_body<const FUSED: bool>(tile: &[f32], queries: &[f32], dim: usize, out: &mut [f32]) {
+    dots_tile_blocks::<QUERY_BLOCK, FUSED>(tile, queries, dim, out);
+}
+
+/// [`dots_tile_body`] with `B` queries per full pass.
+#[inline(always)]
+fn dots_tile_blocks<const B: usize, const FUSED: bool>(
+    tile: &[f32],
+    queries: &[f32],
+    dim: usize,
+    out: &mut [f32],
+) {
     let dim = dim.max(1);
     let tile = &tile[..dim * TILE];
     let nq = (queries.len() / dim).min(out.len() / TILE);
     let mut q = 0;
-    while q + QUERY_BLOCK <= nq {
-        dots_block::<QUERY_BLOCK, FUSED>(tile, &queries[q * dim..], dim, &mut out[q * TILE..]);
-        q += QUERY_BLOCK;
+    while q + B <= nq {
+        dots_block::<B, FUSED>(tile, &queries[q * dim..], dim, &mut out[q * TILE..]);
+        q += B;
     }
     // The rest, a few at a time, each pass with as many chains as there are queries left.
     while q < nq {
@@ -493,19 +523,22 @@ mod tests {
     fn every_level_gives_the_same_neighbours() {
         let dim = 33;
         let data = rows(700, dim, 2);
-        let queries = &data[dim * 3..dim * 10];
+        // 25 queries: two full blocks of AVX-512's 12 and one left; four AVX2 blocks of 6.
+        let nq = 25;
+        let queries = &data[dim * 3..dim * (3 + nq)];
         let reference = {
-            let mut out = vec![0.0f32; 7 * TILE];
+            let mut out = vec![0.0f32; nq * TILE];
             let tile: Vec<f32> = (0..dim * TILE).map(|i| (i % 17) as f32 * 0.1).collect();
             // SAFETY: the portable kernel has no requirement.
             unsafe { dots_tile_portable(&tile, queries, dim, &mut out) };
             (tile, out)
         };
+        let mut by_level = Vec::new();
         for level in SimdLevel::ALL {
             let Some(kernels) = simd::Kernels::of(level) else {
                 continue;
             };
-            let mut out = vec![0.0f32; 7 * TILE];
+            let mut out = vec![0.0f32; nq * TILE];
             kernels.dots_tile(&reference.0, queries, dim, &mut out);
             for (a, b) in out.iter().zip(&reference.1) {
                 assert!(
@@ -513,6 +546,15 @@ mod tests {
                     "{level:?}: {a} vs {b}"
                 );
             }
+            by_level.push((level, out));
+        }
+        // The x86 kernels fuse the same multiply-adds in the same order per lane: equal bits.
+        let fused: Vec<_> = by_level
+            .iter()
+            .filter(|(l, _)| matches!(l, SimdLevel::Avx2 | SimdLevel::Avx512))
+            .collect();
+        for w in fused.windows(2) {
+            assert_eq!(w[0].1, w[1].1, "{:?} vs {:?}", w[0].0, w[1].0);
         }
         let rows_of = |v: Vec<Vec<Neighbor>>| -> Vec<Vec<u32>> {
             v.into_iter()
