@@ -466,9 +466,10 @@ fn prunes_on_tier(
 /// rows resident: [`COMPACT_MIN_PER_RESULT`] under the full margin; under a measured one
 /// (`share` below 1), which leaves ~12–17 raw rows a query whatever the depth, fewer: the
 /// depth at which scoring the codes first cost no more than re-ranking every candidate from
-/// memory (on `index_bench` at 200k × 512, both mixtures, 8:6 to 64:16, measured margins:
-/// 8-bit codes 0–10 % faster from 6 per result; rotated 6-bit codes, which rotate the query
-/// first, 5–13 % slower at 6 and 9, −5 to +4 % at 10 and 12, 2–12 % faster from 16).
+/// memory (on `index_bench` at 200k × 512, both mixtures, 8:6 to 64:16, measured margins,
+/// every search pruning against none: 8-bit codes 1–6 % faster at 6 per result, 6–10 % at 9,
+/// 15–20 % at 16; rotated 6-bit codes, which rotate the query first, 6–13 % slower at 6 and 9,
+/// within 2 % at 10 and 12, 3–13 % faster from 16).
 fn min_per_result(kind: CompactKind, share: f32) -> usize {
     match kind {
         _ if share >= 1.0 => COMPACT_MIN_PER_RESULT,
