@@ -37,7 +37,7 @@ pub(crate) fn kernel_for(level: SimdLevel) -> TileKernel {
 /// The portable kernel (the scalar and NEON levels; aarch64 fuses the multiply-adds).
 unsafe fn dots_tile_portable(tile: &[f32], queries: &[f32], dim: usize, out: &mut [f32]) {
     // Only where the base instruction set fuses them: elsewhere `mul_add` is a libm call.
-    dots_tile_body::<{ cfg!(target_arch = "aarch64") }>(tile, queries, dim, out);
+    dots_tile_blocks::<QUERY_BLOCK, { cfg!(target_arch = "aarch64") }>(tile, queries, dim, out);
 }
 
 /// The kernel compiled for AVX2 with FMA: same loop, fused multiply-adds on 8 lanes.
@@ -47,7 +47,7 @@ unsafe fn dots_tile_portable(tile: &[f32], queries: &[f32], dim: usize, out: &mu
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dots_tile_avx2(tile: &[f32], queries: &[f32], dim: usize, out: &mut [f32]) {
-    dots_tile_body::<true>(tile, queries, dim, out);
+    dots_tile_blocks::<QUERY_BLOCK, true>(tile, queries, dim, out);
 }
 
 /// The kernel compiled for AVX-512: a tile's `TILE` lanes are one 512-bit vector, so each
@@ -83,12 +83,8 @@ const QUERY_BLOCK: usize = 6;
 #[cfg(target_arch = "x86_64")]
 const QUERY_BLOCK_512: usize = 12;
 
-#[inline(always)]
-fn dots_tile_body<const FUSED: bool>(tile: &[f32], queries: &[f32], dim: usize, out: &mut [f32]) {
-    dots_tile_blocks::<QUERY_BLOCK, FUSED>(tile, queries, dim, out);
-}
-
-/// [`dots_tile_body`] with `B` queries per full pass.
+/// Every query against the tile, `B` queries per full pass ([`QUERY_BLOCK`] on AVX2 and the
+/// portable build, `QUERY_BLOCK_512` on AVX-512).
 #[inline(always)]
 fn dots_tile_blocks<const B: usize, const FUSED: bool>(
     tile: &[f32],
