@@ -6,7 +6,7 @@ use crate::config::ClipConfig;
 use crate::device::DeviceChoice;
 use crate::error::{EmbedderError, ImageError, Result};
 use crate::image::{PreprocessedImage, PreprocessorConfig};
-use crate::model::{VisionTower, l2_normalize_rows};
+use crate::model::{VisionTower, WeightPrecision, l2_normalize_rows};
 use crate::model_dir::ModelDir;
 
 /// Images run together in one forward pass.
@@ -47,9 +47,11 @@ impl ClipImageEncoder {
         let placement = device.place()?;
         let vb = dir.var_builder(placement.dtype, &placement.device)?;
         let encoder =
-            Self::from_parts(&cfg, vb, preprocessor).map_err(|e| EmbedderError::Config {
-                path: dir.root().to_path_buf(),
-                message: format!("vision weights do not match config.json: {e}"),
+            Self::from_parts(&cfg, vb, preprocessor, placement.image_precision).map_err(|e| {
+                EmbedderError::Config {
+                    path: dir.root().to_path_buf(),
+                    message: format!("vision weights do not match config.json: {e}"),
+                }
             })?;
         tracing::info!(
             model = dir.id(),
@@ -64,10 +66,11 @@ impl ClipImageEncoder {
         cfg: &ClipConfig,
         vb: candle_nn::VarBuilder,
         preprocessor: PreprocessorConfig,
+        precision: WeightPrecision,
     ) -> Result<Self> {
         check_output_size(cfg, &preprocessor).map_err(EmbedderError::InvalidInput)?;
         Ok(Self {
-            tower: VisionTower::new(cfg, vb)?,
+            tower: VisionTower::new(cfg, vb, precision)?,
             preprocessor,
             dim: cfg.projection_dim,
         })

@@ -391,7 +391,7 @@ pub fn in_memory_encoders(
         crate::ClipTokenizer::builtin()?,
         placement.text_precision,
     )?;
-    let image = crate::ClipImageEncoder::from_parts(&cfg, vb, pre)?;
+    let image = crate::ClipImageEncoder::from_parts(&cfg, vb, pre, placement.image_precision)?;
     Ok((text, image))
 }
 

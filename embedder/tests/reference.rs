@@ -259,10 +259,9 @@ fn cpu_f16_text_weights_stay_close_to_reference() {
     );
 }
 
-/// `cpu-int8` (text weights quantized per output channel) stays close to the f32 tower: its
-/// drift is printed (docs/benchmarks.md records it) and bounded.
-#[test]
-fn cpu_int8_text_weights_stay_close_to_f32() {
+/// The worst drift of `device`'s text vectors from the f32 tower over both fixtures' texts:
+/// max abs difference from f32, from transformers, and the least cosine to f32.
+fn text_drift(device: DeviceChoice) -> (f32, f32, f32) {
     let mut worst_abs = 0.0f32;
     let mut worst_ref = 0.0f32;
     let mut worst_cos = 1.0f32;
@@ -272,11 +271,11 @@ fn cpu_int8_text_weights_stay_close_to_f32() {
     ] {
         let fx = load_json(fixture);
         let (_dir, model) = tiny_model(&spec);
-        let int8 = ClipTextEncoder::load(&model, DeviceChoice::CpuInt8).unwrap();
+        let quantized = ClipTextEncoder::load(&model, device).unwrap();
         let exact = ClipTextEncoder::load(&model, DeviceChoice::Cpu).unwrap();
         for case in fx["texts"].as_array().unwrap() {
             let text = case["text"].as_str().unwrap();
-            let got = int8.embed(&[text]).unwrap().remove(0);
+            let got = quantized.embed(&[text]).unwrap().remove(0);
             let want = exact.embed(&[text]).unwrap().remove(0);
             worst_abs = worst_abs.max(max_abs_diff(&got, &want));
             worst_ref = worst_ref.max(max_abs_diff(&got, &floats(&case["embedding"])));
@@ -285,15 +284,40 @@ fn cpu_int8_text_weights_stay_close_to_f32() {
         }
     }
     eprintln!(
-        "cpu-int8 text: max abs diff {worst_abs:e} vs cpu, {worst_ref:e} vs transformers, \
+        "{device:?} text: max abs diff {worst_abs:e} vs cpu, {worst_ref:e} vs transformers, \
          min cosine {worst_cos}"
     );
+    (worst_abs, worst_ref, worst_cos)
+}
+
+/// `cpu-int8` (text weights quantized per output channel) stays close to the f32 tower: its
+/// drift is printed (docs/benchmarks.md records it) and bounded.
+#[test]
+fn cpu_int8_text_weights_stay_close_to_f32() {
+    let (worst_abs, _, worst_cos) = text_drift(DeviceChoice::CpuInt8);
     assert!(
         worst_abs > 1e-6,
         "cpu-int8 gave the f32 numbers: weights not quantized"
     );
     assert!(
         worst_abs < 0.02 && worst_cos > 0.9995,
+        "{worst_abs} {worst_cos}"
+    );
+}
+
+/// `cpu-w8a8` (weights and each call's activations in int8, integer sums) stays close to the
+/// f32 tower, and moves further from it than `cpu-int8`, whose weights it shares: the
+/// activations really are quantized.
+#[test]
+fn cpu_w8a8_text_stays_close_to_f32() {
+    let (weights_only, _, _) = text_drift(DeviceChoice::CpuInt8);
+    let (worst_abs, _, worst_cos) = text_drift(DeviceChoice::CpuInt8Dynamic);
+    assert!(
+        worst_abs > weights_only,
+        "cpu-w8a8 drifts {worst_abs}, no more than cpu-int8's {weights_only}"
+    );
+    assert!(
+        worst_abs < 0.03 && worst_cos > 0.999,
         "{worst_abs} {worst_cos}"
     );
 }
@@ -372,6 +396,7 @@ fn batched_texts_have_the_bits_they_have_alone() {
             DeviceChoice::Cpu,
             DeviceChoice::CpuF16,
             DeviceChoice::CpuInt8,
+            DeviceChoice::CpuInt8Dynamic,
         ] {
             let enc = ClipTextEncoder::load(&model, device).unwrap();
             let lens: Vec<usize> = texts.iter().map(|t| enc.tokenize(t).len()).collect();

@@ -76,6 +76,29 @@ fn setup(srv: &TestServer, c: &Client) -> String {
     srv.at("/v1/collections/imgs/search")
 }
 
+/// Answers to a search request on a thread of its own.
+type Pending = std::thread::JoinHandle<(u16, Value, Option<String>)>;
+
+/// Sends each text and each image (`image_base64`) as a search on a thread of its own, k = 40.
+fn send_queries(
+    c: &Client,
+    search: &str,
+    texts: &[String],
+    pngs: &[Vec<u8>],
+) -> (Vec<Pending>, Vec<Pending>) {
+    let send = |body: Value| {
+        let (c, url) = (c.clone(), search.to_string());
+        std::thread::spawn(move || post(&c, &url, &body))
+    };
+    let texts = texts.iter().map(|t| send(json!({"text": t, "k": 40})));
+    let texts = texts.collect();
+    let images = pngs.iter().map(|png| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(png);
+        send(json!({"image_base64": b64, "k": 40}))
+    });
+    (texts, images.collect())
+}
+
 /// One test, so the process-wide metrics it reads move only for it.
 #[test]
 fn queries_share_passes_keep_their_bits_are_bounded_and_measured() {
@@ -120,25 +143,7 @@ fn queries_share_passes_keep_their_bits_are_bounded_and_measured() {
     let passes_before = metric(&c, &srv, "glimpse_embed_pass_seconds_count{tower=\"text\"}");
     let served = srv.model();
     served.hold_batchers(true);
-    let text_threads: Vec<_> = texts
-        .iter()
-        .map(|t| {
-            let (c, url, body) = (c.clone(), search.clone(), json!({"text": t, "k": 40}));
-            std::thread::spawn(move || post(&c, &url, &body))
-        })
-        .collect();
-    let image_threads: Vec<_> = pngs
-        .iter()
-        .map(|png| {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(png);
-            let (c, url, body) = (
-                c.clone(),
-                search.clone(),
-                json!({"image_base64": b64, "k": 40}),
-            );
-            std::thread::spawn(move || post(&c, &url, &body))
-        })
-        .collect();
+    let (text_threads, image_threads) = send_queries(&c, &search, &texts, &pngs);
     wait_queued(&served, (8, 4));
 
     // The text queue holds 8 of 12: four more fit, the fifth is refused at once.
@@ -283,5 +288,45 @@ fn queries_share_passes_keep_their_bits_are_bounded_and_measured() {
         metric(&c, &srv, "glimpse_embeds_total{tower=\"text\"}") - embeds_before,
         8.0
     );
+    srv.stop();
+
+    // --device cpu-w8a8: both towers on the integer kernel, batched queries keep the bits
+    // they get alone, and those are not the f32 vectors.
+    let data = dir.path().join("w8a8");
+    let srv = TestServer::start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--model",
+        model,
+        "--device",
+        "cpu-w8a8",
+        "--batch-window-ms",
+        "5",
+        "--query-cache",
+        "0",
+    ]);
+    let search = setup(&srv, &c);
+    let int8 = Model::load(model, DeviceArg::CpuW8a8).unwrap();
+    let served = srv.model();
+    served.hold_batchers(true);
+    let (text_threads, image_threads) = send_queries(&c, &search, &texts, &pngs);
+    wait_queued(&served, (8, 4));
+    served.hold_batchers(false);
+    for ((h, t), f32_vector) in text_threads.into_iter().zip(&texts).zip(&text_alone) {
+        let (st, v, _) = h.join().unwrap();
+        assert_eq!(st, 200, "{v}");
+        let want = int8.embed_text(t).unwrap().0.to_vec();
+        assert_ne!(&want, f32_vector, "{t:?}: cpu-w8a8 gave the f32 vector");
+        let (_, by_vector, _) = post(&c, &search, &json!({"vector": want, "k": 40}));
+        assert_eq!(scores(&v), scores(&by_vector), "w8a8 {t:?}");
+    }
+    for ((h, png), f32_vector) in image_threads.into_iter().zip(&pngs).zip(&image_alone) {
+        let (st, v, _) = h.join().unwrap();
+        assert_eq!(st, 200, "{v}");
+        let want = int8.embed_image(png).unwrap();
+        assert_ne!(&want, f32_vector, "cpu-w8a8 gave the f32 image vector");
+        let (_, by_vector, _) = post(&c, &search, &json!({"vector": want, "k": 40}));
+        assert_eq!(scores(&v), scores(&by_vector), "w8a8 image");
+    }
     srv.stop();
 }

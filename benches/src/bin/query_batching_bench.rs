@@ -14,11 +14,12 @@
 //! `cargo build --release -p glimpse-server --bin glimpse -p glimpse-benches --bin
 //! query_batching_bench && target/release/query_batching_bench [--clients 16] [--text-secs 15]
 //! [--image-secs 20] [--model-dir DIR] [--quick] [--tower-only] [--torch PYTHON]
-//! [--windows 0,2] [--workloads short,caption,image] [--text-index 3]`
+//! [--windows 0,2] [--workloads short,caption,image] [--text-index 3] [--device cpu]`
 //!
 //! `--windows` lists the servers to start by batch window (ms; the ratios are against the
 //! first), `--workloads` the searches to drive, `--text-index N` which texts the towers are
-//! timed on alone (default 3; the numbers in the texts, and so their tokens, grow with it).
+//! timed on alone (default 3; the numbers in the texts, and so their tokens, grow with it),
+//! `--device` the servers' `--device` (default `cpu`; the towers alone are timed in f32).
 //!
 //! `--torch PYTHON` (a Python with torch and transformers) also times PyTorch on the same token
 //! ids and images in the same run (`benches/torch_clip_bench.py`) and prints the ratios.
@@ -45,7 +46,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(bin: &Path, model: &Path, data: &Path, window_ms: &str) -> Result<Server> {
+    fn start(
+        bin: &Path,
+        model: &Path,
+        data: &Path,
+        device: &str,
+        window_ms: &str,
+    ) -> Result<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -58,7 +65,7 @@ impl Server {
             .arg(data)
             .arg("--model")
             .arg(model)
-            .args(["--device", "cpu", "--wait-for-model", "--query-cache", "0"])
+            .args(["--device", device, "--wait-for-model", "--query-cache", "0"])
             .args(["--batch-window-ms", window_ms, "--bind", &bind])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -524,8 +531,10 @@ fn run() -> Result<()> {
     if !model.join("config.json").is_file() {
         write_tiny_clip(&model, &TinyClipSpec::vit_b32())?;
     }
+    // `--device cpu-w8a8`: the servers' device (the towers-alone timings stay f32).
+    let device = flag_value("--device").unwrap_or_else(|| "cpu".into());
     println!(
-        "# query batching (ViT-B/32 shapes, formula weights, cpu f32, {} CPUs, cache off, distinct queries)",
+        "# query batching (ViT-B/32 shapes, formula weights, server --device {device}, {} CPUs, cache off, distinct queries)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("model written in {:.1} s", t.elapsed().as_secs_f64());
@@ -591,7 +600,7 @@ fn run() -> Result<()> {
                 format!("batched (window {window} ms)")
             };
             let data = work.path().join(format!("data-{}-{window}", results.len()));
-            let server = Server::start(&glimpse, &model, &data, window)?;
+            let server = Server::start(&glimpse, &model, &data, &device, window)?;
             let mut levels = Vec::new();
             for n in [1, clients] {
                 let warmup = Duration::from_secs(if workload == Workload::Image { 3 } else { 2 });

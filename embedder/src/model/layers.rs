@@ -473,7 +473,11 @@ mod tests {
         let tokens = 15;
         let xs =
             Tensor::from_vec(values(tokens * 32, 99, 1.0), (tokens, 32), &Device::Cpu).unwrap();
-        for precision in [WeightPrecision::F32, WeightPrecision::Int8Rows] {
+        for precision in [
+            WeightPrecision::F32,
+            WeightPrecision::Int8Rows,
+            WeightPrecision::Int8Dynamic,
+        ] {
             let enc = encoder(precision);
             for masking in [Masking::Causal, Masking::Full] {
                 let full = enc.forward(&xs, &runs, masking).unwrap();

@@ -3,6 +3,7 @@
 
 mod attention_core;
 mod dense;
+mod int8_kernel;
 mod layers;
 mod rows_kernel;
 mod text;

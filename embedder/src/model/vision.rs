@@ -27,8 +27,13 @@ pub struct VisionTower {
 }
 
 impl VisionTower {
-    /// Builds the tower from weights named as in `transformers.CLIPModel`.
-    pub fn new(cfg: &ClipConfig, vb: VarBuilder) -> Result<Self> {
+    /// Builds the tower from weights named as in `transformers.CLIPModel`, its CPU layers
+    /// computing in `precision` (f32, or [`WeightPrecision::Int8Dynamic`]).
+    pub(crate) fn new(
+        cfg: &ClipConfig,
+        vb: VarBuilder,
+        precision: WeightPrecision,
+    ) -> Result<Self> {
         let v = &cfg.vision_config;
         let shape = StackShape {
             hidden: v.hidden_size,
@@ -37,10 +42,11 @@ impl VisionTower {
             layers: v.num_hidden_layers,
             act: v.hidden_act,
             eps: v.layer_norm_eps,
-            // Image batches are arithmetic-bound (50 rows an image for ViT-B/32): the
-            // checkpoint's f32 weights, with no precision traded for memory traffic. The CPU
-            // kernel computes each row alone, so an image's result is independent of its batch.
-            precision: WeightPrecision::F32,
+            // Image batches are arithmetic-bound (50 rows an image for ViT-B/32): f32, or the
+            // integer kernel, which cuts the arithmetic; weight-only formats (f16, int8 widened
+            // to f32) would save bytes no batch is waiting on. Either kernel computes each row
+            // alone, so an image's result is independent of its batch.
+            precision,
         };
         let vm = vb.pp("vision_model");
         let emb = vm.pp("embeddings");
@@ -51,7 +57,7 @@ impl VisionTower {
         let patch_embedding = Dense::from_parts(
             conv.reshape((v.hidden_size, v.num_channels * p * p))?,
             None,
-            WeightPrecision::F32,
+            precision,
         )?;
         let n_pos = v.grid() * v.grid() + 1;
         Ok(Self {
@@ -66,7 +72,7 @@ impl VisionTower {
             projection: projection(
                 v.hidden_size,
                 cfg.projection_dim,
-                WeightPrecision::F32,
+                precision,
                 vb.pp("visual_projection"),
             )?,
             image_size: v.image_size,

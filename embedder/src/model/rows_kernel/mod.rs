@@ -206,18 +206,32 @@ pub(crate) enum Epilogue {
 }
 
 impl Epilogue {
+    /// The epilogue of one output.
     #[inline(always)]
-    fn apply(self, v: f32) -> f32 {
+    pub(super) fn apply(self, v: f32) -> f32 {
         match self {
             Epilogue::None => v,
             Epilogue::QuickGelu => quick_gelu(v),
         }
     }
 
+    /// [`Epilogue::apply_row`] in place over the `len` outputs from `row`, written without it.
+    ///
+    /// # Safety
+    /// `row..row + len` lies within an output that no other thread writes there.
+    #[inline(always)]
+    pub(super) unsafe fn finish(self, row: *mut f32, len: usize) {
+        if self == Epilogue::None {
+            return;
+        }
+        // SAFETY: forwarded from the caller.
+        self.apply_row(unsafe { std::slice::from_raw_parts_mut(row, len) });
+    }
+
     /// [`Epilogue::apply`] over a row, in a loop the compiler vectorizes (the kernels inline
     /// it, so it takes their SIMD width).
     #[inline(always)]
-    fn apply_row(self, row: &mut [f32]) {
+    pub(super) fn apply_row(self, row: &mut [f32]) {
         match self {
             Epilogue::None => {}
             Epilogue::QuickGelu => {
@@ -373,28 +387,32 @@ impl<T> PanelTask<'_, T> {
     /// As [`PanelTask::store_row`].
     #[inline(always)]
     unsafe fn finish_row(&self, r: usize) {
-        if self.act == Epilogue::None {
-            return;
-        }
         // SAFETY: forwarded from the caller.
-        let row = unsafe { std::slice::from_raw_parts_mut(self.out.add(r * self.ldo), self.cols) };
-        self.act.apply_row(row);
+        unsafe { self.act.finish(self.out.add(r * self.ldo), self.cols) };
     }
 }
 
 /// A raw pointer the pool's workers may share; each writes only its own part of the buffer
 /// (columns here, sequence-and-head blocks in [`super::attention_core`]).
-#[derive(Clone, Copy)]
-pub(crate) struct SyncPtr(pub(crate) *mut f32);
+pub(crate) struct SyncPtr<T = f32>(pub(crate) *mut T);
+
+// Not derived: a derive would ask `T: Clone`, and a pointer copies whatever it points at.
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SyncPtr<T> {}
 
 // SAFETY: used only to hand disjoint parts of one buffer to the pool's workers.
-unsafe impl Send for SyncPtr {}
+unsafe impl<T> Send for SyncPtr<T> {}
 // SAFETY: as above.
-unsafe impl Sync for SyncPtr {}
+unsafe impl<T> Sync for SyncPtr<T> {}
 
-impl SyncPtr {
-    /// The pointer `offset` floats further (a method, so closures capture the whole struct).
-    pub(crate) fn at(self, offset: usize) -> *mut f32 {
+impl<T> SyncPtr<T> {
+    /// The pointer `offset` elements further (a method, so closures capture the whole struct).
+    pub(crate) fn at(self, offset: usize) -> *mut T {
         self.0.wrapping_add(offset)
     }
 }
@@ -480,7 +498,7 @@ impl RowsKernel {
 /// `m` rows as tiles of at most `max` rows, `(first row, rows)`, as even as possible: a tile
 /// of few rows has few independent sums and waits on the FMA latency, so 7 rows run as 4 + 3,
 /// not 6 + 1. (A row's result does not depend on its tile.)
-fn row_tiles(m: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(super) fn row_tiles(m: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
     let tiles = m.div_ceil(max.max(1));
     let base = m.checked_div(tiles).unwrap_or(0);
     let extra = m.checked_rem(tiles).unwrap_or(0);
