@@ -183,10 +183,14 @@ struct HeadJob<'a> {
     out: SyncPtr,
 }
 
+/// Scores (keys) or outputs (dimensions) computed together, in one vector register of
+/// AVX-512 (two of AVX2).
+const BLOCK: usize = 16;
+
 /// A worker's buffers, reused across its tasks.
 #[derive(Default)]
 struct Scratch {
-    /// The head's keys, `[dim][len]`.
+    /// The head's keys, `[dim][len rounded up to BLOCK]`.
     keys_t: Vec<f32>,
     /// One query's scores, then its weights.
     scores: Vec<f32>,
@@ -253,38 +257,67 @@ unsafe fn head(job: &HeadJob<'_>, scratch: &mut Scratch) {
     } else {
         len
     };
+    // Keys transposed, each dimension's row padded with zeros to whole blocks, so a block of
+    // scores is one fixed-width loop whose sums stay in registers.
+    let stride = len.div_ceil(BLOCK) * BLOCK;
     scratch.keys_t.clear();
-    scratch.keys_t.resize(dim * len, 0.0);
+    scratch.keys_t.resize(dim * stride, 0.0);
     for j in 0..needed {
         for (d, &kv) in job.qkv[row(j, 1)].iter().enumerate() {
-            scratch.keys_t[d * len + j] = kv;
+            scratch.keys_t[d * stride + j] = kv;
         }
     }
-    scratch.scores.resize(len, 0.0);
+    scratch.scores.resize(stride, 0.0);
     scratch.sums.resize(dim, 0.0);
     for i in job.queries.clone() {
         let seen = if job.shape.causal { i + 1 } else { len };
-        let scores = &mut scratch.scores[..seen];
-        scores.fill(0.0);
-        for (d, &qv) in job.qkv[row(i, 0)].iter().enumerate() {
-            let qd = qv * job.shape.scale;
-            let keys = &scratch.keys_t[d * len..d * len + seen];
-            for (s, &kv) in scores.iter_mut().zip(keys) {
-                *s += qd * kv;
+        let q = &job.qkv[row(i, 0)];
+        // Each score starts at 0 and adds `(q_d · scale) · k_d` for d in order, as a scalar
+        // loop would: a block only keeps BLOCK of them in registers instead of storing and
+        // reloading every score once per dimension (which a query of 18 keys spent most of
+        // its time on).
+        for j0 in (0..seen).step_by(BLOCK) {
+            let mut acc = [0f32; BLOCK];
+            for (d, &qv) in q.iter().enumerate() {
+                let qd = qv * job.shape.scale;
+                let keys = &scratch.keys_t[d * stride + j0..d * stride + j0 + BLOCK];
+                for (s, &kv) in acc.iter_mut().zip(keys) {
+                    *s += qd * kv;
+                }
             }
+            let end = seen.min(j0 + BLOCK);
+            scratch.scores[j0..end].copy_from_slice(&acc[..end - j0]);
         }
+        let scores = &mut scratch.scores[..seen];
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         for s in scores.iter_mut() {
             *s = exp_poly(*s - max);
         }
         let total: f32 = scores.iter().sum();
+        for s in scores.iter_mut() {
+            *s /= total;
+        }
+        // Each output starts at 0 and adds `weight_j · v_j` for j in order; a block of
+        // outputs stays in registers across the keys.
         let sums = &mut scratch.sums[..dim];
-        sums.fill(0.0);
-        for (j, &e) in scores.iter().enumerate() {
-            let weight = e / total;
-            for (o, &vv) in sums.iter_mut().zip(&job.qkv[row(j, 2)]) {
-                *o += weight * vv;
+        for (d0, out) in (0..dim).step_by(BLOCK).zip(sums.chunks_mut(BLOCK)) {
+            let mut acc = [0f32; BLOCK];
+            let width = out.len();
+            for (j, &weight) in scores.iter().enumerate() {
+                let v = &job.qkv[row(j, 2)][d0..d0 + width];
+                // A whole block as a fixed-size array, so the sums stay in a register
+                // rather than going through memory on every key.
+                if let Some(v) = v.first_chunk::<BLOCK>() {
+                    for (o, &vv) in acc.iter_mut().zip(v) {
+                        *o += weight * vv;
+                    }
+                } else {
+                    for (o, &vv) in acc.iter_mut().zip(v) {
+                        *o += weight * vv;
+                    }
+                }
             }
+            out.copy_from_slice(&acc[..width]);
         }
         let out_row = job.out_row + (i - job.queries.start);
         // SAFETY: the output row's head columns are this task's (caller's contract).
