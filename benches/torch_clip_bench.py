@@ -11,6 +11,11 @@ It is started by `query_batching_bench --torch PYTHON` with a request file writt
 run; it can be run by hand too:
 
     python benches/torch_clip_bench.py --model DIR --request REQUEST.json [--threads 2]
+        [--dynamic-int8]
+
+`--dynamic-int8` first applies PyTorch's dynamic quantization to every `nn.Linear`
+(`torch.ao.quantization.quantize_dynamic`, qint8 weights, activations quantized per call, on
+fbgemm / x86 kernels): PyTorch's counterpart of Glimpse's `--device cpu-w8a8`.
 
 REQUEST.json: {"texts": {"short": [[ids...], ...], ...}, "pixels": "FILE", "images": N,
 "image_batches": [1, 32], "reps": 9}. FILE holds N images as little-endian f32, 3x224x224 each,
@@ -38,6 +43,7 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--request", required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dynamic-int8", action="store_true")
     args = ap.parse_args()
 
     import numpy as np
@@ -49,10 +55,23 @@ def main():
         req = json.load(f)
     reps = int(req.get("reps", 9))
     model = CLIPModel.from_pretrained(args.model, torch_dtype=torch.float32).eval()
+    if args.dynamic_int8:
+        import warnings
+
+        with warnings.catch_warnings():
+            # The eager quantization API is deprecated in favour of torchao, but still ships
+            # and still runs fbgemm's VNNI kernels.
+            warnings.simplefilter("ignore")
+            model = torch.ao.quantization.quantize_dynamic(
+                model, {torch.nn.Linear}, dtype=torch.qint8
+            )
     out = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "precision": "dynamic int8 Linear (quantize_dynamic, %s)" % torch.backends.quantized.engine
+        if args.dynamic_int8
+        else "f32",
         "text": {},
         "image": {},
     }

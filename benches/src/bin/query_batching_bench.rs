@@ -19,7 +19,8 @@
 //! `--windows` lists the servers to start by batch window (ms; the ratios are against the
 //! first), `--workloads` the searches to drive, `--text-index N` which texts the towers are
 //! timed on alone (default 3; the numbers in the texts, and so their tokens, grow with it),
-//! `--device` the servers' `--device` (default `cpu`; the towers alone are timed in f32).
+//! `--device` the servers' `--device` and the towers' when timed alone (default `cpu`, f32;
+//! against `cpu-w8a8` PyTorch runs its dynamic int8 quantization of every Linear layer).
 //!
 //! `--torch PYTHON` (a Python with torch and transformers) also times PyTorch on the same token
 //! ids and images in the same run (`benches/torch_clip_bench.py`) and prints the ratios.
@@ -344,12 +345,13 @@ fn tower_only(
     model: &Path,
     work: &Path,
     torch: Option<&str>,
+    device: &str,
 ) -> Result<()> {
-    let (text, image) = in_memory_encoders(
-        &TinyClipSpec::vit_b32(),
-        glimpse_embedder::DeviceChoice::Cpu,
-    )?;
-    println!("\n## text tower alone (in process, no HTTP), median of 9 passes");
+    let choice: glimpse_embedder::DeviceChoice = device.parse()?;
+    // Against our integer kernel, PyTorch's own: dynamic int8 Linear layers.
+    let int8 = choice == glimpse_embedder::DeviceChoice::CpuInt8Dynamic;
+    let (text, image) = in_memory_encoders(&TinyClipSpec::vit_b32(), choice)?;
+    println!("\n## text tower alone (in process, no HTTP, {device}), median of 9 passes");
     let mut ids = serde_json::Map::new();
     let mut ours = Vec::new();
     for (name, make) in [
@@ -378,7 +380,9 @@ fn tower_only(
         ));
     }
 
-    println!("\n## image tower alone (preprocessed 224x224, in process), median of 9 passes");
+    println!(
+        "\n## image tower alone (preprocessed 224x224, in process, {device}), median of 9 passes"
+    );
     let distinct: Vec<_> = (0..32)
         .map(|i| image.preprocess(&synthetic_jpeg(i)))
         .collect::<std::result::Result<_, _>>()?;
@@ -395,7 +399,7 @@ fn tower_only(
     }
 
     let theirs = match torch {
-        Some(python) => Some(run_torch(python, model, work, &ids, &distinct)?),
+        Some(python) => Some(run_torch(python, model, work, &ids, &distinct, int8)?),
         None => None,
     };
     let torch_text =
@@ -437,8 +441,8 @@ fn tower_only(
     }
     if let Some(t) = &theirs {
         println!(
-            "PyTorch {} ({} threads, {}), transformers CLIPModel f32, eager",
-            t["torch"], t["threads"], t["cpu_capability"]
+            "PyTorch {} ({} threads, {}), transformers CLIPModel {}, eager",
+            t["torch"], t["threads"], t["cpu_capability"], t["precision"]
         );
     }
     Ok(())
@@ -451,6 +455,7 @@ fn run_torch(
     work: &Path,
     ids: &serde_json::Map<String, serde_json::Value>,
     images: &[glimpse_embedder::PreprocessedImage],
+    dynamic_int8: bool,
 ) -> Result<serde_json::Value> {
     let pixels = work.join("pixels.f32");
     let mut bytes = Vec::new();
@@ -478,6 +483,7 @@ fn run_torch(
         .arg(model)
         .arg("--request")
         .arg(&request)
+        .args(dynamic_int8.then_some("--dynamic-int8"))
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("starting {python}: {e}"))?;
@@ -557,6 +563,7 @@ fn run() -> Result<()> {
         &model,
         work.path(),
         flag_value("--torch").as_deref(),
+        &device,
     )?;
     if std::env::args().any(|a| a == "--tower-only") {
         return Ok(());
