@@ -14,8 +14,9 @@ run; it can be run by hand too:
         [--dynamic-int8]
 
 `--dynamic-int8` first applies PyTorch's dynamic quantization to every `nn.Linear`
-(`torch.ao.quantization.quantize_dynamic`, qint8 weights, activations quantized per call, on
-fbgemm / x86 kernels): PyTorch's counterpart of Glimpse's `--device cpu-w8a8`.
+(`torch.ao.quantization.quantize_dynamic`, qint8 weights, activations quantized per call
+with one scale and zero point per call, on fbgemm / x86 kernels): PyTorch's nearest
+counterpart of Glimpse's `--device cpu-w8a8`, which scales each row of activations alone.
 
 REQUEST.json: {"texts": {"short": [[ids...], ...], ...}, "pixels": "FILE", "images": N,
 "image_batches": [1, 32], "reps": 9}. FILE holds N images as little-endian f32, 3x224x224 each,

@@ -61,7 +61,8 @@ impl ClipImageEncoder {
         Ok(encoder)
     }
 
-    /// Builds the encoder from weights already behind a `VarBuilder` (in-memory models).
+    /// Builds the encoder from weights already behind a `VarBuilder` (in-memory models), its
+    /// CPU layers computing in `precision`.
     pub(crate) fn from_parts(
         cfg: &ClipConfig,
         vb: candle_nn::VarBuilder,

@@ -89,10 +89,10 @@ pub enum DeviceArg {
     /// channel, f32 sums): a quarter of the weight traffic per text query, for a larger drift
     /// than `cpu-f16` (see docs/benchmarks.md).
     CpuInt8,
-    /// The text tower's weights in int8 as `cpu-int8`, and each layer's activations
-    /// quantized to int8 per token at every call, summed in exact integers (AVX-512 VNNI
-    /// where present): half the time of f32 for a query and for a batched pass, for the
-    /// drift of two roundings (see docs/benchmarks.md).
+    /// Both towers with int8 weights (one scale per output channel) and each layer's
+    /// activations quantized to int8 per token at every call, summed in exact integers: on
+    /// CPUs with AVX-512 VNNI about half the f32 time for queries, batched passes and image
+    /// batches (less on AVX2), for the drift of two roundings (see docs/benchmarks.md).
     CpuW8a8,
     /// CUDA GPU 0 in half precision (error without the `cuda` build feature or a GPU).
     Cuda,

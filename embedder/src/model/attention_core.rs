@@ -6,9 +6,10 @@
 //! two batched GEMMs of 50 × 64 matrices, mask, softmax, a transpose back), 10 % of a text
 //! query and of an image batch, for about 3 % of their arithmetic. Here every (sequence,
 //! head) pair is one task on candle's worker pool:
-//! - the head's keys are transposed once (`[dim][len]`), so a query's scores are a sum over
-//!   dimensions of broadcast query values times key rows: vectorized across keys, each score
-//!   summed in dimension order;
+//! - the head's keys are transposed once (`[dim][len]`, each row padded to whole blocks of 16),
+//!   so a query's scores are a sum over dimensions of broadcast query values times key rows:
+//!   vectorized across keys, 16 scores kept in registers at a time, each score summed in
+//!   dimension order;
 //! - the softmax uses [`exp_poly`] and the weighted sum is vectorized across dimensions, each
 //!   output summed in key order;
 //! - a causal sequence's query `i` sums keys `0..=i` only, where the reference adds a mask of
@@ -410,6 +411,85 @@ mod tests {
 
     /// Every build agrees with the f64 reference, gives the same bits as the others, and a
     /// sequence's result does not depend on the sequences packed beside it.
+    /// Every output of `got` (the attention of `runs` over `data`, run by `level`) is the f64
+    /// reference's to 1e-5.
+    fn assert_matches_reference(
+        got: &[f32],
+        data: &[f32],
+        runs: &[Run],
+        shape: AttentionShape,
+        level: simd::SimdLevel,
+    ) {
+        let (heads, dim) = (shape.heads, shape.head_dim);
+        let hidden = heads * dim;
+        for run in runs {
+            for s in 0..run.count {
+                let start = run.start + s * run.len;
+                for h in 0..heads {
+                    let part = |p: usize, t: usize, d: usize| {
+                        let at = (start + t) * 3 * hidden + p * hidden + h * dim + d;
+                        f64::from(data[at])
+                    };
+                    for i in 0..run.len {
+                        let want = reference(part, run.len, shape, i);
+                        let at = (start + i) * hidden + h * dim;
+                        for (d, w) in want.iter().enumerate() {
+                            let g = f64::from(got[at + d]);
+                            assert!(
+                                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                                "{level:?} causal {} sequence at {start} head {h} query {i} \
+                                 dim {d}: {g} vs {w}",
+                                shape.causal
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sequences longer than a block of scores (16 keys: 37 and 20 tokens) and heads wider than
+    /// a block of outputs, the last one partial (24 = 16 + 8): every build matches the
+    /// reference and gives the other builds' bits.
+    #[test]
+    fn long_sequences_and_wide_heads_match_the_reference() {
+        let (heads, dim) = (2, 24);
+        let runs = [
+            Run {
+                start: 0,
+                count: 1,
+                len: 37,
+            },
+            Run {
+                start: 37,
+                count: 2,
+                len: 20,
+            },
+        ];
+        let tokens = 77;
+        let data = values(tokens * 3 * heads * dim, 5);
+        let qkv = Tensor::from_slice(&data, (tokens, 3 * heads * dim), &Device::Cpu).unwrap();
+        for causal in [false, true] {
+            let shape = AttentionShape {
+                heads,
+                head_dim: dim,
+                scale: 0.2,
+                causal,
+            };
+            let outputs: Vec<Vec<u32>> = levels()
+                .into_iter()
+                .map(|level| {
+                    let got = run(&qkv, &runs, shape, level);
+                    assert_matches_reference(&got, &data, &runs, shape, level);
+                    got.iter().map(|x| x.to_bits()).collect()
+                })
+                .collect();
+            for other in &outputs[1..] {
+                assert_eq!(other, &outputs[0], "builds differ (causal {causal})");
+            }
+        }
+    }
+
     #[test]
     fn attention_matches_reference_in_every_build_and_batch() {
         let (heads, dim) = (3, 8);
@@ -446,29 +526,7 @@ mod tests {
                 .into_iter()
                 .map(|level| {
                     let got = run(&qkv, &runs, shape, level);
-                    for run in &runs {
-                        for s in 0..run.count {
-                            let start = run.start + s * run.len;
-                            for h in 0..heads {
-                                let part = |p: usize, t: usize, d: usize| {
-                                    let at = (start + t) * 3 * hidden + p * hidden + h * dim + d;
-                                    f64::from(data[at])
-                                };
-                                for i in 0..run.len {
-                                    let want = reference(part, run.len, shape, i);
-                                    let at = (start + i) * hidden + h * dim;
-                                    for (d, w) in want.iter().enumerate() {
-                                        let g = f64::from(got[at + d]);
-                                        assert!(
-                                            (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
-                                            "{level:?} causal {causal} sequence at {start} \
-                                             head {h} query {i} dim {d}: {g} vs {w}"
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    assert_matches_reference(&got, &data, &runs, shape, level);
                     // The 7-token sequence alone gets the same bits.
                     let alone = run(&qkv, &runs[1..2], shape, level);
                     assert_eq!(

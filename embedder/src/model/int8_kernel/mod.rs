@@ -1,7 +1,10 @@
 //! The integer CPU kernel behind [`super::dense`]'s `Int8Dynamic` layers: weights quantized
 //! to int8 once, at load (one scale per output channel), activations quantized to int8 at
-//! every call (one scale per row: dynamic quantization, as PyTorch's `quantize_dynamic` and
-//! ONNX Runtime's dynamic `MatMulInteger` do), and the products summed in `i32`.
+//! every call (dynamic quantization), and the products summed in `i32`. PyTorch's
+//! `quantize_dynamic` and ONNX Runtime's dynamic `MatMulInteger` quantize the activations too,
+//! but with one scale (and zero point) for the whole call, so a row's codes there depend on
+//! the rows batched with it; here each row has its own scale, which is both finer and what
+//! keeps a query's bits the same in any batch.
 //!
 //! Why a second kernel beside [`super::rows_kernel`], whose int8 weights are widened to f32:
 //! a batch of queries is bound by arithmetic, and one AVX-512 VNNI instruction (`vpdpbusd`)
@@ -137,10 +140,7 @@ impl QuantizedRows {
         let mut codes = vec![128u8; m * stride];
         let mut scales = vec![0f32; m];
         if k > 0 && m > 0 {
-            let (codes_at, scales_at) = (
-                SyncPtr(codes.as_mut_ptr().cast()),
-                SyncPtr(scales.as_mut_ptr()),
-            );
+            let (codes_at, scales_at) = (SyncPtr(codes.as_mut_ptr()), SyncPtr(scales.as_mut_ptr()));
             candle_core::utils::barrier_pool().execute_chunked(m, |range| {
                 for r in range {
                     let row = &x[r * k..(r + 1) * k];
@@ -201,10 +201,12 @@ fn quantize_row(row: &[f32], out: &mut [u8]) -> f32 {
         return f32::NAN;
     }
     let max = max.iter().fold(0f32, |a, &b| a.max(b));
-    if max == 0.0 {
+    let inv = QMAX / max;
+    if !inv.is_finite() {
+        // All zeros, or so close (below ~4e-37) that no code could tell them apart: the row
+        // stays at code 0 with scale 0, its products 0, as they are to f32 precision.
         return 0.0;
     }
-    let inv = QMAX / max;
     let offset = ROUNDER.to_bits() as i32 - 128;
     for (c, &v) in out.iter_mut().zip(row) {
         let q = (v * inv).clamp(-QMAX, QMAX) + ROUNDER;
@@ -215,7 +217,6 @@ fn quantize_row(row: &[f32], out: &mut [u8]) -> f32 {
 
 /// `out[r·n + j] = act((Σₖ qx[r,k] · qw[j,k]) · (sx[r] · sw[j]) (+ bias[j]))` for the `m`
 /// rows of `x`, with `kernel` ([`Int8Kernel::get`] outside tests).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn rows_times_int8(
     kernel: Int8Kernel,
     x: &QuantizedRows,
@@ -395,7 +396,9 @@ impl Int8Kernel {
         let mut kernels = vec![Int8Kernel(Build::Portable)];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") {
+            use std::arch::is_x86_feature_detected as has;
+            // The AVX2 build enables FMA too (the epilogue's `mul_add`s).
+            if has!("avx2") && has!("fma") {
                 kernels.push(Int8Kernel(Build::Avx2));
             }
             if vnni() {

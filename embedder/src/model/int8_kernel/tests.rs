@@ -238,3 +238,26 @@ fn a_non_finite_row_gives_nan_outputs() {
         assert!(got[n..].iter().all(|v| v.is_nan()), "{kernel:?}");
     }
 }
+
+/// A row of values too small for any code to tell apart (below `127 / f32::MAX`, where the
+/// inverse scale overflows) and an all-zero row both give exact zero products (without the
+/// guard the tiny row's codes all saturate to 127 and its outputs come out nonzero); a normal
+/// row beside them is unaffected.
+#[test]
+fn vanishing_rows_give_zero_products() {
+    let (m, n, k) = (3, 33, 20);
+    let mut x = values(m * k, 51);
+    x[..k].fill(1e-38);
+    x[k..2 * k].fill(0.0);
+    let w = values(n * k, 52);
+    let packed = Int8Panels::quantize(&w, n, k);
+    let want = reference(&x[2 * k..], 1, &w, n, k, None, Epilogue::None);
+    for kernel in Int8Kernel::available() {
+        let got = run(kernel, &x, m, &packed, None, Epilogue::None);
+        assert!(
+            got[..2 * n].iter().all(|v| v.to_bits() == 0),
+            "{kernel:?}: {got:?}"
+        );
+        assert_eq!(bits(&got[2 * n..]), bits(&want), "{kernel:?}: normal row");
+    }
+}

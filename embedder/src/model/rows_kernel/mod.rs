@@ -218,7 +218,7 @@ impl Epilogue {
     /// [`Epilogue::apply_row`] in place over the `len` outputs from `row`, written without it.
     ///
     /// # Safety
-    /// `row..row + len` lies within an output that no other thread writes there.
+    /// `row..row + len` lies within one output buffer, and no other thread writes that range.
     #[inline(always)]
     pub(super) unsafe fn finish(self, row: *mut f32, len: usize) {
         if self == Epilogue::None {
