@@ -448,6 +448,33 @@ mod tests {
         }
     }
 
+    /// Runs `runs` in every build this CPU has: each matches the f64 reference, passes
+    /// `extra` (given the level and its output), and gives the other builds' bits.
+    fn every_build_matches_the_reference(
+        qkv: &Tensor,
+        data: &[f32],
+        runs: &[Run],
+        shape: AttentionShape,
+        extra: impl Fn(simd::SimdLevel, &[f32]),
+    ) {
+        let outputs: Vec<Vec<u32>> = levels()
+            .into_iter()
+            .map(|level| {
+                let got = run(qkv, runs, shape, level);
+                assert_matches_reference(&got, data, runs, shape, level);
+                extra(level, &got);
+                got.iter().map(|x| x.to_bits()).collect()
+            })
+            .collect();
+        for other in &outputs[1..] {
+            assert_eq!(
+                other, &outputs[0],
+                "builds differ (causal {})",
+                shape.causal
+            );
+        }
+    }
+
     /// Sequences longer than a block of scores (16 keys: 37 and 20 tokens) and heads wider than
     /// a block of outputs, the last one partial (24 = 16 + 8): every build matches the
     /// reference and gives the other builds' bits.
@@ -476,17 +503,7 @@ mod tests {
                 scale: 0.2,
                 causal,
             };
-            let outputs: Vec<Vec<u32>> = levels()
-                .into_iter()
-                .map(|level| {
-                    let got = run(&qkv, &runs, shape, level);
-                    assert_matches_reference(&got, &data, &runs, shape, level);
-                    got.iter().map(|x| x.to_bits()).collect()
-                })
-                .collect();
-            for other in &outputs[1..] {
-                assert_eq!(other, &outputs[0], "builds differ (causal {causal})");
-            }
+            every_build_matches_the_reference(&qkv, &data, &runs, shape, |_, _| {});
         }
     }
 
@@ -522,37 +539,28 @@ mod tests {
                 scale: 0.35,
                 causal,
             };
-            let outputs: Vec<Vec<u32>> = levels()
-                .into_iter()
-                .map(|level| {
-                    let got = run(&qkv, &runs, shape, level);
-                    assert_matches_reference(&got, &data, &runs, shape, level);
-                    // The 7-token sequence alone gets the same bits.
-                    let alone = run(&qkv, &runs[1..2], shape, level);
+            every_build_matches_the_reference(&qkv, &data, &runs, shape, |level, got| {
+                // The 7-token sequence alone gets the same bits.
+                let alone = run(&qkv, &runs[1..2], shape, level);
+                assert_eq!(
+                    alone[10 * hidden..17 * hidden],
+                    got[10 * hidden..17 * hidden]
+                );
+                // One picked query per sequence gets its row's bits: the sequences
+                // start at rows 0, 5, 10, 17, 18, 19.
+                let picks = [4, 0, 6, 0, 0, 0];
+                let firsts = [0, 5, 10, 17, 18, 19];
+                let one = run_queries(&qkv, &runs, shape, Queries::One(&picks), level);
+                assert_eq!(one.len(), picks.len() * hidden);
+                for (s, (&pick, &first)) in picks.iter().zip(&firsts).enumerate() {
+                    let row = (first + pick) * hidden;
                     assert_eq!(
-                        alone[10 * hidden..17 * hidden],
-                        got[10 * hidden..17 * hidden]
+                        one[s * hidden..(s + 1) * hidden],
+                        got[row..row + hidden],
+                        "{level:?} causal {causal} sequence {s}"
                     );
-                    // One picked query per sequence gets its row's bits: the sequences
-                    // start at rows 0, 5, 10, 17, 18, 19.
-                    let picks = [4, 0, 6, 0, 0, 0];
-                    let firsts = [0, 5, 10, 17, 18, 19];
-                    let one = run_queries(&qkv, &runs, shape, Queries::One(&picks), level);
-                    assert_eq!(one.len(), picks.len() * hidden);
-                    for (s, (&pick, &first)) in picks.iter().zip(&firsts).enumerate() {
-                        let row = (first + pick) * hidden;
-                        assert_eq!(
-                            one[s * hidden..(s + 1) * hidden],
-                            got[row..row + hidden],
-                            "{level:?} causal {causal} sequence {s}"
-                        );
-                    }
-                    got.iter().map(|x| x.to_bits()).collect()
-                })
-                .collect();
-            for other in &outputs[1..] {
-                assert_eq!(other, &outputs[0], "builds differ (causal {causal})");
-            }
+                }
+            });
         }
     }
 
