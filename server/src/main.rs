@@ -43,10 +43,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => {
-            // A server that bulk-loaded once should not keep the load's freed buffers: serving
-            // needs almost no heap (the data is memory-mapped). Only here: the batch commands
-            // (embed) churn through large tensors and are better off with glibc's defaults.
-            glimpse_storage::return_freed_memory_promptly(1 << 20);
+            // Only here: the batch commands (embed) churn through large tensors and are better
+            // off with glibc's defaults, which rise to `REUSE` after the first large frees.
+            glimpse_storage::set_heap_thresholds(cli::serve_heap_thresholds(&a));
             cli::serve(a)
         }
         Command::Load(a) => cli::load(a),

@@ -46,7 +46,7 @@ pub use collection::{BulkWriter, CommittedFile, CommittedSegment, CommittedState
 pub use error::{Result, StorageError};
 pub use filter::{Filter, TextPattern};
 pub use glimpse_index::{DEFAULT_RECALL_TARGET, Metric};
-pub use heap::{release_free_heap, return_freed_memory_promptly};
+pub use heap::{HeapThresholds, release_free_heap, set_heap_thresholds};
 pub use segment::{FileSum, SegmentDump, SegmentMeta, dump_segment};
 pub use store::{MAX_DIM, Store, is_valid_collection_name};
 pub use types::*;

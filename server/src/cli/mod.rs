@@ -12,5 +12,6 @@ pub use embed::{EmbedArgs, SkyLaunchArgs, embed, sky_launch, sky_launch_commands
 pub use print_embedding::{EmbedImageArgs, EmbedTextArgs, embed_image, embed_text};
 pub use query::{QueryArgs, query};
 pub use serve::{
-    DEFAULT_PHOTOS_COLLECTION, ServeArgs, build_state, serve, shutdown_signal, start_background,
+    DEFAULT_PHOTOS_COLLECTION, ServeArgs, build_state, serve, serve_heap_thresholds,
+    shutdown_signal, start_background,
 };
