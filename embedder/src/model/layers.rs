@@ -1,21 +1,14 @@
 //! Transformer building blocks shared by both towers.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{LayerNorm, LayerNormConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::attention_core::{AttentionShape, Queries, attend};
 use super::dense::{Dense, WeightPrecision, dense};
+use super::layer_norm::Norm;
+pub(crate) use super::layer_norm::layer_norm;
 
 use crate::config::Activation;
-
-/// LayerNorm with the checkpoint's epsilon.
-pub(crate) fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
-    let config = LayerNormConfig {
-        eps,
-        ..Default::default()
-    };
-    candle_nn::layer_norm(size, config, vb)
-}
 
 /// Projection into the shared embedding space (no bias in CLIP).
 pub(crate) fn projection(
@@ -264,9 +257,9 @@ impl Mlp {
 
 struct EncoderLayer {
     self_attn: Attention,
-    layer_norm1: LayerNorm,
+    layer_norm1: Norm,
     mlp: Mlp,
-    layer_norm2: LayerNorm,
+    layer_norm2: Norm,
 }
 
 impl EncoderLayer {

@@ -4,6 +4,7 @@
 mod attention_core;
 mod dense;
 mod int8_kernel;
+mod layer_norm;
 mod layers;
 mod rows_kernel;
 mod text;

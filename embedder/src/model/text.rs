@@ -1,9 +1,10 @@
 //! CLIP text tower (`text_model.*` + `text_projection`).
 
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding};
+use candle_nn::{Embedding, VarBuilder, embedding};
 
 use super::dense::{Dense, WeightPrecision};
+use super::layer_norm::Norm;
 use super::layers::{Encoder, Masking, Run, StackShape, layer_norm, projection};
 use crate::config::ClipConfig;
 
@@ -12,7 +13,7 @@ pub struct TextTower {
     token_embedding: Embedding,
     position_embedding: Tensor,
     encoder: Encoder,
-    final_layer_norm: LayerNorm,
+    final_layer_norm: Norm,
     projection: Dense,
     max_len: usize,
     device: Device,

@@ -1,9 +1,10 @@
 //! CLIP vision tower (`vision_model.*` + `visual_projection`).
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::dense::{Dense, WeightPrecision};
+use super::layer_norm::Norm;
 use super::layers::{Encoder, Masking, Run, StackShape, layer_norm, projection};
 use crate::config::ClipConfig;
 
@@ -15,9 +16,9 @@ pub struct VisionTower {
     patch_embedding: Dense,
     class_embedding: Tensor,
     position_embedding: Tensor,
-    pre_layrnorm: LayerNorm,
+    pre_layrnorm: Norm,
     encoder: Encoder,
-    post_layernorm: LayerNorm,
+    post_layernorm: Norm,
     projection: Dense,
     image_size: usize,
     patch: usize,
