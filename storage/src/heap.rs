@@ -43,7 +43,7 @@ impl HeapThresholds {
     /// Freed blocks up to 32 MiB stay in their arena for the next allocation, and an arena
     /// keeps up to 64 MiB of free top (glibc's own ceilings, reached at once instead of after
     /// the first large frees): for a server that runs forward passes. With the thresholds at
-    /// 1 MiB, 16 text queries' pass took 1.4x as long in the server as alone (every
+    /// 1 MiB, 16 text queries' pass took 1.5x as long in the server as alone (every
     /// activation of a megabyte or more was unmapped when freed and faulted back in) and an
     /// image batch 1.8x.
     pub const REUSE: HeapThresholds = HeapThresholds {

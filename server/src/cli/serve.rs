@@ -368,7 +368,7 @@ pub fn start_background(state: &Arc<AppState>, a: &ServeArgs) -> Result<()> {
 /// should not keep the load's freed buffers: serving needs almost no heap (the data is
 /// memory-mapped). With one, every query's forward pass frees and reallocates megabytes of
 /// activations per layer, and returning them to the OS at once made the kernel fault and zero
-/// them again in the next layer (passes 1.4x longer for 16 text queries, 1.8x for an image
+/// them again in the next layer (passes 1.5x longer for 16 text queries, 1.8x for an image
 /// batch); an arena's free top of up to 64 MiB is small beside the model's weights.
 pub fn serve_heap_thresholds(a: &ServeArgs) -> HeapThresholds {
     if a.model.eq_ignore_ascii_case("none") {
