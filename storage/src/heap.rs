@@ -108,14 +108,39 @@ mod tests {
         mapped
     }
 
+    /// Set in the child process that runs the checks alone.
+    const CHILD: &str = "GLIMPSE_HEAP_TEST_CHILD";
+
     /// The thresholds reach the allocator: a 4 MiB block is mapped on its own under
-    /// `PROMPT_RETURN` and comes from an arena under `REUSE`. (One test: the thresholds are
-    /// the process's, so two tests could race.)
+    /// `PROMPT_RETURN` and comes from an arena under `REUSE`. The checks run in a child process
+    /// of this test binary holding this test alone: glibc maps a block only when no free chunk
+    /// of its arena can hold it, so blocks other tests freed into a shared arena would decide
+    /// it instead of the thresholds (and the thresholds are the process's).
     #[test]
     fn thresholds_decide_whether_a_block_is_mapped_on_its_own() {
-        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
+            || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some()
+        {
             return; // the environment wins by design
         }
+        if std::env::var_os(CHILD).is_some() {
+            check_thresholds();
+            return;
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let name = "heap::tests::thresholds_decide_whether_a_block_is_mapped_on_its_own";
+        let out = std::process::Command::new(exe)
+            .args(["--exact", name, "--test-threads", "1", "--nocapture"])
+            .env(CHILD, "1")
+            .output()
+            .expect("running the test binary again");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "the child failed:\n{text}");
+        assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+    }
+
+    fn check_thresholds() {
         set_heap_thresholds(HeapThresholds::PROMPT_RETURN);
         // Twice: glibc's own adjustment would take the second from an arena.
         assert!(is_mapped(4 << 20));
@@ -129,6 +154,5 @@ mod tests {
             is_mapped(48 << 20),
             "beyond the 32 MiB ceiling blocks are still mapped"
         );
-        set_heap_thresholds(HeapThresholds::PROMPT_RETURN);
     }
 }

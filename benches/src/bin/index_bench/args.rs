@@ -51,6 +51,10 @@ pub(crate) struct Args {
     /// read-around, as the engine maps a segment whose index has a compact tier) instead of
     /// with 2 MiB pages (`huge`, the default, as it maps the others).
     pub(crate) row_reads: bool,
+    /// Threads the timed pass searches on at once (`--search-threads`, default 1): a serving
+    /// process answers concurrent queries, and one query's wait for a row read from disk is
+    /// another's time on the core.
+    pub(crate) search_threads: usize,
 }
 
 /// `--tier-margin`: which margins the runs with a tier prune with.
@@ -113,6 +117,7 @@ pub(crate) fn parse_args() -> Result<Args> {
         codes_only: false,
         tier_margin: MarginRuns::Calibrated,
         row_reads: false,
+        search_threads: 1,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -204,6 +209,7 @@ pub(crate) fn parse_args() -> Result<Args> {
             }
             "--evict-ms" => a.evict_ms = val.parse::<u64>()?.max(1),
             "--memory-cap-mb" => a.memory_cap_mb = val.parse::<u64>()?,
+            "--search-threads" => a.search_threads = val.parse::<usize>()?.clamp(1, 256),
             "--targets" => {
                 a.targets = val
                     .split(',')

@@ -12,7 +12,8 @@
 //!   [--vectors mapped|heap|both] [--data clip|hard] [--query-shift F] [--tiers auto|compact|f32|both|all]
 //!   [--calib-queries Q] [--calib-seed S] [--calib-margin SE]
 //!   [--calib-bootstrap B] [--tier-codes auto|sq8|rq6] [--evict 1 [--evict-ms MS]] [--codes-only 1]
-//!   [--tier-margin calibrated|full|both] [--vector-advice huge|rows] [--memory-cap-mb MB]`
+//!   [--tier-margin calibrated|full|both] [--vector-advice huge|rows] [--memory-cap-mb MB]
+//!   [--search-threads N]`
 //!
 //! `--data hard` draws the harder mixture of issue 17 (`Shape::Hard`: thousands of uneven
 //! clusters, isotropic noise as large as their spread) instead of the CLIP-like data the
@@ -60,6 +61,11 @@
 //! can come back only up to the cap, as on a machine with less memory than its data, instead of
 //! being dropped every `--evict-ms` (which a fast page cache behind the disk refills between
 //! drops).
+//!
+//! `--search-threads N` runs each timed pass on N threads at once, sharing the queries (a
+//! serving process's concurrency: one query's wait for a row read from disk is another's time
+//! on the core); q/s is then over wall time for all of them, q/cpu-s over the process's CPU
+//! time, and p50/p99 over every query of every thread.
 //!
 //! `--vector-advice rows` maps the raw vectors as the engine maps those of a segment whose
 //! index has a compact tier (`MappedF32::advise_row_reads`: no 2 MiB pages, no read-around);
@@ -606,31 +612,61 @@ fn main() -> Result<()> {
             // Let the eviction happen before the first query.
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        let mut lat = Vec::with_capacity(args.queries);
-        let t = Instant::now();
-        let c = thread_cpu_s();
         // Evicted runs go on for at least 5 s, so the file is dropped several times during
         // the measurement rather than once at its start.
         let min_secs = if *evict && !capped { 5.0 } else { 0.0 };
-        let mut done = 0usize;
-        while done < args.queries || t.elapsed().as_secs_f64() < min_secs {
-            let i = done % args.queries;
-            let s = Instant::now();
-            std::hint::black_box(view.search_with_stats(
-                data.query(i),
-                vectors,
-                sp,
-                None,
-                &mut timed,
-            ));
-            lat.push(s.elapsed().as_secs_f64() * 1e6);
-            done += 1;
+        let threads = args.search_threads;
+        // One thread's CPU time, or the process's when several search (the evicting thread's
+        // few microseconds a second included).
+        let cpu_s = if threads == 1 {
+            thread_cpu_s
+        } else {
+            process_cpu_s
+        };
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let t = Instant::now();
+        let c = cpu_s();
+        let search_until_done = || {
+            let mut stats = glimpse_index::SearchStats::default();
+            let mut lat = Vec::with_capacity(args.queries / threads + 1);
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= args.queries && t.elapsed().as_secs_f64() >= min_secs {
+                    break;
+                }
+                let s = Instant::now();
+                let q = data.query(n % args.queries);
+                std::hint::black_box(view.search_with_stats(q, vectors, sp, None, &mut stats));
+                lat.push(s.elapsed().as_secs_f64() * 1e6);
+            }
+            (lat, stats)
+        };
+        let parts: Vec<(Vec<f64>, glimpse_index::SearchStats)> = if threads == 1 {
+            vec![search_until_done()]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| scope.spawn(search_until_done))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().map_err(|_| "a search thread panicked"))
+                    .collect::<std::result::Result<_, _>>()
+            })?
+        };
+        let wall = t.elapsed().as_secs_f64();
+        let cpu = cpu_s() - c;
+        let mut lat = Vec::with_capacity(args.queries);
+        for (part, stats) in &parts {
+            lat.extend_from_slice(part);
+            timed.add(stats);
         }
-        let qps = done as f64 / t.elapsed().as_secs_f64();
+        let done = lat.len();
+        let qps = done as f64 / wall;
         if *evict {
             raw_rows = timed.reranked as f64 / done as f64;
         }
-        let cpu_qps = done as f64 / (thread_cpu_s() - c);
+        let cpu_qps = done as f64 / cpu;
         lat.sort_by(|a, b| a.total_cmp(b));
         let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
         drop(evictor);
