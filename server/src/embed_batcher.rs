@@ -25,6 +25,14 @@
 //! they would otherwise wait behind. An extra wait that gathers nobody (the answered clients
 //! are gone, as under open-loop traffic) is not tried on the next pass, so a stream that does
 //! not return pays it at most every other pass.
+//!
+//! Image queries are decoded on their callers' threads before they can be queued, and 16
+//! JPEGs decoding on two cores take longer than that quarter of a pass: passes held 13–14 of
+//! 16 image clients and the rest waited a whole pass more (p99 twice p50). So a caller may
+//! [`announce`](Batcher::announce) its query before preparing its input; the worker then waits
+//! for announced queries too, up to half of the last pass after it ended
+//! ([`PREPARING_WAIT_SHARE`]): a query already in the server costs those waiting with it less
+//! than the pass it would otherwise wait behind.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -39,6 +47,10 @@ use crate::metrics::METRICS;
 /// the module's doc): a quarter bounds what a wait that gathers nobody adds to a query's
 /// latency, while a group that returns within it is served in one pass instead of two.
 pub const RETURN_WAIT_SHARE: u32 = 4;
+
+/// The longest extra wait for announced queries still preparing their input (see the module's
+/// doc), as a share of the last pass's duration: left behind, such a query waits a whole pass.
+pub const PREPARING_WAIT_SHARE: u32 = 2;
 
 /// How one tower's queries are batched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +99,8 @@ struct Job<I> {
 
 struct Queue<I> {
     jobs: VecDeque<Job<I>>,
+    /// Announced queries whose callers are still preparing their input.
+    preparing: usize,
     closed: bool,
     /// Held by a test: queries queue up but no pass starts.
     held: bool,
@@ -128,6 +142,7 @@ impl<I: Send + 'static> Batcher<I> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
+                preparing: 0,
                 closed: false,
                 held: false,
             }),
@@ -146,9 +161,29 @@ impl<I: Send + 'static> Batcher<I> {
 
     /// Queues `input` and waits for its row of the next pass.
     pub fn embed(&self, input: I) -> Reply {
+        self.queue(input, false)
+    }
+
+    /// Tells the worker a query is on its way while its caller prepares the input (decodes an
+    /// image), so the next pass can wait for it; [`Announced::embed`] queues it, and dropping
+    /// the guard (the input was bad) withdraws it.
+    pub fn announce(&self) -> Announced<'_, I> {
+        self.shared.queue.lock().preparing += 1;
+        Announced {
+            batcher: self,
+            queued: false,
+        }
+    }
+
+    /// Queues `input` (withdrawing its announcement in the same step, so the worker never
+    /// sees it neither preparing nor queued) and waits for its row.
+    fn queue(&self, input: I, announced: bool) -> Reply {
         let (reply, answer) = mpsc::sync_channel(1);
         {
             let mut q = self.shared.queue.lock();
+            if announced {
+                q.preparing = q.preparing.saturating_sub(1);
+            }
             if q.closed {
                 return Err(BatchError::Stopped);
             }
@@ -172,6 +207,33 @@ impl<I: Send + 'static> Batcher<I> {
     }
 }
 
+/// A query announced to a [`Batcher`] whose input is being prepared.
+#[must_use = "dropping the guard withdraws the announcement"]
+pub struct Announced<'a, I> {
+    batcher: &'a Batcher<I>,
+    queued: bool,
+}
+
+impl<I: Send + 'static> Announced<'_, I> {
+    /// Queues the prepared input and waits for its row of the next pass.
+    pub fn embed(mut self, input: I) -> Reply {
+        self.queued = true;
+        self.batcher.queue(input, true)
+    }
+}
+
+impl<I> Drop for Announced<'_, I> {
+    fn drop(&mut self) {
+        if !self.queued {
+            let mut q = self.batcher.shared.queue.lock();
+            q.preparing = q.preparing.saturating_sub(1);
+            drop(q);
+            // The worker may be waiting for this query.
+            self.batcher.shared.arrived.notify_all();
+        }
+    }
+}
+
 impl<I> Batcher<I> {
     /// Holds passes back (`true`) or lets them run again: queries queue up meanwhile, so a
     /// test can fill the queue or gather an exact batch.
@@ -183,6 +245,12 @@ impl<I> Batcher<I> {
     /// Queries waiting now.
     pub fn waiting(&self) -> usize {
         self.shared.queue.lock().jobs.len()
+    }
+
+    /// Announced queries still preparing their input.
+    #[cfg(test)]
+    fn preparing(&self) -> usize {
+        self.shared.queue.lock().preparing
     }
 }
 
@@ -240,6 +308,14 @@ where
                 } else {
                     // Skipped this time: tried again on the next pass.
                     wait_for_returners = true;
+                }
+            }
+            // Queries already in the server, preparing their input, are worth a longer wait:
+            // left behind, each waits a whole pass.
+            let prepared_by = deadline.max(free_since + last_pass / PREPARING_WAIT_SHARE);
+            while q.preparing > 0 && q.jobs.len() < settings.max_batch && !q.closed {
+                if shared.arrived.wait_until(&mut q, prepared_by).timed_out() {
+                    break;
                 }
             }
             let n = q.jobs.len().min(settings.max_batch);
@@ -429,6 +505,64 @@ mod tests {
         let gap = |i: usize| passes[i].0.saturating_duration_since(passes[i - 1].1);
         assert!(gap(1) >= Duration::from_millis(40), "{:?}", gap(1));
         assert!(gap(2) < Duration::from_millis(30), "{:?}", gap(2));
+    }
+
+    /// A doubling batcher (1 ms window) whose first pass, of one query and `pass_ms`, has run:
+    /// it sets the pass length that the waits are measured against.
+    fn after_one_pass(pass_ms: u64) -> (Batcher<u32>, Arc<Mutex<Vec<usize>>>) {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let b = Batcher::start(
+            "test",
+            settings(1, 8, 64),
+            doubling(Duration::from_millis(pass_ms), sizes.clone()),
+        )
+        .unwrap();
+        assert_eq!(b.embed(0).unwrap().embedding, vec![0.0]);
+        (b, sizes)
+    }
+
+    /// Queries announced while their callers decode (longer than the window and the wait for
+    /// returners) make the pass of the query that was already queued: without the
+    /// announcement it would run alone and they would follow in a pass of their own.
+    #[test]
+    fn announced_queries_join_the_pass_they_were_announced_for() {
+        let (b, sizes) = after_one_pass(200);
+        std::thread::scope(|s| {
+            let preparing: Vec<_> = (1..=3u32)
+                .map(|i| {
+                    let announced = b.announce();
+                    s.spawn(move || {
+                        std::thread::sleep(Duration::from_millis(40));
+                        announced.embed(i).unwrap()
+                    })
+                })
+                .collect();
+            let ready = s.spawn(|| b.embed(9).unwrap());
+            assert_eq!(ready.join().unwrap().embedding, vec![18.0]);
+            for (i, h) in (1..=3u32).zip(preparing) {
+                assert_eq!(h.join().unwrap().embedding, vec![i as f32 * 2.0]);
+            }
+        });
+        assert_eq!(*sizes.lock(), vec![1, 4]);
+        assert_eq!(b.preparing(), 0);
+    }
+
+    /// A withdrawn announcement (the input could not be prepared) ends the wait at once.
+    #[test]
+    fn a_withdrawn_announcement_does_not_hold_the_pass() {
+        let (b, sizes) = after_one_pass(400);
+        let got = std::thread::scope(|s| {
+            let announced = b.announce();
+            let ready = s.spawn(|| b.embed(5).unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+            drop(announced);
+            ready.join().unwrap()
+        });
+        assert_eq!(got.embedding, vec![10.0]);
+        // The wait for the announced query could have lasted 200 ms (half the last pass).
+        assert!(got.queued < Duration::from_millis(150), "{:?}", got.queued);
+        assert_eq!(*sizes.lock(), vec![1, 1]);
+        assert_eq!(b.preparing(), 0);
     }
 
     #[test]

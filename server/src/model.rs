@@ -285,15 +285,17 @@ impl Model {
 
     /// [`embed_image`](Self::embed_image), with the time it waited for its forward pass.
     /// Decoding and preprocessing run on the caller's thread (in parallel across requests);
-    /// only the forward pass is batched.
+    /// only the forward pass is batched, and the batcher knows the query is coming while it
+    /// decodes (see `embed_batcher`).
     pub fn embed_image_timed(&self, bytes: &[u8]) -> Result<ImageEmbedding, ApiError> {
+        let announced = self.image_batcher.as_ref().map(Batcher::announce);
         let img = self
             .inner
             .image()
             .preprocess(bytes)
             .map_err(|e| ApiError::invalid("invalid_image", format!("image: {e}")))?;
-        if let Some(b) = &self.image_batcher {
-            let got = b.embed(img).map_err(|e| batch_error("image", e))?;
+        if let Some(a) = announced {
+            let got = a.embed(img).map_err(|e| batch_error("image", e))?;
             return Ok(ImageEmbedding {
                 vector: got.embedding,
                 queue: got.queued,
