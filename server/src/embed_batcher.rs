@@ -20,15 +20,16 @@
 //! 2 ms window (16 short-text clients on 2 cores came back over about 10 ms, so passes held 10
 //! of them and the rest ran a pass of their own). So when the window ends short of the expected
 //! queries and the last extra wait paid off, the worker keeps waiting for the returners, up to
-//! a quarter of the last pass's duration after it ended ([`RETURN_WAIT_SHARE`]): a group that
+//! half of the last pass's duration after it ended ([`RETURN_WAIT_SHARE`]): a group that
 //! comes back is gathered into one pass again, and waiting costs its queries less than the pass
 //! they would otherwise wait behind. An extra wait that gathers nobody (the answered clients
 //! are gone, as under open-loop traffic) is not tried on the next pass, so a stream that does
 //! not return pays it at most every other pass.
 //!
 //! Image queries are decoded on their callers' threads before they can be queued, and 16
-//! JPEGs decoding on two cores take longer than that quarter of a pass: passes held 13–14 of
-//! 16 image clients and the rest waited a whole pass more (p99 twice p50). So a caller may
+//! JPEGs decoding on two cores took longer than the quarter of a pass that this wait was until
+//! 2026-12-08: passes held 13–14 of 16 image clients and the rest waited a whole pass more (p99
+//! twice p50). So a caller may
 //! [`announce`](Batcher::announce) its query before preparing its input; the worker then waits
 //! for announced queries too, up to half of the last pass after it ended
 //! ([`PREPARING_WAIT_SHARE`]): a query already in the server costs those waiting with it less
@@ -44,9 +45,11 @@ use parking_lot::{Condvar, Mutex};
 use crate::metrics::METRICS;
 
 /// The longest extra wait for returning clients, as a share of the last pass's duration (see
-/// the module's doc): a quarter bounds what a wait that gathers nobody adds to a query's
-/// latency, while a group that returns within it is served in one pass instead of two.
-pub const RETURN_WAIT_SHARE: u32 = 4;
+/// the module's doc): half bounds what a wait that gathers nobody adds to a query's latency,
+/// while a group that returns within it is served in one pass instead of two. A quarter (until
+/// 2026-12-08) let 16 short-text clients on 2 cores split 12 and 4 (p99 2.1–2.6x p50; half:
+/// 1.7–2.2x, passes of 15.8–16, see docs/benchmarks.md).
+pub const RETURN_WAIT_SHARE: u32 = 2;
 
 /// The longest extra wait for announced queries still preparing their input (see the module's
 /// doc), as a share of the last pass's duration: left behind, such a query waits a whole pass.
@@ -500,10 +503,10 @@ mod tests {
         let passes = passes.lock();
         let sizes: Vec<usize> = passes.iter().map(|p| p.2).collect();
         assert_eq!(sizes, vec![4, 1, 1]);
-        // Pass 2 started about a quarter of pass 1 (50 ms) after it ended, pass 3 about the
-        // 1 ms window after pass 2.
+        // Pass 2 started about half of pass 1 (100 ms) after it ended, pass 3 about the 1 ms
+        // window after pass 2.
         let gap = |i: usize| passes[i].0.saturating_duration_since(passes[i - 1].1);
-        assert!(gap(1) >= Duration::from_millis(40), "{:?}", gap(1));
+        assert!(gap(1) >= Duration::from_millis(80), "{:?}", gap(1));
         assert!(gap(2) < Duration::from_millis(30), "{:?}", gap(2));
     }
 
