@@ -206,6 +206,16 @@ mod tests {
             .collect()
     }
 
+    /// `t` run through `m` and flattened.
+    fn applied(m: &impl Module, t: &Tensor) -> Vec<f32> {
+        m.forward(t)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
     /// Close to the f64 value at widths that do and do not fill the lanes, on rows whose mean
     /// is large beside their spread (where `E[x²] − mean²` loses its digits), on the pool's
     /// path and the caller's.
@@ -218,13 +228,7 @@ mod tests {
                 for offset in [0.0, 30.0] {
                     let x = values(rows * width, width as u32 + rows as u32, 1.5, offset);
                     let t = Tensor::from_vec(x.clone(), (rows, width), &Device::Cpu).unwrap();
-                    let got: Vec<f32> = n
-                        .forward(&t)
-                        .unwrap()
-                        .flatten_all()
-                        .unwrap()
-                        .to_vec1()
-                        .unwrap();
+                    let got = applied(&n, &t);
                     let want = reference(&x, op);
                     let worst = got
                         .iter()
@@ -248,13 +252,7 @@ mod tests {
         let n = norm(width);
         let x = values(64 * width, 7, 2.0, 0.3);
         let all = Tensor::from_vec(x.clone(), (64, width), &Device::Cpu).unwrap();
-        let all: Vec<f32> = n
-            .forward(&all)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let all = applied(&n, &all);
         for r in [0, 17, 63] {
             let one = Tensor::from_vec(
                 x[r * width..(r + 1) * width].to_vec(),
@@ -262,24 +260,11 @@ mod tests {
                 &Device::Cpu,
             )
             .unwrap();
-            let one: Vec<f32> = n
-                .forward(&one)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let one = applied(&n, &one);
             assert_eq!(one, all[r * width..(r + 1) * width], "row {r}");
         }
         let t = Tensor::from_vec(x, (64, width), &Device::Cpu).unwrap();
-        let theirs: Vec<f32> = n
-            .fallback
-            .forward(&t)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let theirs = applied(&n.fallback, &t);
         let worst = all
             .iter()
             .zip(&theirs)
@@ -299,13 +284,7 @@ mod tests {
         let a = n.forward(&t3).unwrap();
         assert_eq!(a.dims(), &[2, 3, width]);
         let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = n
-            .forward(&t2)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let b = applied(&n, &t2);
         assert_eq!(a, b);
     }
 }
