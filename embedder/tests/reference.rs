@@ -372,7 +372,8 @@ fn rayon_parallel_preprocessing_is_deterministic() {
 }
 
 /// Texts embedded together (different lengths, dozens of tokens in all, two over 32 tokens
-/// alone, repeated texts) get the very bits each gets alone: the server's batcher relies on it.
+/// alone, repeated texts, texts that begin alike and so share rows on the CPU) get the very
+/// bits each gets alone: the server's batcher relies on it.
 /// Padding to the longest would change them (softmax sums and products over the padded keys);
 /// a GEMM that blocks its sums by the row count would too.
 #[test]
@@ -389,6 +390,7 @@ fn batched_texts_have_the_bits_they_have_alone() {
         "a cat",
         longer.as_str(),
         "two",
+        "a photo of a cat",
     ];
     for spec in [TinyClipSpec::small(), TinyClipSpec::alternate()] {
         let (_dir, model) = tiny_model(&spec);

@@ -22,7 +22,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use glimpse_index::simd;
 
-use super::layers::Run;
+use super::packing::Packing;
 use super::rows_kernel::{SyncPtr, exp_poly};
 
 /// How attention sees the packed activations.
@@ -41,27 +41,29 @@ pub(crate) struct AttentionShape {
 /// Which queries attention answers.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Queries<'a> {
-    /// Every token: the result is `(tokens, hidden)`, rows outside the runs zero.
+    /// Every token: the result is `(tokens, hidden)`, rows that no sequence answers zero.
     All,
-    /// One token per sequence, its position within the sequence, the sequences in the order
-    /// the runs list them: the result is `(sequences, hidden)`, row `s` sequence `s`'s. A
+    /// One token per sequence, its position within the sequence, the sequences in the
+    /// packing's order: the result is `(sequences, hidden)`, row `s` sequence `s`'s. A
     /// tower's last layer needs only its pooled token's row (the class or end-of-text token):
     /// the other rows' scores, softmax and sums would be thrown away.
     One(&'a [usize]),
 }
 
-/// `softmax(q·kᵀ·scale (+ causal mask))·v` per sequence of `runs` and head, for the tokens
-/// `queries` names; `qkv` is a contiguous f32 `(tokens, 3·hidden)` on the CPU, each row its
-/// token's q, k and v. A query's row has the same bits whichever [`Queries`] asked for it.
+/// `softmax(q·kᵀ·scale (+ causal mask))·v` per sequence of `packing` and head, for the
+/// tokens `queries` names; `qkv` is a contiguous f32 `(tokens, 3·hidden)` on the CPU, each row
+/// its token's q, k and v. A query's row has the same bits whichever [`Queries`] asked for it,
+/// and whether or not its sequence shares rows with others (a shared row is answered once,
+/// by the first sequence that has it; see [`Packing::sharing_prefixes`]).
 pub(crate) fn attend(
     qkv: &Tensor,
-    runs: &[Run],
+    packing: &Packing,
     shape: AttentionShape,
     queries: Queries<'_>,
 ) -> Result<Tensor> {
     let level = simd::level();
     qkv.apply_op1_no_bwd(&AttentionOp {
-        runs,
+        packing,
         shape,
         queries,
         level,
@@ -69,7 +71,7 @@ pub(crate) fn attend(
 }
 
 struct AttentionOp<'a> {
-    runs: &'a [Run],
+    packing: &'a Packing,
     shape: AttentionShape,
     queries: Queries<'a>,
     /// Which build runs (the process's level; the tests try each).
@@ -97,66 +99,67 @@ impl CustomOp1 for AttentionOp<'_> {
             candle_core::bail!("attention: the projections are not contiguous");
         };
         let qkv = &data[start..end];
-        let sequences: Vec<(usize, usize)> = self
-            .runs
-            .iter()
-            .flat_map(|r| (0..r.count).map(move |s| (r.start + s * r.len, r.len)))
-            .collect();
-        if sequences.iter().any(|&(start, len)| start + len > tokens) {
+        let packing = self.packing;
+        if packing.tokens() > tokens {
             candle_core::bail!("attention: a sequence runs past the {tokens} tokens");
         }
-        // Per sequence: the query positions it answers and the output row of the first.
-        let answers: Vec<(std::ops::Range<usize>, usize)> = match self.queries {
-            Queries::All => sequences
-                .iter()
-                .map(|&(start, len)| (0..len, start))
+        // Per sequence: the query positions it answers and, for a picked query, its output
+        // row (the others are written to their own rows).
+        let answers: Vec<(std::ops::Range<usize>, Option<usize>)> = match self.queries {
+            Queries::All => packing
+                .sequences()
+                .map(|(rows, first_new)| (first_new..rows.len(), None))
                 .collect(),
             Queries::One(picks) => {
-                if picks.len() != sequences.len() {
+                if picks.len() != packing.len() {
                     candle_core::bail!(
                         "attention: {} picked queries for {} sequences",
                         picks.len(),
-                        sequences.len()
+                        packing.len()
                     );
                 }
                 let mut answers = Vec::with_capacity(picks.len());
-                for (s, (&pick, &(_, len))) in picks.iter().zip(&sequences).enumerate() {
-                    if pick >= len {
+                for (s, (&pick, (rows, _))) in picks.iter().zip(packing.sequences()).enumerate() {
+                    if pick >= rows.len() {
+                        let len = rows.len();
                         candle_core::bail!("attention: query {pick} of a {len}-token sequence");
                     }
-                    answers.push((pick..pick + 1, s));
+                    answers.push((pick..pick + 1, Some(s)));
                 }
                 answers
             }
         };
         let rows = match self.queries {
             Queries::All => tokens,
-            Queries::One(_) => sequences.len(),
+            Queries::One(_) => packing.len(),
         };
         let mut out = vec![0f32; rows * hidden];
         let base = SyncPtr(out.as_mut_ptr());
         let level = self.level;
-        candle_core::utils::barrier_pool().execute_chunked(sequences.len() * heads, |range| {
+        candle_core::utils::barrier_pool().execute_chunked(packing.len() * heads, |range| {
             let mut scratch = Scratch::default();
             for task in range {
-                let (start, len) = sequences[task / heads];
-                let (queries, out_row) = answers[task / heads].clone();
+                let (rows, _) = packing.sequence(task / heads);
+                let (queries, picked) = answers[task / heads].clone();
+                if queries.is_empty() {
+                    // A sequence whose every row an earlier one answers.
+                    continue;
+                }
                 let job = HeadJob {
                     qkv,
                     hidden,
-                    start,
-                    len,
+                    rows,
                     queries,
-                    out_row,
+                    picked,
                     offset: (task % heads) * head_dim,
                     shape: self.shape,
                     out: base,
                 };
-                // SAFETY: the job's output rows (one per query, from `out_row`) lie within
-                // `out` (sequences end within the tokens, checked above, and a picked
-                // sequence writes its own row), each (sequence, head) task is handed out once
-                // and writes only its head's columns of its own rows, and `out` outlives the
-                // pool call.
+                // SAFETY: the job's output rows lie within `out` (a sequence's rows are below
+                // the packing's tokens, checked above, and a picked sequence writes its own
+                // row), each (sequence, head) task is handed out once and writes only its
+                // head's columns of the rows it answers, which no other sequence answers
+                // (the packing's contract), and `out` outlives the pool call.
                 unsafe { run_head(level, &job, &mut scratch) };
             }
         });
@@ -169,14 +172,13 @@ struct HeadJob<'a> {
     /// The stacked projections, rows of `3·hidden`.
     qkv: &'a [f32],
     hidden: usize,
-    /// First token row of the sequence.
-    start: usize,
-    /// Tokens in the sequence.
-    len: usize,
+    /// The row of each token of the sequence.
+    rows: &'a [u32],
     /// The query positions (within the sequence) to answer.
     queries: std::ops::Range<usize>,
-    /// The output row of the first of them; the others follow.
-    out_row: usize,
+    /// The output row of a picked query (one per sequence); without it each query's output
+    /// goes to its own row.
+    picked: Option<usize>,
     /// First column of the head (in q, k, v and the output alike).
     offset: usize,
     shape: AttentionShape,
@@ -246,10 +248,10 @@ unsafe fn head_avx2(job: &HeadJob<'_>, scratch: &mut Scratch) {
 /// As [`run_head`].
 #[inline(always)]
 unsafe fn head(job: &HeadJob<'_>, scratch: &mut Scratch) {
-    let (len, dim, hidden) = (job.len, job.shape.head_dim, job.hidden);
+    let (len, dim, hidden) = (job.rows.len(), job.shape.head_dim, job.hidden);
     // Token t's columns of this head in q (part 0), k (1) or v (2).
     let row = |t: usize, part: usize| {
-        let at = (job.start + t) * 3 * hidden + part * hidden + job.offset;
+        let at = job.rows[t] as usize * 3 * hidden + part * hidden + job.offset;
         at..at + dim
     };
     // A causal query sees the keys up to itself only.
@@ -320,7 +322,7 @@ unsafe fn head(job: &HeadJob<'_>, scratch: &mut Scratch) {
             }
             out.copy_from_slice(&acc[..width]);
         }
-        let out_row = job.out_row + (i - job.queries.start);
+        let out_row = job.picked.unwrap_or(job.rows[i] as usize);
         // SAFETY: the output row's head columns are this task's (caller's contract).
         let dst = unsafe {
             std::slice::from_raw_parts_mut(job.out.at(out_row * hidden + job.offset), dim)
@@ -333,6 +335,7 @@ unsafe fn head(job: &HeadJob<'_>, scratch: &mut Scratch) {
 mod tests {
     use candle_core::Device;
 
+    use super::super::packing::Run;
     use super::*;
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
@@ -372,8 +375,9 @@ mod tests {
         queries: Queries<'_>,
         level: simd::SimdLevel,
     ) -> Vec<f32> {
+        let packing = Packing::from_runs(runs);
         let op = AttentionOp {
-            runs,
+            packing: &packing,
             shape,
             queries,
             level,
@@ -564,6 +568,76 @@ mod tests {
         }
     }
 
+    /// Sequences sharing the rows of their common prefixes (and one sequence twice) get, at
+    /// every row and for a picked query, the bits each gets laid out alone on its own rows.
+    #[test]
+    fn shared_prefix_rows_have_the_bits_of_each_sequence_alone() {
+        let (heads, dim) = (2, 20);
+        let hidden = heads * dim;
+        let long: Vec<u32> = (0..23).collect();
+        let mut branch = long[..19].to_vec();
+        branch.extend([90, 91]);
+        let texts: [&[u32]; 6] = [&long, &[0, 5, 6], &branch, &[0, 5, 6], &[0], &[4, 4, 4]];
+        let shared = Packing::sharing_prefixes(&texts);
+        let packing = &shared.packing;
+        let tokens = packing.tokens();
+        assert!(tokens < texts.iter().map(|t| t.len()).sum::<usize>());
+        let data = values(tokens * 3 * hidden, 11);
+        let qkv = Tensor::from_slice(&data, (tokens, 3 * hidden), &Device::Cpu).unwrap();
+        let shape = AttentionShape {
+            heads,
+            head_dim: dim,
+            scale: 0.3,
+            causal: true,
+        };
+        let picks: Vec<usize> = (0..packing.len())
+            .map(|s| packing.sequence(s).0.len() - 1)
+            .collect();
+        for level in levels() {
+            let attended = |queries| {
+                let op = AttentionOp {
+                    packing,
+                    shape,
+                    queries,
+                    level,
+                };
+                let out = qkv.apply_op1_no_bwd(&op).unwrap();
+                out.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            };
+            let all = attended(Queries::All);
+            let picked = attended(Queries::One(&picks));
+            for (s, (rows, _)) in packing.sequences().enumerate() {
+                // The sequence alone: its rows' projections copied back to back.
+                let own: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&r| data[r as usize * 3 * hidden..][..3 * hidden].to_vec())
+                    .collect();
+                let own_qkv =
+                    Tensor::from_slice(&own, (rows.len(), 3 * hidden), &Device::Cpu).unwrap();
+                let alone_runs = [Run {
+                    start: 0,
+                    count: 1,
+                    len: rows.len(),
+                }];
+                let alone = run(&own_qkv, &alone_runs, shape, level);
+                for (i, &r) in rows.iter().enumerate() {
+                    let r = r as usize;
+                    assert_eq!(
+                        all[r * hidden..(r + 1) * hidden],
+                        alone[i * hidden..(i + 1) * hidden],
+                        "{level:?} sequence {s} position {i}"
+                    );
+                }
+                let last = (rows.len() - 1) * hidden;
+                assert_eq!(
+                    picked[s * hidden..(s + 1) * hidden],
+                    alone[last..last + hidden],
+                    "{level:?} sequence {s} picked"
+                );
+            }
+        }
+    }
+
     #[test]
     fn mismatched_shapes_are_refused() {
         let device = Device::Cpu;
@@ -580,13 +654,14 @@ mod tests {
             len: 4,
         }];
         let all = Queries::All;
-        assert!(attend(&qkv, &runs, shape, all).is_ok());
-        assert!(attend(&qkv, &runs, shape, Queries::One(&[3])).is_ok());
-        let past = [Run {
+        let runs = Packing::from_runs(&runs);
+        let past = Packing::from_runs(&[Run {
             start: 2,
             count: 1,
             len: 4,
-        }];
+        }]);
+        assert!(attend(&qkv, &runs, shape, all).is_ok());
+        assert!(attend(&qkv, &runs, shape, Queries::One(&[3])).is_ok());
         assert!(attend(&qkv, &past, shape, all).is_err());
         let wrong = AttentionShape { heads: 4, ..shape };
         assert!(attend(&qkv, &runs, wrong, all).is_err());

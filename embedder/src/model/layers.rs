@@ -7,6 +7,8 @@ use super::attention_core::{AttentionShape, Queries, attend};
 use super::dense::{Dense, WeightPrecision, dense};
 use super::layer_norm::Norm;
 pub(crate) use super::layer_norm::layer_norm;
+use super::packing::Packing;
+pub(crate) use super::packing::Run;
 
 use crate::config::Activation;
 
@@ -31,15 +33,6 @@ pub(crate) struct StackShape {
     pub eps: f64,
     /// How CPU layers store their weights.
     pub precision: WeightPrecision,
-}
-
-/// `count` sequences of `len` tokens each, stored back to back from token row `start` of a
-/// packed `(tokens, hidden)` activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Run {
-    pub start: usize,
-    pub count: usize,
-    pub len: usize,
 }
 
 /// How attention sees the tokens of a sequence.
@@ -118,14 +111,14 @@ impl Attention {
     }
 
     /// [`Self::forward`]'s output at one token per sequence only: `picks[s]` is the position
-    /// within sequence `s` (in the order of `runs`), `rows` the same tokens as rows of `xs`.
+    /// within sequence `s` (in the packing's order), `rows` the same tokens as rows of `xs`.
     /// Every token's keys and values are still needed, but on the CPU only the picked
     /// tokens' scores, softmax, sums and output projection are computed; each picked row has
     /// the bits it gets in the full pass (the core and the kernel compute each row alone).
     fn forward_picked(
         &self,
         xs: &Tensor,
-        runs: &[Run],
+        packing: &Packing,
         masks: &Masks,
         picks: &[usize],
         rows: &Tensor,
@@ -133,34 +126,38 @@ impl Attention {
         match &self.projections {
             Projections::Stacked(qkv) => {
                 let shape = self.core_shape(masks);
-                let out = attend(&qkv.forward(xs)?, runs, shape, Queries::One(picks))?;
+                let out = attend(&qkv.forward(xs)?, packing, shape, Queries::One(picks))?;
                 self.out_proj.forward(&out)
             }
-            Projections::Separate { .. } => self.forward(xs, runs, masks)?.index_select(rows, 0),
+            Projections::Separate { .. } => self.forward(xs, packing, masks)?.index_select(rows, 0),
         }
     }
 
-    /// Attention over packed sequences: `xs` is `(tokens, hidden)`, `runs` cover its rows.
-    /// The projections run over all tokens at once (one pass over their weights). On the CPU
-    /// (f32 activations) they are one stacked layer and the rest is [`attend`], per sequence
-    /// and head. Elsewhere the scores run per run of equal-length sequences through candle
-    /// ops, shaped `(count, heads, len, len)`. Either way each sequence's products, mask and
+    /// Attention over packed sequences: `xs` is `(tokens, hidden)`, `packing` says which
+    /// rows form which sequences. The projections run over all tokens at once (one pass over
+    /// their weights). On the CPU (f32 activations) they are one stacked layer and the rest is
+    /// [`attend`], per sequence and head, over any packing. Elsewhere the scores run per run
+    /// of equal-length sequences through candle ops, shaped `(count, heads, len, len)`, so the
+    /// packing must be runs (no shared rows). Either way each sequence's products, mask and
     /// softmax are exactly those it gets alone: no padding enters any sum. `masks[len]` is
     /// the additive causal mask for `len` (text only; [`attend`] needs only `masking`).
-    fn forward(&self, xs: &Tensor, runs: &[Run], masks: &Masks) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, packing: &Packing, masks: &Masks) -> Result<Tensor> {
         let (_, h) = xs.dims2()?;
         let dtype = xs.dtype();
         let (q, k, v) = match &self.projections {
             Projections::Stacked(qkv) => {
                 let out = attend(
                     &qkv.forward(xs)?,
-                    runs,
+                    packing,
                     self.core_shape(masks),
                     Queries::All,
                 )?;
                 return self.out_proj.forward(&out);
             }
             Projections::Separate { q, k, v } => (q, k, v),
+        };
+        let Some(runs) = packing.runs() else {
+            candle_core::bail!("attention: shared rows need the CPU's attention core");
         };
         let q = (q.forward(xs)? * self.scale)?;
         let k = k.forward(xs)?;
@@ -199,15 +196,16 @@ pub(crate) struct Masks {
 }
 
 impl Masks {
-    /// The masks `runs` need under `masking`.
+    /// The masks `packing`'s runs need under `masking` (none for a packing that shares rows:
+    /// only the CPU's attention core runs those, and it needs no mask).
     pub(crate) fn new(
-        runs: &[Run],
+        packing: &Packing,
         masking: Masking,
         device: &candle_core::Device,
     ) -> Result<Self> {
         let mut by_len: Vec<Option<Tensor>> = Vec::new();
         if masking == Masking::Causal {
-            for run in runs {
+            for run in packing.runs().unwrap_or_default() {
                 let l = run.len;
                 if l > 1 {
                     if by_len.len() <= l {
@@ -272,10 +270,10 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, runs: &[Run], masks: &Masks) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, packing: &Packing, masks: &Masks) -> Result<Tensor> {
         let attn = self
             .self_attn
-            .forward(&self.layer_norm1.forward(xs)?, runs, masks)?;
+            .forward(&self.layer_norm1.forward(xs)?, packing, masks)?;
         let xs = (attn + xs)?;
         let mlp = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
         mlp + xs
@@ -287,7 +285,7 @@ impl EncoderLayer {
     fn forward_picked(
         &self,
         xs: &Tensor,
-        runs: &[Run],
+        packing: &Packing,
         masks: &Masks,
         picks: &[usize],
         rows: &Tensor,
@@ -295,7 +293,7 @@ impl EncoderLayer {
         let normed = self.layer_norm1.forward(xs)?;
         let attn = self
             .self_attn
-            .forward_picked(&normed, runs, masks, picks, rows)?;
+            .forward_picked(&normed, packing, masks, picks, rows)?;
         let xs = (attn + xs.index_select(rows, 0)?)?;
         let mlp = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
         mlp + xs
@@ -316,61 +314,70 @@ impl Encoder {
         Ok(Self { layers })
     }
 
-    /// Runs the stack over packed sequences: `xs` is `(tokens, hidden)`, `runs` say which
-    /// rows form which sequences, sorted by length when several. Everything but attention is
-    /// per token.
+    /// Whether the stack runs packings whose sequences share rows
+    /// ([`Packing::sharing_prefixes`]): its attention is the CPU's core, not candle ops.
+    pub(crate) fn shares_rows(&self) -> bool {
+        self.layers
+            .first()
+            .is_some_and(|l| matches!(l.self_attn.projections, Projections::Stacked(_)))
+    }
+
+    /// Runs the stack over packed sequences: `xs` is `(tokens, hidden)`, `packing` says which
+    /// rows form which sequences. Everything but attention is per token.
     #[cfg(test)]
-    pub(crate) fn forward(&self, xs: &Tensor, runs: &[Run], masking: Masking) -> Result<Tensor> {
-        let masks = Masks::new(runs, masking, xs.device())?;
+    pub(crate) fn forward(
+        &self,
+        xs: &Tensor,
+        packing: &Packing,
+        masking: Masking,
+    ) -> Result<Tensor> {
+        let masks = Masks::new(packing, masking, xs.device())?;
         let mut xs = xs.clone();
         for layer in &self.layers {
-            xs = layer.forward(&xs, runs, &masks)?;
+            xs = layer.forward(&xs, packing, &masks)?;
         }
         Ok(xs)
     }
 
     /// [`Self::forward`]'s output at one token per sequence, the one a tower pools (class or
     /// end-of-text): `picks[s]` is its position within sequence `s`, the sequences in the
-    /// order of `runs`; the result is `(sequences, hidden)`. Past its projections the last
+    /// packing's order; the result is `(sequences, hidden)`. Past its projections the last
     /// layer computes only those rows, with the bits of the full pass: three quarters of
     /// that layer's arithmetic for the other tokens, about 6 % of a ViT-B/32 tower.
     pub(crate) fn forward_pooled(
         &self,
         xs: &Tensor,
-        runs: &[Run],
+        packing: &Packing,
         masking: Masking,
         picks: &[usize],
     ) -> Result<Tensor> {
-        let mut rows = Vec::with_capacity(picks.len());
-        let mut sequence = 0;
-        for run in runs {
-            for s in 0..run.count {
-                let Some(&pick) = picks.get(sequence) else {
-                    candle_core::bail!("encoder: no pooled token for sequence {sequence}");
-                };
-                if pick >= run.len {
-                    candle_core::bail!("encoder: token {pick} of a {}-token sequence", run.len);
-                }
-                rows.push((run.start + s * run.len + pick) as u32);
-                sequence += 1;
-            }
-        }
-        if sequence != picks.len() {
+        let sequences = packing.len();
+        if picks.len() != sequences {
             candle_core::bail!(
-                "encoder: {} pooled tokens for {sequence} sequences",
+                "encoder: {} pooled tokens for {sequences} sequences",
                 picks.len()
             );
         }
-        let rows = Tensor::from_vec(rows, sequence, xs.device())?;
-        let masks = Masks::new(runs, masking, xs.device())?;
+        if packing.runs().is_none() && masking != Masking::Causal {
+            candle_core::bail!("encoder: only causal attention shares rows");
+        }
+        let mut rows = Vec::with_capacity(sequences);
+        for ((seq, _), &pick) in packing.sequences().zip(picks) {
+            let Some(&row) = seq.get(pick) else {
+                candle_core::bail!("encoder: token {pick} of a {}-token sequence", seq.len());
+            };
+            rows.push(row);
+        }
+        let rows = Tensor::from_vec(rows, sequences, xs.device())?;
+        let masks = Masks::new(packing, masking, xs.device())?;
         let Some((last, rest)) = self.layers.split_last() else {
             return xs.index_select(&rows, 0);
         };
         let mut xs = xs.clone();
         for layer in rest {
-            xs = layer.forward(&xs, runs, &masks)?;
+            xs = layer.forward(&xs, packing, &masks)?;
         }
-        last.forward_picked(&xs, runs, &masks, picks, &rows)
+        last.forward_picked(&xs, packing, &masks, picks, &rows)
     }
 }
 
@@ -463,6 +470,7 @@ mod tests {
         ];
         let picks = [0, 3, 1, 5];
         let firsts = [0, 1, 5, 9];
+        let packing = Packing::from_runs(&runs);
         let tokens = 15;
         let xs =
             Tensor::from_vec(values(tokens * 32, 99, 1.0), (tokens, 32), &Device::Cpu).unwrap();
@@ -473,9 +481,9 @@ mod tests {
         ] {
             let enc = encoder(precision);
             for masking in [Masking::Causal, Masking::Full] {
-                let full = enc.forward(&xs, &runs, masking).unwrap();
+                let full = enc.forward(&xs, &packing, masking).unwrap();
                 let full: Vec<Vec<f32>> = full.to_vec2().unwrap();
-                let pooled = enc.forward_pooled(&xs, &runs, masking, &picks).unwrap();
+                let pooled = enc.forward_pooled(&xs, &packing, masking, &picks).unwrap();
                 let pooled: Vec<Vec<f32>> = pooled.to_vec2().unwrap();
                 assert_eq!(pooled.len(), picks.len());
                 for (s, (&pick, &first)) in picks.iter().zip(&firsts).enumerate() {
@@ -486,11 +494,11 @@ mod tests {
             }
             // A pick past its sequence, or too few picks, is an error.
             assert!(
-                enc.forward_pooled(&xs, &runs, Masking::Full, &[0, 4, 1, 5])
+                enc.forward_pooled(&xs, &packing, Masking::Full, &[0, 4, 1, 5])
                     .is_err()
             );
             assert!(
-                enc.forward_pooled(&xs, &runs, Masking::Full, &[0, 3, 1])
+                enc.forward_pooled(&xs, &packing, Masking::Full, &[0, 3, 1])
                     .is_err()
             );
         }

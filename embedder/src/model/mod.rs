@@ -6,6 +6,7 @@ mod dense;
 mod int8_kernel;
 mod layer_norm;
 mod layers;
+mod packing;
 mod rows_kernel;
 mod text;
 mod vision;

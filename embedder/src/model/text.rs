@@ -6,6 +6,7 @@ use candle_nn::{Embedding, VarBuilder, embedding};
 use super::dense::{Dense, WeightPrecision};
 use super::layer_norm::Norm;
 use super::layers::{Encoder, Masking, Run, StackShape, layer_norm, projection};
+use super::packing::{Packing, SharedPrefixes};
 use crate::config::ClipConfig;
 
 /// Text transformer with its projection; input ids, output projected (unnormalised) features.
@@ -74,11 +75,14 @@ impl TextTower {
     /// `pool[i]` of sequence `i`.
     ///
     /// The sequences are packed, not padded: their tokens are stacked into one
-    /// `(total tokens, hidden)` activation, sorted by length so that equal lengths form runs.
-    /// Every linear layer, LayerNorm and activation is per token, and attention runs per run of
-    /// equal-length sequences, so each sequence goes through exactly the operations it goes
-    /// through alone and gets the same bits, whatever else is in the batch (no padding token
-    /// enters any of its sums, and the linear layers' kernel does not depend on the row count).
+    /// `(tokens, hidden)` activation. On the CPU, sequences that begin with the same tokens
+    /// share those rows (every query begins with the start-of-text token; see
+    /// [`Packing::sharing_prefixes`]); elsewhere they are sorted by length so that equal
+    /// lengths form runs. Every linear layer, LayerNorm and activation is per token, and
+    /// attention runs per sequence (or run), so each sequence goes through exactly the
+    /// operations it goes through alone and gets the same bits, whatever else is in the batch
+    /// (no padding token enters any of its sums, and the linear layers' kernel does not depend
+    /// on the row count).
     pub fn forward(&self, seqs: &[Vec<u32>], pool: &[usize]) -> Result<Tensor> {
         let b = seqs.len();
         if b == 0 || pool.len() != b {
@@ -93,26 +97,18 @@ impl TextTower {
                 );
             }
         }
-        // Stable sort by length: runs of equal length, each sequence's tokens contiguous.
-        let mut order: Vec<usize> = (0..b).collect();
-        order.sort_by_key(|&i| seqs[i].len());
-        let total: usize = seqs.iter().map(Vec::len).sum();
-        let mut ids = Vec::with_capacity(total);
-        let mut positions = Vec::with_capacity(total);
-        let mut runs: Vec<Run> = Vec::new();
-        for &i in &order {
-            let s = &seqs[i];
-            match runs.last_mut() {
-                Some(run) if run.len == s.len() => run.count += 1,
-                _ => runs.push(Run {
-                    start: ids.len(),
-                    count: 1,
-                    len: s.len(),
-                }),
-            }
-            ids.extend_from_slice(s);
-            positions.extend(0..s.len() as u32);
-        }
+        let SharedPrefixes {
+            packing,
+            ids,
+            positions,
+            order,
+        } = if self.encoder.shares_rows() {
+            let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+            Packing::sharing_prefixes(&refs)
+        } else {
+            runs_by_length(seqs)
+        };
+        let total = ids.len();
         let ids = Tensor::from_vec(ids, total, &self.device)?;
         let positions = Tensor::from_vec(positions, total, &self.device)?;
         let xs = self.token_embedding.forward(&ids)?;
@@ -126,11 +122,41 @@ impl TextTower {
         }
         let pooled = self
             .encoder
-            .forward_pooled(&xs, &runs, Masking::Causal, &picks)?;
+            .forward_pooled(&xs, &packing, Masking::Causal, &picks)?;
         let packed_at = Tensor::from_vec(packed_at, b, &self.device)?;
         let pooled = pooled.index_select(&packed_at, 0)?;
         // LayerNorm is per token, so normalising only the pooled rows equals HF's order.
         let pooled = self.final_layer_norm.forward(&pooled)?;
         self.projection.forward(&pooled)
+    }
+}
+
+/// Sequences that own their rows, stably sorted by length so that equal lengths form the runs
+/// that attention through candle ops needs.
+fn runs_by_length(seqs: &[Vec<u32>]) -> SharedPrefixes {
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| seqs[i].len());
+    let total: usize = seqs.iter().map(Vec::len).sum();
+    let mut ids = Vec::with_capacity(total);
+    let mut positions = Vec::with_capacity(total);
+    let mut runs: Vec<Run> = Vec::new();
+    for &i in &order {
+        let s = &seqs[i];
+        match runs.last_mut() {
+            Some(run) if run.len == s.len() => run.count += 1,
+            _ => runs.push(Run {
+                start: ids.len(),
+                count: 1,
+                len: s.len(),
+            }),
+        }
+        ids.extend_from_slice(s);
+        positions.extend(0..s.len() as u32);
+    }
+    SharedPrefixes {
+        packing: Packing::from_runs(&runs),
+        ids,
+        positions,
+        order,
     }
 }

@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 use super::dense::{Dense, WeightPrecision};
 use super::layer_norm::Norm;
 use super::layers::{Encoder, Masking, Run, StackShape, layer_norm, projection};
+use super::packing::Packing;
 use crate::config::ClipConfig;
 
 /// ViT with class token and projection; input `(b, 3, s, s)` pixels, output projected features.
@@ -141,9 +142,12 @@ impl VisionTower {
         // The class token (position 0) is pooled; the result is contiguous, so LayerNorm
         // takes its fused per-row kernel at every batch size (a strided view of several
         // images would take its composite path, other bits).
-        let pooled = self
-            .encoder
-            .forward_pooled(&xs, &[run], Masking::Full, &vec![0; b])?;
+        let pooled = self.encoder.forward_pooled(
+            &xs,
+            &Packing::from_runs(&[run]),
+            Masking::Full,
+            &vec![0; b],
+        )?;
         let pooled = self.post_layernorm.forward(&pooled)?;
         self.projection.forward(&pooled)
     }
